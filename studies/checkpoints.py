@@ -1,0 +1,42 @@
+"""Atomic saving and safe loading of checkpoints and weight files (`weights_only=True` always)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import UsageError
+
+
+def save_atomic(obj, path: Path) -> None:
+    """Write to a temporary file, then rename: a kill leaves the old file or the new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: Path, map_location="cpu") -> dict:
+    """Load a checkpoint; a corrupt or truncated file is a one-line UsageError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, bad pickle, refused object: all mean "not a good checkpoint"
+        raise UsageError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}); "
+                         f"move it away to recompute from the last good state") from None
+
+
+def state_dict_cpu(module: torch.nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)

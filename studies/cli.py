@@ -1,0 +1,53 @@
+"""The `earlyphase` command: dispatches to one module per subcommand, imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from .errors import UsageError
+
+# name -> (module with main(argv) -> int, config class for --help or None, one-line description)
+COMMANDS = {
+    "train": ("earlyphase.studies.train_job", "TrainConfig", "train a dense network"),
+}
+
+USAGE = "usage: earlyphase COMMAND [--field=value ...]   (earlyphase COMMAND --help lists the fields)"
+
+
+def _help(name: str) -> str:
+    module, config, text = COMMANDS[name]
+    lines = [f"earlyphase {name}: {text}"]
+    if config:
+        from . import config as config_module
+        cls = getattr(importlib.import_module(module), config, None) or getattr(config_module, config)
+        lines += ["", config_module.describe_options(cls)]
+    return "\n".join(lines)
+
+
+def run(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE + "\n\ncommands:\n" + "\n".join(f"  {n:<10} {c[2]}" for n, c in COMMANDS.items()))
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        raise UsageError(f"unknown command {name!r}: choose one of {', '.join(COMMANDS)}")
+    if rest and rest[0] in ("-h", "--help") and COMMANDS[name][1]:
+        print(_help(name))
+        return 0
+    return importlib.import_module(COMMANDS[name][0]).main(rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except UsageError as err:
+        print(f"earlyphase: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("earlyphase: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Datasets held whole as uint8 tensors on the training device.
+
+- `digits` (the embedded default): scikit-learn's 1,797 real 8x8 digit images, grey levels 0..16 scaled
+  to 0..255 and repeated to 3 channels, kept at their native 8x8 (the CIFAR ResNet pools globally, so
+  it runs on any size). Fixed stratified split (seed 0): 1,437 train / 360 test. Augmentation: random
+  +-1 pixel shifts (crop 8 with 1-pixel zero padding); no flip, since a digit is not flip-invariant.
+- `cifar10`: read by `torchvision.datasets.CIFAR10` from `--data_dir` (downloads only with
+  `--download`). Augmentation: random crop 32 with 4-pixel zero padding + horizontal flip. Normalised
+  with ImageNet mean/std, as the reference code does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ImageData:
+    name: str
+    train_x: torch.Tensor  # uint8, N x C x H x W
+    train_y: torch.Tensor  # int64, N
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple
+    std: tuple
+    crop_padding: int  # standard augmentation: random crop with this zero padding
+    flip: bool  # standard augmentation: random horizontal flip
+
+    def to(self, device) -> "ImageData":
+        move = lambda t: t.to(device)  # noqa: E731
+        return replace(self, train_x=move(self.train_x), train_y=move(self.train_y),
+                       test_x=move(self.test_x), test_y=move(self.test_y))
+
+    def iterations_per_epoch(self, batch_size: int) -> int:
+        return -(-len(self.train_y) // batch_size)  # the last, smaller batch is kept (391 for CIFAR-10)
+
+    def normalise(self, x_uint8: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x_uint8.device, dtype=dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x_uint8.device, dtype=dtype).view(1, -1, 1, 1)
+        return (x_uint8.to(dtype) / 255.0 - mean) / std
+
+
+def load_digits() -> ImageData:
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_digits()
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # N x 8 x 8
+    x_tr, x_te, y_tr, y_te = train_test_split(images, bunch.target, test_size=0.2, random_state=0, stratify=bunch.target)
+    to_x = lambda a: torch.from_numpy(a).unsqueeze(1).repeat(1, 3, 1, 1).contiguous()  # noqa: E731
+    mean = float(x_tr.mean() / 255.0)
+    std = float(x_tr.std() / 255.0)
+    return ImageData("digits", to_x(x_tr), torch.from_numpy(y_tr).long(), to_x(x_te), torch.from_numpy(y_te).long(),
+                     10, (mean,) * 3, (std,) * 3, crop_padding=1, flip=False)
+
+
+def load_cifar10(data_dir: str | Path, download: bool = False, reader=None) -> ImageData:
+    """CIFAR-10 through torchvision's reader (which checks the batches' md5 sums)."""
+    if reader is None:
+        from torchvision.datasets import CIFAR10 as reader
+    root = Path(data_dir).expanduser()
+    folder = root / reader.base_folder
+    if not download and not folder.is_dir():
+        raise UsageError(f"CIFAR-10 not found at {folder}: pass --download=true, or put the python-version batches there "
+                         f"(--data_dir sets the parent folder)")
+    try:
+        splits = [reader(str(root), train=train, download=download) for train in (True, False)]
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted", or metadata corrupted
+        raise UsageError(f"CIFAR-10 at {folder} is missing files or corrupt ({err}); delete that folder and rerun with --download=true") from None
+    except OSError as err:
+        raise UsageError(f"cannot get CIFAR-10 into {folder}: {err}") from None
+    to_x = lambda d: torch.from_numpy(np.ascontiguousarray(d.data.transpose(0, 3, 1, 2)))  # noqa: E731
+    to_y = lambda d: torch.tensor(d.targets, dtype=torch.long)  # noqa: E731
+    train, test = splits
+    return ImageData("cifar10", to_x(train), to_y(train), to_x(test), to_y(test), len(train.classes),
+                     IMAGENET_MEAN, IMAGENET_STD, crop_padding=4, flip=True)
+
+
+def load(name: str, data_dir: str = "", download: bool = False) -> ImageData:
+    if name == "digits":
+        return load_digits()
+    if name == "cifar10":
+        return load_cifar10(data_dir, download)
+    raise UsageError(f"unknown dataset {name!r}: choose digits or cifar10")

@@ -1,0 +1,109 @@
+"""From a config to what the trainer needs: validated steps, device, precision, data, a seeded model."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+
+import torch
+
+from . import models
+from .config import TrainConfig
+from .data import ImageData, load
+from .errors import UsageError
+from .steps import Step, StepError
+from .trainer import Schedule, TrainPlan
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device={name}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device={name} but CUDA is not available here: use --device=cpu (or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device={name}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise UsageError(f"--precision={precision}: use auto, fp32 or bf16")
+    return precision
+
+
+def parse_step(text: str, per_epoch: int, name: str) -> Step:
+    try:
+        return Step.parse(text, per_epoch)
+    except StepError as err:
+        raise UsageError(f"--{name}: {err}") from None
+
+
+@lru_cache(maxsize=4)
+def _load_cached(name: str, data_dir: str, download: bool) -> ImageData:
+    return load(name, data_dir, download)
+
+
+def load_data(cfg: TrainConfig, device: torch.device) -> ImageData:
+    return _load_cached(cfg.dataset, cfg.data_dir, cfg.download).to(device)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Resolve dataset defaults and check every training field; returns the resolved config."""
+    cfg = cfg.resolved()
+    for name in ("batch_size", "width", "eval_every", "checkpoint_every"):
+        if getattr(cfg, name) < 1:
+            raise UsageError(f"--{name} must be a positive integer")
+    for name in ("lr", "gamma"):
+        if not getattr(cfg, name) > 0:
+            raise UsageError(f"--{name} must be positive")
+    if not 0 <= cfg.momentum < 1 or cfg.weight_decay < 0:
+        raise UsageError("--momentum must be in [0, 1) and --weight_decay >= 0")
+    try:
+        models.check_depth(int(cfg.model.removeprefix("cifar_resnet")))
+    except ValueError as err:
+        raise UsageError(f"--model={cfg.model}: {err}" if cfg.model.startswith("cifar_resnet") and
+                         cfg.model[12:].isdigit() else f"--model={cfg.model}: use cifar_resnet{{D}}, e.g. cifar_resnet20") from None
+    resolve_precision(cfg.precision, torch.device("cpu"))
+    for name in ("training_steps", "warmup_steps"):
+        parse_step(getattr(cfg, name), 1, name)
+    for text in filter(None, cfg.milestone_steps.split(",")):
+        parse_step(text, 1, "milestone_steps")
+    return cfg
+
+
+def training_steps(cfg: TrainConfig, data: ImageData) -> tuple[int, Step]:
+    per_epoch = data.iterations_per_epoch(cfg.batch_size)
+    end = parse_step(cfg.training_steps, per_epoch, "training_steps")
+    if end.it < 1:
+        raise UsageError("--training_steps must be at least 1it")
+    return per_epoch, end
+
+
+def make_plan(cfg: TrainConfig, data: ImageData, device: torch.device, *, start: int = 0,
+              save_at: tuple = (), seed: int | None = None, progress: str = "") -> TrainPlan:
+    per_epoch, end = training_steps(cfg, data)
+    milestones = tuple(parse_step(t, per_epoch, "milestone_steps").it for t in filter(None, cfg.milestone_steps.split(",")))
+    warmup = parse_step(cfg.warmup_steps, per_epoch, "warmup_steps").it
+    return TrainPlan(seed=cfg.seed if seed is None else seed, batch_size=cfg.batch_size,
+                     schedule=Schedule(cfg.lr, milestones, cfg.gamma, warmup), start=start, end=end.it,
+                     momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
+                     precision=resolve_precision(cfg.precision, device), eval_every=cfg.eval_every,
+                     checkpoint_every=cfg.checkpoint_every, save_at=tuple(save_at), progress=progress)
+
+
+def make_model(cfg: TrainConfig, data: ImageData, device: torch.device, seed: int | None = None) -> models.CifarResNet:
+    """The initial network, a pure function of (model, width, seed)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed if seed is None else seed)
+        model = models.create(cfg.model, width=cfg.width, num_classes=data.num_classes)
+    return model.to(device)
+
+
+def config_record(kind: str, cfg) -> dict:
+    return {"kind": kind, **dataclasses.asdict(cfg)}

@@ -1,0 +1,30 @@
+"""`earlyphase train`: dense training of a CIFAR ResNet; prints the run directory last."""
+
+from __future__ import annotations
+
+from . import setup
+from .checkpoints import write_json_atomic
+from .config import TrainConfig, parse_overrides, run_dir
+from .trainer import train
+
+
+def run(cfg: TrainConfig, sinks=()) -> "tuple":
+    cfg = setup.validate(cfg)
+    device = setup.resolve_device(cfg.device)
+    data = setup.load_data(cfg, device)
+    out = run_dir("train", cfg)
+    plan = setup.make_plan(cfg, data, device, progress=f"train {out.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", setup.config_record("train", cfg))
+    model = setup.make_model(cfg, data, device)
+    return out, train(model, data, plan, out, sinks=sinks)
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_overrides(TrainConfig, argv)
+    out, result = run(cfg)
+    acc = result.summary["test_accuracy"]
+    state = "already finished" if result.skipped else "done"
+    print(f"train {state}: test accuracy {acc:.4f}")
+    print(out)
+    return 0

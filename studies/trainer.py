@@ -1,0 +1,269 @@
+"""The one training engine: every dense run, IMP level, control and pretext pretraining goes through it.
+
+`train()` takes a model (already at its start state), the data, a `TrainPlan` and a pretext task (the
+loss and the per-batch transform; `Supervised` by default) and trains iterations [start, end) in
+`run_dir`. It is resumable: a checkpoint (model, optimiser, step, loss accumulator, RNG states) is
+written atomically every `checkpoint_every` epochs; rerunning the same call resumes from it and gives
+bit-identical results on CPU, because every batch is a pure function of (seed, step). A run whose
+`summary.json` exists is finished and is not redone.
+
+Masks: a dict {parameter name: 0/1 tensor}; the masked weights are multiplied by it after every
+optimiser step (and once at the start), so momentum and weight decay cannot revive a pruned weight.
+The learning rate is a pure function of the step (milestones, gamma, linear warmup), so starting at
+step k "continues the schedule from k".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from earlyphase.pretext.base import PretextTask
+from earlyphase.pretext.supervised import Supervised
+
+from . import checkpoints
+from .augment import augment_split, derive_seed, epoch_order, fork_rng, standard_augmentation
+from .data import ImageData
+
+Mask = dict  # {parameter name: tensor of 0/1, same shape as the parameter}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    lr: float
+    milestones: tuple = ()  # iterations at which lr *= gamma
+    gamma: float = 0.1
+    warmup: int = 0  # iterations of linear warmup from lr/warmup
+
+    def lr_at(self, it: int) -> float:
+        factor = self.gamma ** sum(it >= m for m in self.milestones)
+        if self.warmup:
+            factor *= min(1.0, (it + 1) / self.warmup)
+        return self.lr * factor
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    seed: int
+    batch_size: int
+    schedule: Schedule
+    start: int  # first iteration to train (the rewind step for tickets)
+    end: int  # train until this many iterations in total
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    augment: bool = True
+    precision: str = "fp32"  # fp32 or bf16 (autocast; BatchNorm and the loss stay fp32)
+    eval_every: int = 1  # epochs
+    checkpoint_every: int = 1  # epochs
+    save_at: tuple = ()  # iterations at which to save weights (rewind points), as weights_{it}it.pt
+    progress: str = ""  # progress-bar label
+
+
+@dataclass
+class TrainResult:
+    summary: dict
+    run_dir: Path
+    resumed_from: int | None = None  # the step a checkpoint was resumed from, if any
+    skipped: bool = False  # finished earlier; nothing was trained
+    extras: dict = field(default_factory=dict)
+
+
+def make_optimizer(model: torch.nn.Module, plan: TrainPlan) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=plan.schedule.lr, momentum=plan.momentum,
+                           weight_decay=plan.weight_decay, nesterov=False, foreach=True)
+
+
+def masked_pairs(model: torch.nn.Module, mask: Mask | None):
+    """(parameters, masks) lists for foreach multiplication; masks cast to each parameter's dtype/device."""
+    if not mask:
+        return [], []
+    params = dict(model.named_parameters())
+    missing = set(mask) - set(params)
+    if missing:
+        raise ValueError(f"mask names parameters the model lacks: {sorted(missing)[:3]}")
+    names = sorted(mask)
+    return [params[n] for n in names], [mask[n].to(params[n].device, params[n].dtype) for n in names]
+
+
+@torch.no_grad()
+def apply_mask(params, masks) -> None:
+    if params:
+        torch._foreach_mul_(params, masks)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model, data: ImageData, task: PretextTask, plan: TrainPlan, batch: int = 1000) -> dict:
+    """Test loss and accuracy of `task` on the test split (accuracy is None where it has no meaning)."""
+    device = data.test_x.device
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct_sum, counted = torch.zeros((), device=device), 0
+    with fork_rng(device):
+        torch.manual_seed(derive_seed(plan.seed, "eval"))  # fixed draws for stochastic tasks (e.g. rotations)
+        for lo in range(0, len(data.test_y), batch):
+            idx = torch.arange(lo, min(lo + batch, len(data.test_y)), device=device)
+            inputs, targets = task.batch(data.normalise(data.test_x[idx]), data.test_y[idx], idx)
+            with autocast(device, plan.precision):
+                out = model(inputs)
+            loss_sum += task.loss(out.float(), targets).float() * len(idx)
+            correct = task.correct(out, targets)
+            if correct is not None:
+                correct_sum += correct
+                counted += len(targets)
+    model.train(was_training)
+    n = len(data.test_y)
+    return {"test_loss": loss_sum.item() / n, "test_accuracy": (correct_sum.item() / counted) if counted else None}
+
+
+class _Epochs:
+    """Caches one epoch's augmented split and order; batch(step) gives that step's examples."""
+
+    def __init__(self, data: ImageData, plan: TrainPlan, task: PretextTask):
+        self.data, self.plan = data, plan
+        self.augment = plan.augment and task.standard_augmentation
+        self.aug = standard_augmentation(data) if self.augment else None
+        self.per_epoch = data.iterations_per_epoch(plan.batch_size)
+        self.epoch, self.images, self.order = None, None, None
+
+    def batch(self, step: int):
+        epoch, i = divmod(step, self.per_epoch)
+        if epoch != self.epoch:
+            d, seed = self.data, self.plan.seed
+            self.order = epoch_order(len(d.train_y), seed, epoch, d.train_x.device)
+            self.images = augment_split(d, seed, epoch, self.aug) if self.augment else d.train_x
+            self.epoch = epoch
+        idx = self.order[i * self.plan.batch_size:(i + 1) * self.plan.batch_size]
+        return self.data.normalise(self.images[idx]), self.data.train_y[idx], idx
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _read_metrics(path: Path, up_to: int) -> list[dict]:
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r["step"] <= up_to]
+
+
+def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Path, *,
+          task: PretextTask | None = None, mask: Mask | None = None, optimizer_state: dict | None = None,
+          sinks: Sequence[Callable[[dict], None]] = (),
+          step_hooks: Sequence[Callable[[int, torch.nn.Module, torch.Tensor], None]] = ()) -> TrainResult:
+    """Train `model` on iterations [plan.start, plan.end) in `run_dir`; resume or skip as needed.
+
+    sinks: called with every metrics record (W&B, ...). step_hooks: called as hook(step, model, loss)
+    after every optimiser step (step counts iterations done; loss is the device tensor, not synced).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary_path, ckpt_path, metrics_path = run_dir / "summary.json", run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
+    if summary_path.exists():
+        return TrainResult(json.loads(summary_path.read_text()), run_dir, skipped=True)
+
+    task = task or Supervised()
+    device = next(model.parameters()).device
+    optimizer = make_optimizer(model, plan)
+    params, masks = masked_pairs(model, mask)
+    step, resumed_from = plan.start, None
+    loss_sum, loss_count = torch.zeros((), device=device), 0
+    if ckpt_path.exists():
+        state = checkpoints.load(ckpt_path, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = resumed_from = state["step"]
+        loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
+        _set_rng_state(state["rng"], device)
+    elif optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    apply_mask(params, masks)
+    records = _read_metrics(metrics_path, step if resumed_from is not None else -1)
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    def save_weights(it: int) -> None:
+        checkpoints.save_atomic({"model": checkpoints.state_dict_cpu(model), "optimizer": optimizer.state_dict(),
+                                 "step": it}, run_dir / f"weights_{it}it.pt")
+
+    if step == plan.start and plan.start in plan.save_at:
+        save_weights(step)
+
+    epochs = _Epochs(data, plan, task)
+    per_epoch = epochs.per_epoch
+    bar = tqdm(total=plan.end - plan.start, initial=step - plan.start, desc=plan.progress or run_dir.name,
+               file=sys.stderr, disable=None, leave=False, unit="it", mininterval=1.0)
+    model.train()
+    while step < plan.end:
+        x, y, idx = epochs.batch(step)
+        if task.stochastic:
+            torch.manual_seed(derive_seed(plan.seed, "batch", step))
+        inputs, targets = task.batch(x, y, idx)
+        lr = plan.schedule.lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(device, plan.precision):
+            outputs = model(inputs)
+        loss = task.loss(outputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        apply_mask(params, masks)
+        loss_sum += loss.detach()
+        loss_count += 1
+        step += 1
+        bar.update(1)
+        for hook in step_hooks:
+            hook(step, model, loss)
+        if step in plan.save_at:
+            save_weights(step)
+        if step % per_epoch and step != plan.end:
+            continue
+        epoch = -(-step // per_epoch)
+        if epoch % plan.eval_every == 0 or step == plan.end:
+            record = {"step": step, "epoch": round(step / per_epoch, 4), "lr": lr,
+                      "train_loss": (loss_sum / max(loss_count, 1)).item(), **evaluate(model, data, task, plan)}
+            loss_sum, loss_count = torch.zeros((), device=device), 0
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            records.append(record)
+            for sink in sinks:
+                sink(record)
+            bar.set_postfix(acc=record["test_accuracy"], loss=round(record["train_loss"], 4), refresh=False)
+        if epoch % plan.checkpoint_every == 0 and step < plan.end:
+            checkpoints.save_atomic({"model": checkpoints.state_dict_cpu(model), "optimizer": optimizer.state_dict(),
+                                     "step": step, "loss_sum": loss_sum.cpu(), "loss_count": loss_count,
+                                     "rng": _rng_state(device)}, ckpt_path)
+    bar.close()
+
+    final = records[-1] if records else {**evaluate(model, data, task, plan), "train_loss": None}
+    checkpoints.save_atomic({"model": checkpoints.state_dict_cpu(model), "step": plan.end}, run_dir / "final.pt")
+    summary = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
+               "train_loss": final["train_loss"], "start_step": plan.start, "end_step": plan.end,
+               "iterations_per_epoch": per_epoch}
+    checkpoints.write_json_atomic(summary_path, summary)
+    ckpt_path.unlink(missing_ok=True)
+    return TrainResult(summary, run_dir, resumed_from=resumed_from)
+
