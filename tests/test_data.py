@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from earlyphase.studies.augment import augment_split, epoch_order
+from earlyphase.studies.data import load_cifar10, load_digits
+from earlyphase.studies.errors import UsageError
+
+from cifar_files import UncheckedCIFAR10, write_cifar_tree
+
+
+def test_cifar_tree_goes_through_torchvision(tmp_path):
+    written = write_cifar_tree(tmp_path, per_batch=20)
+    data = load_cifar10(tmp_path, reader=UncheckedCIFAR10)
+    assert data.train_x.shape == (100, 3, 32, 32) and data.train_x.dtype == torch.uint8
+    assert data.test_x.shape == (20, 3, 32, 32) and data.num_classes == 10
+    raw, labels = written["data_batch_2"]
+    # CHW bytes in the file -> the same CHW tensor (torchvision goes through HWC and back)
+    assert torch.equal(data.train_x[20:40], torch.from_numpy(raw.reshape(20, 3, 32, 32)))
+    assert data.train_y[20:40].tolist() == labels
+    assert data.flip and data.crop_padding == 4
+
+
+def test_missing_cifar_names_the_path_and_the_fix(tmp_path):
+    with pytest.raises(UsageError, match=r"cifar-10-batches-py.*--download=true"):
+        load_cifar10(tmp_path / "nowhere")
+
+
+def test_corrupt_cifar_is_reported_with_its_path(tmp_path):
+    write_cifar_tree(tmp_path)  # md5 sums differ from the real files: the real reader refuses them
+    with pytest.raises(UsageError, match=r"corrupt.*cifar-10-batches-py"):
+        load_cifar10(tmp_path)
+
+
+def test_digits_split_and_values():
+    data = load_digits()
+    assert data.train_x.shape == (1437, 3, 8, 8) and data.test_x.shape == (360, 3, 8, 8)
+    assert data.train_x.dtype == torch.uint8 and int(data.train_x.max()) == 255
+    assert torch.equal(data.train_x[:, 0], data.train_x[:, 2])
+    assert sorted(torch.bincount(data.test_y).tolist())[0] >= 35  # stratified
+    assert not data.flip
+    again = load_digits()
+    assert torch.equal(again.train_x, data.train_x) and torch.equal(again.test_y, data.test_y)
+    x = data.normalise(data.train_x)
+    assert abs(x.mean().item()) < 1e-3 and x.std().item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_augmentation_is_per_sample_and_seeded(tmp_path):
+    write_cifar_tree(tmp_path, per_batch=40)
+    data = load_cifar10(tmp_path, reader=UncheckedCIFAR10)
+    aug = augment_split(data, seed=3, epoch=0)
+    assert aug.dtype == torch.uint8 and aug.shape == data.train_x.shape
+    # find each image's shift by matching against padded originals: the draws must differ across samples
+    shifts = set()
+    padded = torch.nn.functional.pad(data.train_x[:40].float(), (4, 4, 4, 4))
+    for i in range(40):
+        found = None
+        for dy in range(9):
+            for dx in range(9):
+                window = padded[i, :, dy:dy + 32, dx:dx + 32]
+                if torch.equal(window, aug[i].float()) or torch.equal(window.flip(-1), aug[i].float()):
+                    found = (dy, dx, torch.equal(window.flip(-1), aug[i].float()) and not torch.equal(window, aug[i].float()))
+        assert found is not None, "augmented image is not a padded crop (or its flip) of the original"
+        shifts.add(found)
+    assert len(shifts) > 10
+    assert any(s[2] for s in shifts) and not all(s[2] for s in shifts)  # flips drawn per sample
+    assert torch.equal(augment_split(data, seed=3, epoch=0), aug)
+    assert not torch.equal(augment_split(data, seed=3, epoch=1), aug)
+
+
+def test_epoch_order_is_a_seeded_permutation():
+    a = epoch_order(100, 0, 0, "cpu")
+    assert sorted(a.tolist()) == list(range(100))
+    assert torch.equal(a, epoch_order(100, 0, 0, "cpu"))
+    assert not torch.equal(a, epoch_order(100, 0, 1, "cpu")) and not torch.equal(a, epoch_order(100, 1, 0, "cpu"))
