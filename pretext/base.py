@@ -5,13 +5,78 @@ already normalised; true labels; example indices) becomes the model's inputs and
 and what its loss is. The trainer owns the rest (optimiser, schedule, masks, checkpoints), so a new
 task is one small file. Randomness inside `batch` may use the global torch RNG: the trainer seeds it
 from (run seed, step) before every step, which keeps runs reproducible and resumable.
+
+Settings: a task declares `options = {name: default}`; the constructor takes them as keywords
+(strings such as "0.5" or "true" are converted to the default's type, unknown names are refused) and
+sets each as an attribute, so `options = {"temperature": 0.5}` gives `self.temperature`. What a task
+needs to know about the data and run arrives as `self.info` (a `TaskInfo`). Checks of option values and
+precomputation go in `setup()`, which the constructor calls last. Errors are ValueErrors with a
+one-line message; the application turns them into usage errors.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """The data and run facts a task may use (the pretraining job fills them in)."""
+
+    seed: int = 0  # for the task's own fixed draws (e.g. random labels); derived from the run seed and task name
+    num_classes: int = 10  # classes of the real task
+    num_examples: int = 0  # size of the largest split: tables indexed by example index cover every split
+    image_size: tuple = (32, 32)  # (height, width)
+    mean: tuple = (0.5, 0.5, 0.5)  # the normalisation the batches arrive with (per channel)
+    std: tuple = (0.5, 0.5, 0.5)
+    flip: bool = True  # whether horizontal flips preserve the data's meaning (the dataset's standard augmentation flips)
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo the normalisation: images in [0, 1]."""
+        return x * _channels(self.std, x) + _channels(self.mean, x)
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels - _channels(self.mean, pixels)) / _channels(self.std, pixels)
+
+
+def _channels(values: tuple, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
+
+
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+
+
+def coerce_option(task: str, key: str, value, default):
+    """`value` as the type of `default` (bool, int, float or str); text is parsed."""
+    kind = type(default)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in _TRUE | _FALSE:
+                    raise ValueError
+                return value.lower() in _TRUE
+            return bool(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{task} option {key}={value!r}: expected {kind.__name__}") from None
+
+
+def parse_args(text: str) -> dict:
+    """'k=v,k=v' -> {k: 'v'} (the values stay text; the task converts them)."""
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"bad pretext argument {item!r}: write key=value,key=value")
+        out[key.strip()] = value.strip()
+    return out
 
 
 class PretextTask:
@@ -20,9 +85,27 @@ class PretextTask:
     uses_labels: bool = True  # whether the task reads the true labels
     standard_augmentation: bool = True  # batches arrive with the dataset's standard augmentation
     stochastic: bool = True  # `batch` draws random numbers (the trainer then seeds every step)
+    options: ClassVar[dict] = {}  # declared settings {name: default}; they become attributes
+
+    def __init__(self, info: TaskInfo | None = None, **options):
+        self.info = info or TaskInfo()
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            takes = ", ".join(self.options) or "no options"
+            raise ValueError(f"{self.name or type(self).__name__} has no option {unknown[0]!r}; it takes: {takes}")
+        for key, default in self.options.items():
+            setattr(self, key, coerce_option(self.name, key, options.get(key, default), default))
+        self.setup()
+
+    def setup(self) -> None:
+        """Check the option values (raise ValueError) and precompute what `batch` needs."""
+
+    def settings(self) -> dict:
+        """The task's option values, e.g. for a run's description."""
+        return {key: getattr(self, key) for key in self.options}
 
     def head(self, num_features: int, num_classes: int) -> nn.Module | None:
-        """The module that replaces the classifier during pretraining; None keeps the 10-way classifier."""
+        """The module that replaces the classifier during pretraining; None keeps (and trains) the 10-way classifier."""
         return None
 
     def batch(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor):
@@ -33,7 +116,7 @@ class PretextTask:
         return F.cross_entropy(outputs.float(), targets)
 
     def correct(self, outputs: torch.Tensor, targets) -> torch.Tensor | None:
-        """Number of correct predictions (a 0-d tensor), or None where accuracy has no meaning."""
+        """Number of correct predictions (a 0-d tensor) out of len(targets), or None where accuracy has no meaning."""
         if not isinstance(targets, torch.Tensor) or targets.dtype != torch.long or outputs.dim() != 2:
             return None
         return (outputs.argmax(1) == targets).sum()
