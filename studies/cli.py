@@ -10,6 +10,8 @@ from .errors import UsageError
 # name -> (module with main(argv) -> int, config class for --help or None, one-line description)
 COMMANDS = {
     "train": ("earlyphase.studies.train_job", "TrainConfig", "train a dense network"),
+    "pretrain": ("earlyphase.studies.pretrain_job", "PretrainConfig", "pretrain with a pretext task; saves rewind_point.pt"),
+    "pretext": ("earlyphase.studies.pretext_cmd", None, "list: the pretext tasks found (built-in and plugins)"),
 }
 
 USAGE = "usage: earlyphase COMMAND [--field=value ...]   (earlyphase COMMAND --help lists the fields)"

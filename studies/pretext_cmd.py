@@ -1,0 +1,47 @@
+"""`earlyphase pretext list`: every discovered pretext task, its description, options and distribution.
+
+A plugin that fails to load is listed with its error (the others are unaffected); the exit status is
+0 either way, since listing succeeded.
+"""
+
+from __future__ import annotations
+
+from earlyphase.pretext import registry
+
+from .errors import UsageError
+from .pretrain_job import flag_for
+
+USAGE = "usage: earlyphase pretext list"
+
+
+def describe_options(plugin: registry.Plugin) -> str:
+    flags = []
+    for key, default in plugin.task.options.items():
+        flag = flag_for(plugin.name, key)
+        flags.append(f"--{flag}={default}" if flag else f"--pretext_args={key}={default}")
+    return "options: " + ("  ".join(flags) if flags else "none")
+
+
+def listing() -> str:
+    plugins = registry.discover()
+    if not plugins:
+        return f"no pretext tasks installed (entry point group {registry.GROUP})"
+    width = max(len(p.name) for p in plugins)
+    lines = []
+    for p in plugins:
+        if p.task is None:
+            lines.append(f"{p.name:<{width}}  BROKEN {p.error}  [{p.distribution}: {p.target}]")
+        else:
+            lines.append(f"{p.name:<{width}}  {p.description}  [{p.distribution}]")
+            lines.append(f"{'':<{width}}    {describe_options(p)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(USAGE + "\n\nlists the pretext tasks found through the entry point group " + registry.GROUP)
+        return 0
+    if argv not in ([], ["list"]):
+        raise UsageError(f"unexpected arguments {' '.join(argv)!r}; {USAGE}")
+    print(listing())
+    return 0

@@ -1,0 +1,245 @@
+"""`earlyphase pretrain`: train the backbone with a pretext task and save a rewind point.
+
+- The task is looked up by name among the `earlyphase.pretext` entry points (built-in or plugin).
+- Its settings: a built-in task's options are flat fields here, named `{task}_{option}`
+  (`--rotation_all_four`, `--simclr_temperature`, ...); a plugin's options go in
+  `--pretext_args=key=value,key=value`. Both are checked against what the task declares.
+- The network starts at the seed's initialisation (the dense run's init); a task with its own head
+  replaces `.fc` with it (head seeded from (seed, "pretext_head", task)). Training goes through the one
+  trainer (resumable, seeded, progress bar) with a plan from the pretrain fields: `pretrain_steps`,
+  `pretrain_lr` (None: --lr), `pretrain_batch_size` (None: --batch_size), a constant learning rate
+  (no milestones; --warmup_steps, momentum and weight decay as for training). Evaluation reports the
+  task's own test loss and accuracy.
+- Rewind point (`rewind_point.pt` in the run directory, the shared format): the pretrained backbone
+  with a 10-way classifier. A task with its own head gets a fresh classifier, seeded from
+  (seed, "classifier"), so the pretext head never leaks. A task that trains the real classifier
+  (supervised, blur, random labels: head None) keeps it, so `supervised` for k steps is exactly the
+  dense run's weights at k (standard rewinding); `--fresh_classifier` replaces it there too.
+- Sparse pretraining: `--mask=PATH` (a mask.pt of an IMP level, or a run directory holding one) trains
+  only that subnetwork: the mask multiplies the backbone weights after every step; a pretext head is
+  not masked. The rewind point keeps the whole mask, and its classifier (fresh or trained) is masked by
+  the mask's fc entries.
+- Run directory: `pretrain_{task}_{hash}`; the hash covers the non-default fields that matter for this
+  task (other tasks' options are left out, the mask enters by content, not path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from earlyphase.pretext import registry
+from earlyphase.pretext.base import PretextTask, TaskInfo, coerce_option, parse_args
+
+from . import checkpoints, setup
+from .augment import derive_seed
+from .config import TrainConfig, option, parse_overrides, run_name
+from .errors import UsageError
+from .trainer import TrainResult, train
+
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """Pretraining with a pretext task (`earlyphase pretrain`): a rewind point for `earlyphase imp`."""
+
+    pretext: str = option("rotation", "the task: `earlyphase pretext list` shows the installed ones")
+    pretrain_steps: str = option("500it", "length of pretraining, a step string (the paper's k)")
+    pretrain_lr: typing.Optional[float] = option(None, "constant learning rate; None: --lr")
+    pretrain_batch_size: typing.Optional[int] = option(None, "None: --batch_size")
+    pretext_args: str = option("", "options of a plugin task: key=value,key=value")
+    mask: str = option("", "mask.pt of an IMP level (or its run directory): pretrain that subnetwork")
+    fresh_classifier: bool = option(False, "also replace a trained 10-way classifier with a fresh one")
+    rotation_all_four: bool = option(False, "all four rotations of every image per batch (else one random each)")
+    simclr_temperature: float = option(0.5, "NT-Xent temperature")
+    simclr_out_dim: int = option(128, "projection head output size")
+    random_labels_fraction: float = option(1.0, "share of examples given a random label")
+    blur_factor: int = option(4, "down-sampling factor")
+    blur_gaussian: bool = option(False, "Gaussian smoothing (sigma = factor / 2) before down-sampling")
+
+
+# ------------------------------------------------------------------------------------------ options
+def option_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(PretrainConfig)} - {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def flag_for(task: str, key: str) -> str | None:
+    """The config field that carries option `key` of `task`, or None (then it goes in --pretext_args)."""
+    name = f"{task}_{key}"
+    return name if name in option_fields() else None
+
+
+def task_options(cfg: PretrainConfig, task_cls: type[PretextTask]) -> dict:
+    """The task's option values from the flat fields and --pretext_args, converted and checked."""
+    try:
+        given = parse_args(cfg.pretext_args)
+    except ValueError as err:
+        raise UsageError(f"--pretext_args: {err}") from None
+    values = {}
+    for key, text in given.items():
+        if key not in task_cls.options:
+            takes = ", ".join(task_cls.options) or "no options"
+            raise UsageError(f"--pretext_args: {cfg.pretext} has no option {key!r}; it takes: {takes}")
+        if flag_for(cfg.pretext, key):
+            raise UsageError(f"--pretext_args: set {key} with --{flag_for(cfg.pretext, key)}=... instead")
+        try:
+            values[key] = coerce_option(cfg.pretext, key, text, task_cls.options[key])
+        except ValueError as err:
+            raise UsageError(f"--pretext_args: {err}") from None
+    for key in task_cls.options:
+        if flag_for(cfg.pretext, key):
+            values[key] = getattr(cfg, flag_for(cfg.pretext, key))
+    return values
+
+
+PRETRAIN_FIELDS = {"pretext", "pretrain_steps", "pretrain_lr", "pretrain_batch_size", "pretext_args", "mask",
+                   "fresh_classifier"}
+UNUSED_TRAINING_FIELDS = ("training_steps", "milestone_steps", "gamma")  # pretraining has its own length, constant lr
+
+
+def unused_fields(cfg: PretrainConfig, task_cls: type[PretextTask]) -> set[str]:
+    """Fields that cannot change this pretraining: other tasks' options and the training schedule's."""
+    own = {flag_for(cfg.pretext, key) for key in task_cls.options}
+    return (option_fields() - PRETRAIN_FIELDS - own) | set(UNUSED_TRAINING_FIELDS)
+
+
+# --------------------------------------------------------------------------------------------- mask
+def load_mask(path: str, model: torch.nn.Module) -> dict:
+    """{name: bool tensor} from a mask.pt (or a run directory holding one), checked against the model."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        file = file / "mask.pt"
+    if not file.is_file():
+        raise UsageError(f"--mask={path}: no mask file there (expected a mask.pt or a run directory holding one)")
+    mask = checkpoints.load(file)
+    if isinstance(mask, dict) and isinstance(mask.get("mask"), dict):
+        mask = mask["mask"]  # a rewind point or checkpoint that carries one
+    params = dict(model.named_parameters())
+    if not isinstance(mask, dict) or not mask or not all(isinstance(v, torch.Tensor) for v in mask.values()):
+        raise UsageError(f"--mask={path}: not a mask ({{parameter name: bool tensor}})")
+    for name, value in mask.items():
+        if name not in params or params[name].shape != value.shape:
+            raise UsageError(f"--mask={path}: entry {name!r} does not fit {cfg_arch(model)} "
+                             f"(check --model and --width)")
+    return {name: value.bool() for name, value in mask.items()}
+
+
+def cfg_arch(model) -> str:
+    return f"{type(model).__name__}(depth={getattr(model, 'depth', '?')}, width={getattr(model, 'width', '?')})"
+
+
+def mask_digest(mask: dict | None) -> str:
+    if not mask:
+        return ""
+    h = hashlib.sha256()
+    for name in sorted(mask):
+        h.update(name.encode() + str(tuple(mask[name].shape)).encode() + mask[name].cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------- validate
+def validate(cfg: PretrainConfig) -> tuple[PretrainConfig, registry.Plugin, dict]:
+    cfg = setup.validate(cfg)
+    try:
+        plugin = registry.load(cfg.pretext)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    setup.parse_step(cfg.pretrain_steps, 1, "pretrain_steps")
+    if cfg.pretrain_lr is not None and not cfg.pretrain_lr > 0:
+        raise UsageError("--pretrain_lr must be positive")
+    if cfg.pretrain_batch_size is not None and cfg.pretrain_batch_size < 1:
+        raise UsageError("--pretrain_batch_size must be a positive integer")
+    options = task_options(cfg, plugin.task)
+    # Canonical forms, so equivalent commands name the same run.
+    plugin_args = {k: v for k, v in options.items() if not flag_for(cfg.pretext, k) and v != plugin.task.options[k]}
+    cfg = dataclasses.replace(
+        cfg, pretext_args=",".join(f"{k}={v}" for k, v in sorted(plugin_args.items())),
+        pretrain_lr=None if cfg.pretrain_lr == cfg.lr else cfg.pretrain_lr,
+        pretrain_batch_size=None if cfg.pretrain_batch_size == cfg.batch_size else cfg.pretrain_batch_size)
+    return cfg, plugin, options
+
+
+def pretrain_dir(cfg: PretrainConfig, task_cls: type[PretextTask], digest: str) -> Path:
+    defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
+    named = dataclasses.replace(cfg, mask=digest, **{n: defaults[n] for n in unused_fields(cfg, task_cls)})
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.pretext)
+    return Path(cfg.out).expanduser() / run_name("pretrain", named).replace("pretrain_", f"pretrain_{safe}_", 1)
+
+
+def task_info(cfg: PretrainConfig, data) -> TaskInfo:
+    return TaskInfo(seed=derive_seed(cfg.seed, "pretext", cfg.pretext), num_classes=data.num_classes,
+                    num_examples=max(len(data.train_y), len(data.test_y)), image_size=tuple(data.train_x.shape[-2:]),
+                    mean=tuple(data.mean), std=tuple(data.std), flip=data.flip)
+
+
+# -------------------------------------------------------------------------------------------- run
+def rewind_point(cfg: PretrainConfig, model, task_head: bool, mask: dict | None, data, description: str) -> dict:
+    """The pretrained network with a 10-way classifier (fresh where the task had its own head)."""
+    if task_head or cfg.fresh_classifier:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(cfg.seed, "classifier"))
+            model.reset_classifier(data.num_classes)
+    state = checkpoints.state_dict_cpu(model)
+    for name in ("fc.weight", "fc.bias"):
+        if mask and name in mask:
+            state[name] = state[name] * mask[name]
+    return {"model": state, "mask": mask, "description": description,
+            "arch": {"model": cfg.model, "width": cfg.width, "num_classes": data.num_classes}}
+
+
+def run(cfg: PretrainConfig, sinks=()) -> tuple[Path, TrainResult]:
+    cfg, plugin, options = validate(cfg)
+    device = setup.resolve_device(cfg.device)
+    data = setup.load_data(cfg, device)
+    try:
+        task = plugin.task(task_info(cfg, data), **options)
+    except ValueError as err:
+        raise UsageError(f"--pretext={cfg.pretext}: {err}") from None
+    model = setup.make_model(cfg, data, device)
+    mask = load_mask(cfg.mask, model) if cfg.mask else None
+    plan_cfg = dataclasses.replace(cfg, training_steps=cfg.pretrain_steps, milestone_steps="",
+                                   lr=cfg.pretrain_lr or cfg.lr, batch_size=cfg.pretrain_batch_size or cfg.batch_size)
+    out = pretrain_dir(cfg, plugin.task, mask_digest(mask))
+    plan = setup.make_plan(plan_cfg, data, device, progress=f"pretrain {cfg.pretext} {out.name}")
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "pretext_head", cfg.pretext))
+        head = task.head(model.num_features, data.num_classes)
+    if head is not None:
+        model.fc = head.to(device)
+    # A pretext head is not part of the subnetwork: only the backbone (and a kept classifier) is masked.
+    train_mask = {k: v for k, v in mask.items() if head is None or not k.startswith("fc.")} if mask else None
+
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoints.write_json_atomic(out / "config.json", {
+        **setup.config_record("pretrain", cfg), "pretext_options": options, "pretext_target": plugin.target,
+        "pretext_distribution": plugin.distribution, "mask_digest": mask_digest(mask)})
+    result = train(model, data, plan, out, task=task, mask=train_mask, sinks=sinks)
+
+    path = out / "rewind_point.pt"
+    if not path.exists():  # built from final.pt, so a run killed after training still gets one
+        model.load_state_dict(checkpoints.load(out / "final.pt", map_location=device)["model"])
+        settings = ", ".join(f"{k}={v}" for k, v in options.items())
+        description = (f"{cfg.pretext}({settings}) pretraining for {cfg.pretrain_steps} from seed {cfg.seed}"
+                       + (f", sparse (mask {mask_digest(mask)})" if mask else ""))
+        checkpoints.save_atomic(rewind_point(cfg, model, head is not None, mask, data, description), path)
+    result.extras["rewind_point"] = path
+    return out, result
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_overrides(PretrainConfig, argv)
+    out, result = run(cfg)
+    acc, loss = result.summary["test_accuracy"], result.summary["test_loss"]
+    state = "already finished" if result.skipped else "done"
+    shown = "n/a" if acc is None else f"{acc:.4f}"
+    print(f"pretrain {cfg.pretext} {state}: pretext test accuracy {shown}, test loss {loss:.4f}; "
+          f"rewind point {result.extras['rewind_point'].name}")
+    print(out)
+    return 0
