@@ -1,0 +1,57 @@
+"""Rewinding: the start state of a ticket, and (optionally) the optimiser state at the rewind point.
+
+What is rewound: the *whole* network state at the rewind point, i.e. every parameter (conv/linear
+weights, biases, BatchNorm gamma and beta) and every buffer (BatchNorm running mean, running var and
+num_batches_tracked). Only the mask is carried over from the end of training. Pruned weights are set
+to exactly 0 (not multiplied, so no -0.0).
+
+Optimiser: the reference code restarts SGD at the rewind step (no momentum) and continues the
+learning-rate schedule from k; that is the default ("fresh"). "rewound" instead restores the momentum
+buffers saved at step k, with the pruned entries zeroed so they cannot push a pruned weight.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .masks import Mask
+
+OPTIMIZER_MODES = ("fresh", "rewound")
+
+
+def rewound_state(state: dict, mask: Mask) -> dict:
+    """A copy of the state dict `state` with the weights pruned by `mask` set to exactly 0."""
+    missing = [n for n in mask if n not in state]
+    if missing:
+        raise ValueError(f"rewind point lacks masked parameters {missing[:3]}")
+    out = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().clone()
+        if name in mask:
+            keep = mask[name].to(tensor.device)
+            if keep.shape != tensor.shape:
+                raise ValueError(f"mask for {name!r} has shape {tuple(keep.shape)}, the rewind point {tuple(tensor.shape)}")
+            tensor = torch.where(keep, tensor, torch.zeros_like(tensor))
+        out[name] = tensor
+    return out
+
+
+def masked_optimizer_state(optimizer_state: dict, param_names: list[str], mask: Mask) -> dict:
+    """A copy of an optimiser state dict with every per-parameter tensor of a pruned weight zeroed.
+
+    param_names: the model's parameter names in the order the optimiser was built with
+    (`model.named_parameters()`), which is how state dicts index parameters.
+    """
+    indices = [i for group in optimizer_state["param_groups"] for i in group["params"]]
+    if len(indices) != len(param_names):
+        raise ValueError(f"optimiser state has {len(indices)} parameters, the model {len(param_names)}")
+    out = copy.deepcopy(optimizer_state)
+    for index, name in zip(indices, param_names):
+        if name not in mask or index not in out["state"]:
+            continue
+        for key, value in out["state"][index].items():
+            if isinstance(value, torch.Tensor) and value.shape == mask[name].shape:
+                out["state"][index][key] = torch.where(mask[name].to(value.device), value, torch.zeros_like(value))
+    return out
