@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("earlyphase.studies.train_job", "TrainConfig", "train a dense network"),
     "pretrain": ("earlyphase.studies.pretrain_job", "PretrainConfig", "pretrain with a pretext task; saves rewind_point.pt"),
     "pretext": ("earlyphase.studies.pretext_cmd", None, "list: the pretext tasks found (built-in and plugins)"),
+    "imp": ("earlyphase.studies.imp_job", "ImpConfig", "iterative magnitude pruning with rewinding, controls, tickets.json"),
 }
 
 USAGE = "usage: earlyphase COMMAND [--field=value ...]   (earlyphase COMMAND --help lists the fields)"

@@ -1,0 +1,376 @@
+"""`earlyphase imp`: iterative magnitude pruning with rewinding, the paper's controls, ticket records.
+
+Protocol (Frankle et al.; the library is `earlyphase.imp`):
+- Level 0 trains the dense network from its seeded initialisation over [0, T) and saves the rewind
+  point at `--rewind_step` k (`level_0/weights_{k}it.pt`: model and optimiser; `0it` = reset).
+  With `--rewind_from=PATH` (a run directory holding `rewind_point.pt`, or such a file) that state is
+  the rewind point and level 0's start instead; its mask (sparse pretraining) is level 0's mask, every
+  level trains [0, T) (pretraining does not count as supervised steps) and `--rewind_step` is ignored.
+- Level L >= 1 prunes `--prune_fraction` of the surviving weights of level L-1's final weights by one
+  global magnitude ranking, resets the survivors to the rewind point, and trains [k, T) under the mask.
+  Rewound: every parameter and buffer (BatchNorm gamma/beta and running statistics included); pruned
+  weights are exactly 0 and stay 0 (the trainer masks after every optimiser step).
+- Optimiser at the rewind: `fresh` (default, the reference code: new SGD, no momentum) or `rewound`
+  (momentum buffers from step k, pruned entries zeroed; not available with --rewind_from, whose files
+  hold no optimiser). The learning rate is a function of the step, so the schedule continues from k.
+- Controls per level >= 1 (`--controls`): random_reinit (trunk mask, fresh init from seed
+  derive_seed(seed, "reinit", L), fresh optimiser), random_prune_global / random_prune_layerwise (random
+  mask of the trunk's global / per-layer density from derive_seed(seed, control, L), from the rewind
+  point). Controls use the trunk's data order (the run seed), so only the init or the mask differs.
+
+Run directory `runs/imp_<hash>/`: config.json, tickets.json, level_{L}/ (mask.pt, density.json,
+weights_{start}it.pt = the exact start state, final.pt, summary.json, metrics.jsonl) and
+level_{L}/{control}/ with the same files. Each part is its own resumable trainer run and its mask is
+written atomically before it trains, so rerunning resumes an interrupted part and skips finished ones.
+`levels` and `controls` are platform fields (out of the hash): they choose which parts to run, not
+what any part computes, so raising `--levels` or adding controls later reuses the same directory.
+`--rewind_from` enters the hash as the file's sha256 (the content, not the path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from earlyphase.imp import controls as imp_controls
+from earlyphase.imp import masks as imp_masks
+from earlyphase.imp.pruning import global_magnitude_prune
+from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_optimizer_state, rewound_state
+
+from . import checkpoints, setup
+from .augment import derive_seed
+from .config import TrainConfig, option, parse_overrides, platform, run_dir
+from .errors import UsageError
+from .trainer import train
+
+
+@dataclass
+class ImpConfig(TrainConfig):
+    """IMP with rewinding (`earlyphase imp`)."""
+
+    levels: int = platform(8, "pruning levels after the dense level 0 (out of the hash: raise it later to add levels)")
+    prune_fraction: float = option(0.2, "fraction of the surviving weights pruned per level, in (0, 1)")
+    prune_ignore: str = option("", "comma-separated parameters never pruned, e.g. fc.weight (default: prune all conv/linear weights)")
+    rewind_step: str = option("500it", "step of the dense run the survivors are reset to (0it = original init)")
+    rewind_from: typing.Optional[str] = option(None, "rewind point from a file or a run dir holding rewind_point.pt (replaces level 0's start)")
+    rewind_optimizer: str = option("fresh", "optimiser at the rewind: fresh (reference) or rewound (momentum from step k, masked)")
+    controls: str = platform("", "comma-separated controls per level: random_reinit,random_prune_global,random_prune_layerwise")
+
+
+@dataclass
+class _Run:
+    """Everything validated before anything is written."""
+
+    cfg: ImpConfig
+    device: torch.device
+    data: object
+    out: Path
+    start: int  # first step of every level >= 1 (the rewind step k)
+    end: int  # T
+    template: torch.nn.Module  # a CPU instance of the architecture, for shape checks
+    names: list  # prunable parameter names
+    param_names: list  # all parameter names, in optimiser order
+    base_mask: dict  # level 0's mask
+    controls: tuple
+    rewind_description: str
+    level0_description: str
+    rewind_file: dict | None  # the --rewind_from contents
+    rewind_from_sha256: str | None
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _resolve_rewind_from(text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.is_dir():
+        path = path / "rewind_point.pt"
+    if not path.is_file():
+        raise UsageError(f"--rewind_from={text}: no rewind point there; pass a run directory holding rewind_point.pt or a .pt file")
+    return path
+
+
+def _check_rewind_file(state, path: Path, cfg: ImpConfig, model, names) -> dict:
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise UsageError(f"--rewind_from: {path} is not a rewind point (a dict with 'model', 'mask', 'arch', 'description')")
+    arch = state.get("arch") or {}
+    want = {"model": cfg.model, "width": cfg.width, "num_classes": model.num_classes}
+    for key, value in want.items():
+        if key in arch and arch[key] != value:
+            raise UsageError(f"--rewind_from: {path} holds {key}={arch[key]!r} but this run builds {key}={value!r}; "
+                             f"pass the matching --model/--width or another rewind point")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        detail = (str(err).strip().splitlines()[1:2] or [str(err)])[0].strip()
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        raise UsageError(f"--rewind_from: {path} does not fit {cfg.model} width {cfg.width}: {detail}") from None
+    mask = state.get("mask")
+    if mask is not None:
+        try:
+            imp_masks.check_mask(mask, model)
+        except ValueError as err:
+            raise UsageError(f"--rewind_from: {path}: {err}") from None
+        outside = sorted(set(mask) - set(names))
+        if outside:
+            raise UsageError(f"--rewind_from: {path} prunes {outside[0]}, which is not in the prunable set; drop it from --prune_ignore")
+    return state
+
+
+def prepare(cfg: ImpConfig) -> _Run:
+    """Validate `cfg` completely (data and rewind file included) without writing anything."""
+    cfg = setup.validate(cfg)
+    if not 0 < cfg.prune_fraction < 1:
+        raise UsageError(f"--prune_fraction={cfg.prune_fraction}: must be strictly between 0 and 1, e.g. 0.2")
+    if cfg.levels < 0:
+        raise UsageError(f"--levels={cfg.levels}: must be 0 (dense only) or more")
+    if cfg.rewind_optimizer not in OPTIMIZER_MODES:
+        raise UsageError(f"--rewind_optimizer={cfg.rewind_optimizer}: choose {' or '.join(OPTIMIZER_MODES)}")
+    try:
+        controls = imp_controls.parse_controls(cfg.controls)
+    except ValueError as err:
+        raise UsageError(f"--controls: {err}") from None
+    ignore = [t.strip() for t in cfg.prune_ignore.split(",") if t.strip()]
+
+    device = setup.resolve_device(cfg.device)
+    data = setup.load_data(cfg, device)
+    per_epoch, end = setup.training_steps(cfg, data)
+    model = setup.make_model(cfg, data, torch.device("cpu"))
+    try:
+        names = imp_masks.prunable_names(model, ignore)
+    except ValueError as err:
+        raise UsageError(f"--{err}") from None
+    if not names:
+        raise UsageError("--prune_ignore excludes every prunable weight: nothing left to prune")
+    # canonical spellings, so `fc` and `fc.weight` (or another order) name the same run
+    ignored = [n for n in imp_masks.prunable_names(model) if n not in names]
+    cfg = dataclasses.replace(cfg, controls=",".join(controls), prune_ignore=",".join(ignored))
+    base_mask = imp_masks.dense_mask(model, names)
+
+    rewind_file = sha = None
+    if cfg.rewind_from:
+        if cfg.rewind_optimizer != "fresh":
+            raise UsageError("--rewind_optimizer=rewound needs the optimiser state of a dense run; --rewind_from files hold none: use fresh")
+        path = _resolve_rewind_from(cfg.rewind_from)
+        cfg = dataclasses.replace(cfg, rewind_from=str(Path(cfg.rewind_from).expanduser().resolve()))  # for the records
+        rewind_file = _check_rewind_file(checkpoints.load(path), path, cfg, model, names)
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        if rewind_file.get("mask") is not None:
+            base_mask.update({n: m.clone() for n, m in rewind_file["mask"].items()})
+        if cfg.rewind_step != ImpConfig.rewind_step:
+            print(f"earlyphase imp: --rewind_step={cfg.rewind_step} is ignored: --rewind_from sets the rewind point "
+                  f"and every level trains from step 0", file=sys.stderr)
+        start = 0
+        rewind = f"{path.resolve()} ({rewind_file.get('description', 'no description')})"
+        level0 = rewind
+    else:
+        start = setup.parse_step(cfg.rewind_step, per_epoch, "rewind_step").it
+        if start > end.it:
+            raise UsageError(f"--rewind_step={cfg.rewind_step} ({start}it) is beyond the end of training "
+                             f"({cfg.training_steps} = {end.it}it): choose a step within training")
+        rewind = (f"reset to initialisation (seed {cfg.seed}), level_0/weights_0it.pt" if start == 0 else
+                  f"dense run at step {start}it, level_0/weights_{start}it.pt")
+        level0 = f"initialisation (seed {cfg.seed})"
+
+    # The run's name: levels/controls are platform fields; rewind_from counts by content, and makes
+    # rewind_step irrelevant, so neither the path nor an ignored rewind_step renames the run.
+    named = dataclasses.replace(cfg, rewind_from=f"sha256:{sha}" if sha else None,
+                                rewind_step=ImpConfig.rewind_step if sha else cfg.rewind_step)
+    return _Run(cfg, device, data, run_dir("imp", named), start, end.it, model, names,
+                [n for n, _ in model.named_parameters()], base_mask, controls, rewind, level0, rewind_file, sha)
+
+
+# ---------------------------------------------------------------------------------------------- masks on disk
+def _load_mask(path: Path, r: _Run) -> dict:
+    mask = checkpoints.load(path)
+    try:
+        imp_masks.check_mask(mask, r.template, r.names)
+    except ValueError as err:
+        raise UsageError(f"{path} does not fit this run ({err}); move it away to recompute it") from None
+    return mask
+
+
+def _ensure_mask(part_dir: Path, r: _Run, compute) -> dict:
+    """The part's mask: read from mask.pt if written earlier, else computed and written (atomically)."""
+    path = part_dir / "mask.pt"
+    if path.exists():
+        mask = _load_mask(path, r)
+    else:
+        mask = compute()
+        part_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints.save_atomic(mask, path)
+    if not (part_dir / "density.json").exists():
+        checkpoints.write_json_atomic(part_dir / "density.json", imp_masks.density_report(mask))
+    return mask
+
+
+def _trunk_mask(r: _Run, level: int) -> dict:
+    if level == 0:
+        return _ensure_mask(r.out / "level_0", r, lambda: r.base_mask)
+
+    def prune():
+        prev = r.out / f"level_{level - 1}"
+        weights = checkpoints.load(prev / "final.pt")["model"]
+        try:
+            return global_magnitude_prune(weights, _load_mask(prev / "mask.pt", r), r.cfg.prune_fraction)
+        except ValueError as err:
+            raise UsageError(f"cannot prune {prev / 'final.pt'}: {err}") from None
+
+    return _ensure_mask(r.out / f"level_{level}", r, prune)
+
+
+# ---------------------------------------------------------------------------------------------- training
+def _tagged(sinks, level: int, kind: str):
+    return [lambda record, sink=sink: sink({**record, "imp_level": level, "imp_kind": kind}) for sink in sinks]
+
+
+def _train_part(r: _Run, part_dir: Path, state: dict, mask: dict, *, start: int, save_at: tuple,
+                optimizer_state, sinks, level: int, kind: str):
+    model = setup.make_model(r.cfg, r.data, r.device)
+    model.load_state_dict(state)
+    plan = setup.make_plan(r.cfg, r.data, r.device, start=start, save_at=save_at,
+                           progress=f"imp level {level} {kind}")
+    pruned = imp_masks.kept(mask) < imp_masks.size(mask)  # a dense level trains exactly like `earlyphase train`
+    result = train(model, r.data, plan, part_dir, mask=mask if pruned else None,
+                   optimizer_state=optimizer_state, sinks=_tagged(sinks, level, kind))
+    acc = result.summary["test_accuracy"]
+    state_text = "already finished" if result.skipped else "done"
+    print(f"imp level {level} {kind}: density {imp_masks.density(mask):.4f}, test accuracy {acc:.4f} ({state_text})",
+          file=sys.stderr)
+    return result
+
+
+def _rewind_point(r: _Run) -> tuple[dict, dict | None]:
+    """(model state, optimiser state or None) every level >= 1 and random_prune control starts from."""
+    if r.rewind_file is not None:
+        return r.rewind_file["model"], None
+    path = r.out / "level_0" / f"weights_{r.start}it.pt"
+    if not path.exists():
+        raise UsageError(f"the rewind point {path} is missing although level 0 finished; move level_0 away to retrain it")
+    saved = checkpoints.load(path)
+    return saved["model"], saved["optimizer"]
+
+
+def _optimizer_for(r: _Run, rewind_optimizer: dict | None, mask: dict):
+    if r.cfg.rewind_optimizer == "fresh" or rewind_optimizer is None:
+        return None
+    return masked_optimizer_state(rewind_optimizer, r.param_names, mask)
+
+
+def _run_control(r: _Run, level: int, control: str, trunk_mask: dict, rewind_model, rewind_opt, sinks):
+    part = r.out / f"level_{level}" / control
+    generator = torch.Generator().manual_seed(derive_seed(r.cfg.seed, control, level))
+    mask = _ensure_mask(part, r, lambda: imp_controls.control_mask(control, trunk_mask, generator))
+    if imp_controls.reinitialises(control):
+        fresh = setup.make_model(r.cfg, r.data, torch.device("cpu"), seed=_reinit_seed(r, level))
+        state, optimizer_state = rewound_state(fresh.state_dict(), mask), None
+    else:
+        state, optimizer_state = rewound_state(rewind_model, mask), _optimizer_for(r, rewind_opt, mask)
+    _train_part(r, part, state, mask, start=r.start, save_at=(r.start,), optimizer_state=optimizer_state,
+                sinks=sinks, level=level, kind=control)
+
+
+def _reinit_seed(r: _Run, level: int) -> int:
+    return derive_seed(r.cfg.seed, "reinit", level)
+
+
+def run(cfg: ImpConfig, sinks=()) -> tuple[Path, list[dict]]:
+    """Run (or resume) IMP for levels 0..cfg.levels and the requested controls; returns (run dir, tickets)."""
+    r = prepare(cfg)
+    r.out.mkdir(parents=True, exist_ok=True)
+    checkpoints.write_json_atomic(r.out / "config.json", {**setup.config_record("imp", r.cfg),
+                                                          "rewind_from_sha256": r.rewind_from_sha256})
+    mask = _trunk_mask(r, 0)
+    if r.rewind_file is not None:
+        state, save_at = rewound_state(r.rewind_file["model"], mask), (0,)
+    else:
+        state, save_at = setup.make_model(r.cfg, r.data, torch.device("cpu")).state_dict(), tuple(sorted({0, r.start}))
+    _train_part(r, r.out / "level_0", state, mask, start=0, save_at=save_at, optimizer_state=None,
+                sinks=sinks, level=0, kind="trunk")
+    write_tickets(r)
+    if r.cfg.levels:
+        rewind_model, rewind_opt = _rewind_point(r)
+    for level in range(1, r.cfg.levels + 1):
+        mask = _trunk_mask(r, level)
+        _train_part(r, r.out / f"level_{level}", rewound_state(rewind_model, mask), mask, start=r.start,
+                    save_at=(r.start,), optimizer_state=_optimizer_for(r, rewind_opt, mask), sinks=sinks,
+                    level=level, kind="trunk")
+        write_tickets(r)
+        for control in r.controls:
+            _run_control(r, level, control, mask, rewind_model, rewind_opt, sinks)
+            write_tickets(r)
+    records = write_tickets(r)
+    for sink in sinks:
+        sink({"tickets": records})
+    return r.out, records
+
+
+# ---------------------------------------------------------------------------------------------- records
+def _record(r: _Run, level: int, kind: str, part: Path) -> dict:
+    summary = json.loads((part / "summary.json").read_text())
+    density_path = part / "density.json"
+    density = (json.loads(density_path.read_text())["density"] if density_path.exists()
+               else imp_masks.density(checkpoints.load(part / "mask.pt")))
+    if level == 0:
+        rewind = r.level0_description
+    elif kind == "random_reinit":
+        rewind = f"fresh initialisation (seed {_reinit_seed(r, level)})"
+    else:
+        rewind = r.rewind_description
+    record = {"level": level, "kind": kind, "density": density, "test_accuracy": summary["test_accuracy"],
+              "train_loss": summary["train_loss"], "start_step": summary["start_step"],
+              "end_step": summary["end_step"], "seed": r.cfg.seed, "rewind": rewind,
+              "run_dir": part.relative_to(r.out).as_posix()}
+    if kind != "trunk":
+        record["control_seed"] = _reinit_seed(r, level) if kind == "random_reinit" else derive_seed(r.cfg.seed, kind, level)
+    return record
+
+
+def collect_tickets(r: _Run) -> list[dict]:
+    """Records of every finished part in the run directory (levels ascending, trunk before controls)."""
+    levels = sorted(int(m.group(1)) for p in r.out.glob("level_*") if (m := re.fullmatch(r"level_(\d+)", p.name)))
+    records = []
+    for level in levels:
+        trunk = r.out / f"level_{level}"
+        for kind, part in [("trunk", trunk)] + [(c, trunk / c) for c in imp_controls.CONTROLS]:
+            if (part / "summary.json").exists():
+                records.append(_record(r, level, kind, part))
+    return records
+
+
+def write_tickets(r: _Run) -> list[dict]:
+    records = collect_tickets(r)
+    checkpoints.write_json_atomic(r.out / "tickets.json", records)
+    return records
+
+
+def format_table(records: list[dict]) -> str:
+    """level | density % | trunk accuracy | one column per control present."""
+    kinds = [c for c in imp_controls.CONTROLS if any(rec["kind"] == c for rec in records)]
+    by_level = {}
+    for rec in records:
+        by_level.setdefault(rec["level"], {})[rec["kind"]] = rec
+    header = ["level", "density %", "trunk acc"] + [f"{k} acc" for k in kinds]
+    rows = []
+    for level, parts in sorted(by_level.items()):
+        trunk = parts.get("trunk")
+        cells = [str(level), f"{100 * trunk['density']:.2f}" if trunk else "-",
+                 f"{trunk['test_accuracy']:.4f}" if trunk else "-"]
+        cells += [f"{parts[k]['test_accuracy']:.4f}" if k in parts else "-" for k in kinds]
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header] + rows)
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_overrides(ImpConfig, argv)
+    out, records = run(cfg)
+    print(format_table(records))
+    print(out)
+    return 0

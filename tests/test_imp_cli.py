@@ -1,0 +1,102 @@
+"""`earlyphase imp` as a command: output, bad inputs, and a real kill -9 in the middle of a level."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from earlyphase.studies import cli, imp_job, models
+from earlyphase.studies.config import parse_overrides
+
+TINY = ["--width=4", "--training_steps=1ep", "--rewind_step=5it", "--prune_fraction=0.5"]
+
+
+def _cli(args, capsys):
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_prints_the_table_then_the_run_dir_last(out, capsys):
+    args = ["imp", f"--out={out}", *TINY, "--levels=1", "--controls=random_reinit"]
+    code, stdout, stderr = _cli(args, capsys)
+    assert code == 0
+    lines = stdout.strip().splitlines()
+    run_dir = lines[-1]
+    assert os.path.basename(run_dir).startswith("imp_") and os.path.dirname(run_dir) == str(out)
+    assert lines[0].split() == ["level", "density", "%", "trunk", "acc", "random_reinit", "acc"]
+    tickets = json.loads(open(os.path.join(run_dir, "tickets.json")).read())
+    assert lines[1].split()[:3] == ["0", "100.00", f"{tickets[0]['test_accuracy']:.4f}"]
+    assert lines[2].split() == ["1", "50.00", f"{tickets[1]['test_accuracy']:.4f}", f"{tickets[2]['test_accuracy']:.4f}"]
+    code, stdout, stderr = _cli(args, capsys)
+    assert code == 0 and stdout.strip().splitlines()[-1] == run_dir
+    assert stderr.count("already finished") == 3
+
+
+def _rewind_file(path, width, arch=True):
+    model = models.create("cifar_resnet20", width=width)
+    state = {"model": model.state_dict(), "mask": None, "description": "test"}
+    if arch:
+        state["arch"] = {"model": "cifar_resnet20", "width": width, "num_classes": 10}
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--prune_fraction=0"], "--prune_fraction=0.0: must be strictly between 0 and 1"),
+    (["--prune_fraction=1"], "strictly between 0 and 1"),
+    (["--prune_fraction=1.5"], "strictly between 0 and 1"),
+    (["--levels=-1"], "--levels=-1"),
+    (["--rewind_step=2ep"], "beyond the end of training"),
+    (["--rewind_step=soon"], "--rewind_step"),
+    (["--rewind_from=/nonexistent/run"], "no rewind point there"),
+    (["--rewind_from=WIDTH8"], "width=8 but this run builds width=4"),
+    (["--rewind_from=NOARCH8"], "does not fit cifar_resnet20 width 4"),
+    (["--rewind_from=CORRUPT"], "corrupt"),
+    (["--rewind_from=NOTAPOINT"], "is not a rewind point"),
+    (["--rewind_from=GOOD", "--rewind_optimizer=rewound"], "use fresh"),
+    (["--rewind_optimizer=momentum"], "choose fresh or rewound"),
+    (["--controls=random_reinit,random_prune"], "unknown control 'random_prune'"),
+    (["--prune_ignore=bn.weight"], "not a prunable weight"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(out, tmp_path, capsys, args, message):
+    files = {"WIDTH8": _rewind_file(tmp_path / "w8.pt", 8), "NOARCH8": _rewind_file(tmp_path / "n8.pt", 8, arch=False),
+             "GOOD": _rewind_file(tmp_path / "good.pt", 4), "CORRUPT": tmp_path / "bad.pt", "NOTAPOINT": tmp_path / "np.pt"}
+    files["CORRUPT"].write_bytes(b"not a checkpoint")
+    torch.save({"weights": 1}, files["NOTAPOINT"])
+    args = [a.split("=")[0] + "=" + str(files[a.split("=")[1]]) if a.split("=")[1] in files else a for a in args]
+    code, stdout, stderr = _cli(["imp", f"--out={out}", *TINY, *args], capsys)
+    assert code == 2
+    assert message in stderr and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+    assert not out.exists()
+
+
+def test_kill_9_during_a_level_then_rerun_matches_uninterrupted(out):
+    flags = ["--width=4", "--training_steps=2ep", "--rewind_step=5it", "--prune_fraction=0.5", "--levels=2"]
+    full_dir, _ = imp_job.run(parse_overrides(imp_job.ImpConfig, flags + [f"--out={out}/full"]))  # the reference
+    args = [sys.executable, "-m", "earlyphase.studies.cli", "imp", *flags, f"--out={out}/killed"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same kernels as the reference
+    killed = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_dir = out / "killed" / full_dir.name
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed_dir / "level_1" / "checkpoint.pt").exists():
+        time.sleep(0.005)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert (killed_dir / "level_1" / "checkpoint.pt").exists(), "killed too late: level 1 had finished"
+    assert not (killed_dir / "level_1" / "summary.json").exists()
+    assert len(json.loads((killed_dir / "tickets.json").read_text())) == 1  # only level 0 finished
+
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    assert rerun.stdout.strip().splitlines()[-1] == str(killed_dir)
+    assert [line for line in rerun.stderr.splitlines() if "level 0 trunk" in line][0].endswith("(already finished)")
+    assert (killed_dir / "tickets.json").read_text() == (full_dir / "tickets.json").read_text()
+    for part in ("level_1", "level_2"):
+        a = torch.load(full_dir / part / "final.pt", weights_only=True)["model"]
+        b = torch.load(killed_dir / part / "final.pt", weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), part
