@@ -12,7 +12,7 @@ from .config import TrainConfig
 from .data import ImageData, load
 from .errors import UsageError
 from .steps import Step, StepError
-from .trainer import Schedule, TrainPlan
+from .trainer import COMPILE_MODES, Schedule, TrainPlan
 
 
 def resolve_device(name: str) -> torch.device:
@@ -70,6 +70,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise UsageError(f"--model={cfg.model}: {err}" if cfg.model.startswith("cifar_resnet") and
                          cfg.model[12:].isdigit() else f"--model={cfg.model}: use cifar_resnet{{D}}, e.g. cifar_resnet20") from None
     resolve_precision(cfg.precision, torch.device("cpu"))
+    if cfg.compile not in ("auto", *COMPILE_MODES):
+        raise UsageError(f"--compile={cfg.compile}: use auto, {', '.join(COMPILE_MODES)}")
     for name in ("training_steps", "warmup_steps"):
         parse_step(getattr(cfg, name), 1, name)
     for text in filter(None, cfg.milestone_steps.split(",")):
@@ -94,7 +96,8 @@ def make_plan(cfg: TrainConfig, data: ImageData, device: torch.device, *, start:
                      schedule=Schedule(cfg.lr, milestones, cfg.gamma, warmup), start=start, end=end.it,
                      momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
                      precision=resolve_precision(cfg.precision, device), eval_every=cfg.eval_every,
-                     checkpoint_every=cfg.checkpoint_every, save_at=tuple(save_at), progress=progress)
+                     checkpoint_every=cfg.checkpoint_every, save_at=tuple(save_at), progress=progress,
+                     compile=cfg.compile)
 
 
 def make_model(cfg: TrainConfig, data: ImageData, device: torch.device, seed: int | None = None) -> models.CifarResNet:

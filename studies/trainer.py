@@ -11,6 +11,13 @@ Masks: a dict {parameter name: 0/1 tensor}; the masked weights are multiplied by
 optimiser step (and once at the start), so momentum and weight decay cannot revive a pruned weight.
 The learning rate is a pure function of the step (milestones, gamma, linear warmup), so starting at
 step k "continues the schedule from k".
+
+CUDA fast path (the CPU path is untouched, so CPU results stay bit-identical): the model is trained in
+channels_last (saved weights are plain contiguous tensors), SGD is the fused kernel, masks are one
+foreach multiply, nothing syncs the host per step (the loss accumulates on the device; normalisation
+constants are made once), and `plan.compile` may wrap the training forward/backward in torch.compile
+(`reduce-overhead` = CUDA graphs). Evaluation always runs the eager model. `earlyphase bench` measures
+these choices; `CUDA_COMPILE_AUTO` holds the one it picked.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ from .augment import augment_split, derive_seed, epoch_order, fork_rng, standard
 from .data import ImageData
 
 Mask = dict  # {parameter name: tensor of 0/1, same shape as the parameter}
+
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+CUDA_COMPILE_AUTO = "none"  # what compile="auto" means on CUDA; set from `earlyphase bench --gpu-suite`
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ class TrainPlan:
     checkpoint_every: int = 1  # epochs
     save_at: tuple = ()  # iterations at which to save weights (rewind points), as weights_{it}it.pt
     progress: str = ""  # progress-bar label
+    compile: str = "auto"  # CUDA only: auto, or a COMPILE_MODES entry for the training step; ignored on CPU
 
 
 @dataclass
@@ -76,8 +87,33 @@ class TrainResult:
 
 
 def make_optimizer(model: torch.nn.Module, plan: TrainPlan) -> torch.optim.SGD:
+    """foreach SGD on CPU; on CUDA the fused kernel (same maths, one launch per step)."""
+    fast = {"fused": True} if next(model.parameters()).is_cuda else {"foreach": True}
     return torch.optim.SGD(model.parameters(), lr=plan.schedule.lr, momentum=plan.momentum,
-                           weight_decay=plan.weight_decay, nesterov=False, foreach=True)
+                           weight_decay=plan.weight_decay, nesterov=False, **fast)
+
+
+def compile_mode(plan: TrainPlan, device: torch.device) -> str:
+    """The torch.compile mode for the training step: always none on CPU (results must not change)."""
+    if plan.compile not in ("auto", *COMPILE_MODES):
+        raise ValueError(f"compile={plan.compile!r}: use auto, {', '.join(COMPILE_MODES)}")
+    if device.type != "cuda":
+        return "none"
+    return CUDA_COMPILE_AUTO if plan.compile == "auto" else plan.compile
+
+
+def normaliser(data: ImageData):
+    """`data.normalise` with its mean/std tensors made once (per call they are a host->device copy,
+    which syncs the host on CUDA every step). Same operations, so bit-identical results."""
+    device = data.train_x.device
+    mean = torch.tensor(data.mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+    return lambda x_uint8: (x_uint8.to(torch.float32) / 255.0 - mean) / std
+
+
+def cpu_state(model: torch.nn.Module) -> dict:
+    """The state dict on the CPU as plain contiguous tensors (the CUDA path trains in channels_last)."""
+    return {k: v.contiguous() for k, v in checkpoints.state_dict_cpu(model).items()}
 
 
 def masked_pairs(model: torch.nn.Module, mask: Mask | None):
@@ -137,6 +173,7 @@ class _Epochs:
         self.augment = plan.augment and task.standard_augmentation
         self.aug = standard_augmentation(data) if self.augment else None
         self.per_epoch = data.iterations_per_epoch(plan.batch_size)
+        self.normalise = normaliser(data)
         self.epoch, self.images, self.order = None, None, None
 
     def batch(self, step: int):
@@ -147,7 +184,7 @@ class _Epochs:
             self.images = augment_split(d, seed, epoch, self.aug) if self.augment else d.train_x
             self.epoch = epoch
         idx = self.order[i * self.plan.batch_size:(i + 1) * self.plan.batch_size]
-        return self.data.normalise(self.images[idx]), self.data.train_y[idx], idx
+        return self.normalise(self.images[idx]), self.data.train_y[idx], idx
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -187,6 +224,10 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
 
     task = task or Supervised()
     device = next(model.parameters()).device
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)  # in place; undone before returning
+    mode = compile_mode(plan, device)
+    forward = model if mode == "none" else torch.compile(model, mode=mode, dynamic=False)
     optimizer = make_optimizer(model, plan)
     params, masks = masked_pairs(model, mask)
     step, resumed_from = plan.start, None
@@ -205,7 +246,7 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
     def save_weights(it: int) -> None:
-        checkpoints.save_atomic({"model": checkpoints.state_dict_cpu(model), "optimizer": optimizer.state_dict(),
+        checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(),
                                  "step": it}, run_dir / f"weights_{it}it.pt")
 
     if step == plan.start and plan.start in plan.save_at:
@@ -224,8 +265,10 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
         lr = plan.schedule.lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        if mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast(device, plan.precision):
-            outputs = model(inputs)
+            outputs = forward(inputs)
         loss = task.loss(outputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -253,13 +296,15 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
                 sink(record)
             bar.set_postfix(acc=record["test_accuracy"], loss=round(record["train_loss"], 4), refresh=False)
         if epoch % plan.checkpoint_every == 0 and step < plan.end:
-            checkpoints.save_atomic({"model": checkpoints.state_dict_cpu(model), "optimizer": optimizer.state_dict(),
+            checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(),
                                      "step": step, "loss_sum": loss_sum.cpu(), "loss_count": loss_count,
                                      "rng": _rng_state(device)}, ckpt_path)
     bar.close()
+    if device.type == "cuda":
+        model.to(memory_format=torch.contiguous_format)
 
     final = records[-1] if records else {**evaluate(model, data, task, plan), "train_loss": None}
-    checkpoints.save_atomic({"model": checkpoints.state_dict_cpu(model), "step": plan.end}, run_dir / "final.pt")
+    checkpoints.save_atomic({"model": cpu_state(model), "step": plan.end}, run_dir / "final.pt")
     summary = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
                "train_loss": final["train_loss"], "start_step": plan.start, "end_step": plan.end,
                "iterations_per_epoch": per_epoch}
