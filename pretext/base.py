@@ -36,16 +36,10 @@ class TaskInfo:
     std: tuple = (0.5, 0.5, 0.5)
     flip: bool = True  # whether horizontal flips preserve the data's meaning (the dataset's standard augmentation flips)
 
-    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        """Undo the normalisation: images in [0, 1]."""
-        return x * _channels(self.std, x) + _channels(self.mean, x)
-
-    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
-        return (pixels - _channels(self.mean, pixels)) / _channels(self.std, pixels)
-
-
-def _channels(values: tuple, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(values, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
+    def normalisation(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) as 1 x C x 1 x 1 tensors; make them once per device (each call is a host->device copy)."""
+        to_tensor = lambda values: torch.tensor(values, device=device).view(1, -1, 1, 1)  # noqa: E731
+        return to_tensor(self.mean), to_tensor(self.std)
 
 
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}

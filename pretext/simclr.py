@@ -1,8 +1,8 @@
 """`simclr` (Chen et al. 2020): contrastive learning between two augmented views of each image.
 
 Views are made on the device with kornia, per sample, from the images in pixel space: a random resized
-crop back to the input size (scale 0.2-1: the usual small-image setting; 0.08 leaves too little of a
-32x32 or 8x8 image), a horizontal flip where the dataset is flip-invariant (not for digits), colour
+crop back to the input size (area scale `min_scale`-1, default 0.2: the usual small-image setting; 0.08
+leaves too little of a 32x32 or 8x8 image), a horizontal flip where the dataset is flip-invariant (not for digits), colour
 jitter (0.4, 0.4, 0.4, 0.1 with p=0.8) and grayscale (p=0.2). The dataset's standard augmentation is
 off: the views replace it. Head and loss are lightly's `SimCLRProjectionHead` (hidden width = the
 backbone's features) and `NTXentLoss`. Accuracy: the share of views whose nearest other view (cosine)
@@ -23,27 +23,31 @@ class SimCLR(PretextTask):
     description = "two kornia views per image, lightly's SimCLR projection head and NT-Xent loss"
     uses_labels = False
     standard_augmentation = False
-    options = {"temperature": 0.5, "out_dim": 128}
+    options = {"temperature": 0.5, "out_dim": 128, "min_scale": 0.2}
 
     def setup(self) -> None:
-        if self.temperature <= 0 or self.out_dim < 1:
-            raise ValueError("simclr needs temperature > 0 and out_dim >= 1")
-        ops = [K.RandomResizedCrop(tuple(self.info.image_size), scale=(0.2, 1.0))]
+        if self.temperature <= 0 or self.out_dim < 1 or not 0 < self.min_scale <= 1:
+            raise ValueError("simclr needs temperature > 0, out_dim >= 1 and min_scale in (0, 1]")
+        ops = [K.RandomResizedCrop(tuple(self.info.image_size), scale=(self.min_scale, 1.0))]
         if self.info.flip:
             ops.append(K.RandomHorizontalFlip())
         ops += [K.ColorJiggle(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.2)]
         self.augment = K.AugmentationSequential(*ops)
         self.criterion = NTXentLoss(temperature=self.temperature)
+        self.stats = self.info.normalisation("cpu")
 
     def head(self, num_features, num_classes):
         return SimCLRProjectionHead(num_features, num_features, self.out_dim)
 
     def batch(self, x, y, idx):
-        pixels = self.info.to_pixels(x).clamp(0, 1)
+        if self.stats[0].device != x.device:
+            self.stats = self.info.normalisation(x.device)
+        mean, std = self.stats
+        pixels = (x * std + mean).clamp(0, 1)
         views = torch.cat([self.augment(pixels), self.augment(pixels)])
         n = len(x)
-        partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(x.device)
-        return self.info.normalise(views), partner
+        partner = torch.cat([torch.arange(n, 2 * n, device=x.device), torch.arange(n, device=x.device)])
+        return (views - mean) / std, partner
 
     def loss(self, outputs, targets):
         first, second = outputs.float().chunk(2)

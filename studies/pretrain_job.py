@@ -59,6 +59,7 @@ class PretrainConfig(TrainConfig):
     rotation_all_four: bool = option(False, "all four rotations of every image per batch (else one random each)")
     simclr_temperature: float = option(0.5, "NT-Xent temperature")
     simclr_out_dim: int = option(128, "projection head output size")
+    simclr_min_scale: float = option(0.2, "smallest area share kept by the random resized crop")
     random_labels_fraction: float = option(1.0, "share of examples given a random label")
     blur_factor: int = option(4, "down-sampling factor")
     blur_gaussian: bool = option(False, "Gaussian smoothing (sigma = factor / 2) before down-sampling")
