@@ -12,6 +12,9 @@ COMMANDS = {
     "train": ("earlyphase.studies.train_job", "TrainConfig", "train a dense network"),
     "pretrain": ("earlyphase.studies.pretrain_job", "PretrainConfig", "pretrain with a pretext task; saves rewind_point.pt"),
     "pretext": ("earlyphase.studies.pretext_cmd", None, "list: the pretext tasks found (built-in and plugins)"),
+    "study": ("earlyphase.studies.study", "StudyConfig", "the main job: pretrain -> IMP -> tickets -> report, per condition and seed"),
+    "sweep": ("earlyphase.studies.sweep_cmd", None, "run FILE.yaml [--count=N] [--jobs=J]: a W&B sweep, locally, no server"),
+    "report": ("earlyphase.studies.report", None, "RUNS_DIR [-o OUT_DIR]: comparison report from run records"),
     "imp": ("earlyphase.studies.imp_job", "ImpConfig", "iterative magnitude pruning with rewinding, controls, tickets.json"),
 }
 

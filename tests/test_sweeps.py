@@ -1,0 +1,91 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from earlyphase.studies import cli, sweep_cmd
+
+SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
+
+
+def test_the_sweep_files_exist():
+    names = {p.stem for p in SWEEPS}
+    for stem in ("pretext_vs_rewind", "rewind_step", "pretrain_length"):
+        assert stem in names and f"{stem}-quick" in names
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_every_sweep_file_is_valid_and_parses_for_earlyphase(path):
+    sweeps, _ = sweep_cmd.import_engine()
+    config = yaml.safe_load(path.read_text())
+    assert sweeps.schema_violations_from_proposed_config(config) == []
+    argvs = sweep_cmd.enumerate_argvs(config, None)
+    grid = 1
+    for spec in config["parameters"].values():
+        grid *= len(spec.get("values", [None]))
+    assert len(argvs) == grid
+    for argv in argvs:
+        sweep_cmd.check_args(sweep_cmd.earlyphase_args(sweep_cmd.expand_command(config, argv)))
+
+
+def test_grid_enumerates_exactly_the_agents_argv():
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    config = {"method": "grid", "parameters": {"conditions": {"values": ["reset", "rotation"]},
+                                               "seeds": {"values": [0, 1, 2]}, "augment": {"value": False}}}
+    argvs = sweep_cmd.enumerate_argvs(config, None)
+    expected = [create_sweep_command_args({"args": {"augment": {"value": False}, "conditions": {"value": c},
+                                                    "seeds": {"value": s}}})["args"]
+                for c in ("reset", "rotation") for s in (0, 1, 2)]
+    assert sorted(map(tuple, argvs)) == sorted(map(tuple, expected))
+    assert ["--augment=False", "--conditions=reset", "--seeds=0"] in argvs
+    assert sweep_cmd.enumerate_argvs(config, 4) == argvs[:4]
+    command = sweep_cmd.expand_command({"command": ["${env}", "earlyphase", "study", "--preset=quick", "${args}"]}, argvs[0])
+    assert command == ["earlyphase", "study", "--preset=quick", *argvs[0]]
+
+
+def write(tmp_path, config):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_invalid_sweep_lists_violations(tmp_path, capsys):
+    path = write(tmp_path, {"method": "grid", "parameters": {"seeds": {"valuez": [1]}}})
+    assert cli.main(["sweep", "run", str(path), f"--out={tmp_path}/runs"]) == 2
+    err = capsys.readouterr().err
+    assert "not a valid sweep" in err and "valuez" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_parameter_is_refused_before_anything_runs(tmp_path, capsys):
+    path = write(tmp_path, {"method": "grid", "parameters": {"sedes": {"values": [0, 1]}},
+                            "command": ["${env}", "earlyphase", "study", "${args}"]})
+    assert cli.main(["sweep", "run", str(path), f"--out={tmp_path}/runs"]) == 2
+    assert "did you mean --seeds" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_random_sweep_needs_count(tmp_path, capsys):
+    path = write(tmp_path, {"method": "random", "parameters": {"seed": {"values": [0, 1]}},
+                            "command": ["${env}", "earlyphase", "train", "${args}"]})
+    assert cli.main(["sweep", "run", str(path)]) == 2
+    assert "--count" in capsys.readouterr().err
+
+
+def test_tiny_sweep_runs_end_to_end_and_skips_finished(tmp_path, capsys):
+    path = write(tmp_path, {"method": "grid", "parameters": {"seed": {"values": [0, 1]}},
+                            "command": ["${env}", "earlyphase", "train", "--width=2", "--training_steps=3it",
+                                        "--batch_size=32", "${args}"]})
+    out = tmp_path / "runs"
+    assert cli.main(["sweep", "run", str(path), f"--out={out}", "--jobs=2"]) == 0
+    ledger_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    ledger = json.loads((ledger_dir / "ledger.json").read_text())
+    assert sorted(ledger) == ["--seed=0", "--seed=1"] and all(v["returncode"] == 0 for v in ledger.values())
+    trained = sorted(p.parent.name for p in out.glob("train_*/summary.json"))
+    assert len(trained) == 2
+    seeds = sorted(json.loads((out / t / "config.json").read_text())["seed"] for t in trained)
+    assert seeds == [0, 1]
+    assert cli.main(["sweep", "run", str(path), f"--out={out}"]) == 0
+    assert capsys.readouterr().err.count("finished earlier, skipped") == 2
