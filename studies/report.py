@@ -28,7 +28,8 @@ from .errors import UsageError
 TABLE_DENSITIES = (1.0, 0.512, 0.262, 0.168, 0.086)
 # config fields that say nothing about the condition itself
 _NOT_CONDITION = {"seed", "out", "rewind_from", "device", "data_dir", "download", "levels", "controls",
-                  "eval_every", "checkpoint_every", "wandb", "wandb_project", "wandb_entity", "wandb_group", "kind"}
+                  "eval_every", "checkpoint_every", "wandb", "wandb_project", "wandb_entity", "wandb_group", "kind",
+                  "rewind_from_sha256", "mask", "mask_digest", "compile", "concurrent", "preset"}
 
 
 @dataclass
@@ -64,17 +65,26 @@ def describe_condition(config: dict, imp_dir: Path) -> tuple[str, dict]:
         budget = pre.get("pretrain_steps") or ""
         sparse = " sparse" if pre.get("mask") else ""
         details.update({f"pretrain.{k}": v for k, v in pre.items() if k not in _NOT_CONDITION})
+        details["pretrain.sparse"] = bool(pre.get("mask"))
         return f"{name} {budget}{sparse}".strip(), details
     step = str(config.get("rewind_step", "0it"))
     return ("reset" if step in ("0it", "0ep", "0ep0it") else f"rewind {step}"), details
 
 
-def collect(runs_dir: Path) -> tuple[list[Condition], list[dict]]:
+def imp_runs(runs_dir: Path) -> list[Path]:
+    """The IMP runs a report covers: a study's own (its study.json), else every imp_* below runs_dir."""
+    study = _read_json(Path(runs_dir) / "study.json")
+    if study and all("imp_dir" in u for u in study.get("units", [])):
+        return [Path(u["imp_dir"]) for u in study["units"]]
+    return [p.parent for p in sorted(Path(runs_dir).rglob("imp_*/config.json"))]
+
+
+def collect(runs_dir: Path, imp_dirs=None) -> tuple[list[Condition], list[dict]]:
     """Conditions with their ticket records, and the incomplete runs (listed, never dropped silently)."""
     conditions: dict[str, Condition] = {}
     incomplete = []
-    for config_path in sorted(Path(runs_dir).rglob("imp_*/config.json")):
-        imp_dir = config_path.parent
+    for imp_dir in (imp_runs(runs_dir) if imp_dirs is None else [Path(d) for d in imp_dirs]):
+        config_path = imp_dir / "config.json"
         config = _read_json(config_path)
         if config is None:
             incomplete.append({"run": str(imp_dir), "why": "config.json unreadable"})
@@ -297,12 +307,12 @@ def render_html(markdown: str, out_dir: Path) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>earlyphase report</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
 
 
-def write_report(runs_dir: Path, out_dir: Path, reference: str | None = None, extra_figures=()) -> Path:
+def write_report(runs_dir: Path, out_dir: Path, reference: str | None = None, extra_figures=(), imp_dirs=None) -> Path:
     """Write report.md, report.html and the figures into out_dir; returns out_dir."""
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if not runs_dir.is_dir():
         raise UsageError(f"no runs folder at {runs_dir}: pass the --out folder of your runs")
-    conditions, incomplete = collect(runs_dir)
+    conditions, incomplete = collect(runs_dir, imp_dirs)
     if not conditions:
         raise UsageError(f"no IMP runs under {runs_dir}: run `earlyphase study` or `earlyphase imp` first")
     ref = pick_reference(conditions, reference)

@@ -99,6 +99,11 @@ class WandbLogger:
         run = self._init(name=name, job_type=job_type, config=config)
         return UnitSink(run, "", self.log_every_s, owned=True)
 
+    def router(self, name: str, config: dict) -> "LevelRouter":
+        """A sink for an IMP run: records tagged imp_level/imp_kind go to one W&B run per level
+        (job_type level) and per control (job_type control); the ticket table to the last one."""
+        return LevelRouter(self, name, config)
+
     def close(self) -> None:
         if self.sweep_run is not None:
             _safely(self.sweep_run.finish)
@@ -155,6 +160,34 @@ class UnitSink:
         if self.run is not None and self.owned:
             _safely(self.run.finish)
         self.run = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LevelRouter:
+    def __init__(self, logger: WandbLogger, name: str, config: dict):
+        self.logger, self.name, self.config = logger, name, config
+        self.key, self.current = None, UnitSink(None, "", 0, owned=False)
+
+    def __call__(self, record: dict) -> None:
+        if not self.logger.enabled:
+            return
+        key = (record.get("imp_level"), record.get("imp_kind"))
+        if "tickets" not in record and key != self.key:
+            self.current.close()
+            level, kind = key
+            job_type = "level" if kind in (None, "trunk") else "control"
+            unit = f"{self.name}: level {level}" + ("" if kind in (None, "trunk") else f" {kind}")
+            self.current = self.logger.unit(unit, job_type, {**self.config, "level": level, "kind": kind})
+            self.key = key
+        self.current(record)
+
+    def close(self) -> None:
+        self.current.close()
 
     def __enter__(self):
         return self
