@@ -181,7 +181,10 @@ def task_info(cfg: PretrainConfig, data) -> TaskInfo:
 
 # -------------------------------------------------------------------------------------------- run
 def rewind_point(cfg: PretrainConfig, model, task_head: bool, mask: dict | None, data, description: str) -> dict:
-    """The pretrained network with a 10-way classifier (fresh where the task had its own head)."""
+    """The pretrained network with a 10-way classifier (fresh where the task had its own head).
+
+    Built on the CPU, so the fresh classifier's draws are the same whichever device trained."""
+    model = model.cpu()
     if task_head or cfg.fresh_classifier:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(cfg.seed, "classifier"))
