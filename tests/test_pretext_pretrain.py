@@ -2,10 +2,9 @@
 
 import json
 
-import pytest
 import torch
 
-from earlyphase.studies import cli, models, pretrain_job, setup, train_job
+from earlyphase.studies import cli, models, pretrain_job, train_job
 from earlyphase.studies.augment import derive_seed
 from earlyphase.studies.config import TrainConfig
 from earlyphase.studies.pretrain_job import PretrainConfig
