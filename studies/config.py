@@ -35,11 +35,12 @@ DATASET_DEFAULTS = {
     "cifar10": dict(
         batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
         training_steps="160ep", milestone_steps="80ep,120ep", gamma=0.1, eval_every=4,  # eval costs ~7% per epoch
+        rewind_step="500it",
     ),
     # Sized for 2 CPU cores: one dense ResNet-20 training in a few seconds, the schedule's shape kept.
     "digits": dict(
         batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4,
-        training_steps="12ep", milestone_steps="6ep,9ep", gamma=0.1, eval_every=2,
+        training_steps="12ep", milestone_steps="6ep,9ep", gamma=0.1, eval_every=2, rewind_step="24it",
     ),
 }
 
@@ -172,8 +173,12 @@ def describe_options(cls) -> str:
     lines = []
     for f in fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = "dataset default" if default is None else repr(default)
-        hint = getattr(hints[f.name], "__name__", str(hints[f.name]).replace("typing.", ""))
+        by_dataset = any(f.name in preset for preset in DATASET_DEFAULTS.values())
+        shown = repr(default) if default is not None else ("dataset default" if by_dataset else "none")
+        hint = hints[f.name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        hint = getattr(hint, "__name__", str(hint))
         lines.append(f"  --{f.name}={hint}  [{shown}]  {f.metadata.get('help', '')}".rstrip())
     return "\n".join(lines)
 

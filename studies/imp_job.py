@@ -47,7 +47,7 @@ from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_optimizer_state, re
 
 from . import checkpoints, setup
 from .augment import derive_seed
-from .config import TrainConfig, option, parse_overrides, platform, run_dir
+from .config import DATASET_DEFAULTS, TrainConfig, option, parse_overrides, platform, run_dir
 from .errors import UsageError
 from .trainer import train
 
@@ -59,7 +59,7 @@ class ImpConfig(TrainConfig):
     levels: int = platform(8, "pruning levels after the dense level 0 (out of the hash: raise it later to add levels)")
     prune_fraction: float = option(0.2, "fraction of the surviving weights pruned per level, in (0, 1)")
     prune_ignore: str = option("", "comma-separated parameters never pruned, e.g. fc.weight (default: prune all conv/linear weights)")
-    rewind_step: str = option("500it", "step of the dense run the survivors are reset to (0it = original init)")
+    rewind_step: typing.Optional[str] = option(None, "step of the dense run the survivors are reset to (0it = original init); cifar10 500it, digits 24it")
     rewind_from: typing.Optional[str] = option(None, "rewind point from a file or a run dir holding rewind_point.pt (replaces level 0's start)")
     rewind_optimizer: str = option("fresh", "optimiser at the rewind: fresh (reference) or rewound (momentum from step k, masked)")
     controls: str = platform("", "comma-separated controls per level: random_reinit,random_prune_global,random_prune_layerwise")
@@ -163,7 +163,7 @@ def prepare(cfg: ImpConfig) -> _Run:
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         if rewind_file.get("mask") is not None:
             base_mask.update({n: m.clone() for n, m in rewind_file["mask"].items()})
-        if cfg.rewind_step != ImpConfig.rewind_step:
+        if cfg.rewind_step != DATASET_DEFAULTS[cfg.dataset]["rewind_step"]:
             print(f"earlyphase imp: --rewind_step={cfg.rewind_step} is ignored: --rewind_from sets the rewind point "
                   f"and every level trains from step 0", file=sys.stderr)
         start = 0
@@ -181,7 +181,7 @@ def prepare(cfg: ImpConfig) -> _Run:
     # The run's name: levels/controls are platform fields; rewind_from counts by content, and makes
     # rewind_step irrelevant, so neither the path nor an ignored rewind_step renames the run.
     named = dataclasses.replace(cfg, rewind_from=f"sha256:{sha}" if sha else None,
-                                rewind_step=ImpConfig.rewind_step if sha else cfg.rewind_step)
+                                rewind_step=None if sha else cfg.rewind_step)
     return _Run(cfg, device, data, run_dir("imp", named), start, end.it, model, names,
                 [n for n, _ in model.named_parameters()], base_mask, controls, rewind, level0, rewind_file, sha)
 
