@@ -119,7 +119,8 @@ def unit_configs(cfg: StudyConfig, unit: dict) -> tuple[PretrainConfig | None, I
     if unit["condition"] == "rewind":
         return None, dataclasses.replace(imp, rewind_from=None)
     pre = PretrainConfig(**_fields_of(PretrainConfig, cfg))
-    return dataclasses.replace(pre, seed=unit["seed"], pretext=unit["condition"], pretrain_steps=unit["pretrain_steps"]), imp
+    pre = dataclasses.replace(pre, seed=unit["seed"], pretext=unit["condition"], pretrain_steps=unit["pretrain_steps"])
+    return pre, dataclasses.replace(imp, rewind_step=None)  # the pretrained point is the rewind point
 
 
 def validate_units(cfg: StudyConfig, units: list[dict]) -> None:
