@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 MODES = ("disabled", "offline", "online")
-INIT_TIMEOUT_S = 20  # wandb's own default is 90 s; an unreachable server should cost little
+INIT_TIMEOUT_S = 10  # wandb's own default is 90 s; an unreachable server should cost little
 
 
 def default_mode() -> str:
@@ -73,13 +73,13 @@ class WandbLogger:
             return wandb.init(mode=self.mode, **kwargs)
         except Exception as err:  # unreachable server, bad key, ...: go offline, never fail the run
             if self.mode == "online":
-                self._warn_once(f"W&B unreachable ({type(err).__name__}: {err}); logging offline, `wandb sync` later")
+                self._warn_once(f"W&B unreachable ({type(err).__name__}: {_first_line(err)}); logging offline, `wandb sync` later")
                 self.mode = "offline"
                 try:
                     return wandb.init(mode="offline", **kwargs)
                 except Exception:
                     pass
-            self._warn_once(f"W&B logging off ({type(err).__name__}: {err})")
+            self._warn_once(f"W&B logging off ({type(err).__name__}: {_first_line(err)})")
             self.mode = "disabled"
             return None
 
@@ -110,11 +110,15 @@ class WandbLogger:
             self.sweep_run = None
 
 
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
+
+
 def _safely(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except Exception as err:
-        _warn(f"W&B call failed and was skipped ({type(err).__name__}: {err})")
+        _warn(f"W&B call failed and was skipped ({type(err).__name__}: {_first_line(err)})")
         return None
 
 

@@ -1,0 +1,68 @@
+import socket
+
+import pytest
+
+from earlyphase.studies import wandb_log
+from earlyphase.studies.wandb_log import WandbLogger
+
+
+def test_default_mode_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_log.default_mode() == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    assert wandb_log.default_mode() == "disabled"  # no key anywhere
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_log.default_mode() == "online"
+    with pytest.raises(ValueError, match="disabled, offline or online"):
+        WandbLogger("sometimes")
+
+
+def test_disabled_mode_makes_no_traffic_and_no_files(monkeypatch, tmp_path):
+    calls = []
+    real_connect = socket.socket.connect
+    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: calls.append(a) or real_connect(self, *a))
+    monkeypatch.chdir(tmp_path)
+    logger = WandbLogger("disabled", directory=tmp_path)
+    with logger.unit("u", "train", {"lr": 0.1}) as sink:
+        sink({"step": 1, "test_accuracy": 0.5})
+        sink.step_hook(1, None, 0.3)
+    with logger.router("imp", {}) as route:
+        route({"step": 1, "imp_level": 0, "imp_kind": "trunk", "test_accuracy": 0.5})
+        route({"tickets": [{"level": 0, "kind": "trunk", "density": 1.0, "test_accuracy": 0.5}]})
+    logger.close()
+    assert calls == [] and list(tmp_path.iterdir()) == []
+
+
+def test_offline_mode_writes_an_offline_run(tmp_path):
+    logger = WandbLogger("offline", directory=tmp_path)
+    with logger.router("imp seed 0", {"seed": 0}) as route:
+        route({"step": 5, "imp_level": 0, "imp_kind": "trunk", "test_accuracy": 0.5})
+        route({"step": 5, "imp_level": 1, "imp_kind": "trunk", "test_accuracy": 0.6})
+        route({"tickets": [{"level": 0, "kind": "trunk", "density": 1.0, "test_accuracy": 0.5}]})
+    logger.close()
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2  # one W&B run per IMP level
+    assert all(any(r.glob("*.wandb")) for r in runs)
+
+
+def test_unreachable_server_falls_back_to_offline_with_one_warning(monkeypatch, tmp_path, capsys):
+    import wandb
+
+    real_init = wandb.init
+
+    def init(mode, **kwargs):
+        if mode == "online":
+            raise wandb.errors.CommError("dial tcp: connection refused\nsecond line")
+        return real_init(mode=mode, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    logger = WandbLogger("online", directory=tmp_path)
+    for name in ("a", "b"):
+        with logger.unit(name, "train", {}) as sink:
+            sink({"step": 1, "test_accuracy": 0.5})
+    logger.close()
+    err = capsys.readouterr().err
+    assert err.count("W&B unreachable") == 1 and "second line" not in err
+    assert logger.mode == "offline" and len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2
