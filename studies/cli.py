@@ -16,6 +16,7 @@ COMMANDS = {
     "sweep": ("earlyphase.studies.sweep_cmd", None, "run FILE.yaml [--count=N] [--jobs=J]: a W&B sweep, locally, no server"),
     "report": ("earlyphase.studies.report", None, "RUNS_DIR [-o OUT_DIR]: comparison report from run records"),
     "imp": ("earlyphase.studies.imp_job", "ImpConfig", "iterative magnitude pruning with rewinding, controls, tickets.json"),
+    "bench": ("earlyphase.studies.bench", "BenchConfig", "time the trainer against a bare PyTorch loop; --gpu-suite"),
 }
 
 USAGE = "usage: earlyphase COMMAND [--field=value ...]   (earlyphase COMMAND --help lists the fields)"

@@ -1,0 +1,302 @@
+"""`earlyphase bench --gpu-suite`: the one prepared script for a short GPU lease (builds nothing).
+
+1. Correctness (TF32 off): the CUDA path against the CPU (same data, init, mask and steps; kornia
+   draws the augmentation on the CPU, so it must match exactly), `train_stacked` against `train` on
+   CUDA, and each compile mode against eager. Relative error of all weights, sqrt(sum |a - b|^2 /
+   sum |b|^2), after 1 float32 step (< 1e-4) and, sharper, after 4 float64 steps (< 1e-8).
+2. Timing variants, in priority order: eager bf16 (the CUDA default), eager fp32, torch.compile
+   reduce-overhead (CUDA graphs), stacked K=8 and K=16, compile default, bare loop in NCHW (is
+   channels_last worth it), stacked K=8 + reduce-overhead. Each is `bench.measure` (bare loop and
+   trainer alternating, real CIFAR-10-sized synthetic epochs of 391 steps, 4 epochs = one evaluation
+   per repeat) and prints images/s and seconds per CIFAR-10 epoch.
+3. Summary: the fastest correct compile mode (to put in trainer.CUDA_COMPILE_AUTO), the targets
+   (<= 0.3 s per epoch; >= 0.5 M images/s stacked), the grid projection, and one JSON line, last.
+
+Robust by construction: every check and variant runs in its own try/except under an alarm, so one
+failure is printed and the rest still run; the two first checks always run, and no timed variant
+starts after `--budget_s` seconds. Without
+CUDA it says so and exits 2, unless `--device=cpu` asks for a dry run of the same code at toy sizes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from earlyphase.pretext.supervised import Supervised
+
+from .augment import augment_split
+from .bench import (BATCH, CIFAR_TRAIN, GRID_EPOCHS, BenchConfig, bench_plan, device_name, half_mask, measure,
+                    resnet20, synthetic_cifar)
+from .stacked import StackedRun, train_stacked
+from .trainer import CUDA_COMPILE_AUTO, train
+
+# Float32 after one step: a few steps would measure chaos, not correctness (early SGD steps amplify a 1e-7
+# perturbation to 1e-4 within two steps, measured on CPU). Float64 over several steps is the sharp check.
+CHECKS = {"fp32": (1, 1e-4), "fp64": (4, 1e-8)}  # precision: (steps, relative-error tolerance)
+
+
+class Float64Supervised(Supervised):
+    """True labels with inputs and loss in float64 (the model is made float64 too)."""
+
+    def batch(self, x, y, idx):
+        return x.double(), y
+
+    def loss(self, outputs, targets):
+        return F.cross_entropy(outputs, targets)
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+class Budget(Exception):
+    pass
+
+
+@contextmanager
+def alarm(seconds: float):
+    """Raise TimeoutError in the main thread after `seconds` (a hung compile must not eat the lease)."""
+    def fire(signum, frame):
+        raise TimeoutError(f"variant exceeded its {seconds:.0f} s limit")
+
+    if not hasattr(signal, "SIGALRM"):
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(max(1, int(seconds)))
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextmanager
+def strict_fp32():
+    """Float32 without TF32, for comparisons against the CPU."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def rel_error(a: dict, b: dict) -> float:
+    num = sum(float((a[k].double().cpu() - b[k].double().cpu()).pow(2).sum()) for k in b if b[k].is_floating_point())
+    den = sum(float(b[k].double().cpu().pow(2).sum()) for k in b if b[k].is_floating_point())
+    return math.sqrt(num / den)
+
+
+def final_weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "final.pt", weights_only=True, map_location="cpu")["model"]
+
+
+def train_once(model, data, plan, mask=None, task=None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="earlyphase-suite-") as tmp:
+        train(model, data, plan, Path(tmp), mask=mask, task=task)
+        return final_weights(Path(tmp))
+
+
+def comparison_setup(width: int, precision: str, device: torch.device, seed: int = 0):
+    """(model, plan, task) for a `precision` comparison: fp32 = the real path for 1 step, fp64 = 4 steps."""
+    steps, _ = CHECKS[precision]
+    model = resnet20(width, device, seed=seed)
+    task = None
+    if precision == "fp64":
+        model, task = model.double(), Float64Supervised()
+    return model, replace(bench_plan(4, 1, "fp32", "none", seed=seed), end=steps), task
+
+
+def verdict(errors: dict) -> dict:
+    return {**{f"rel_error_{p}": e for p, e in errors.items()}, "steps": {p: CHECKS[p][0] for p in errors},
+            "ok": all(e < CHECKS[p][1] for p, e in errors.items())}
+
+
+def check_device_vs_cpu(device: torch.device, width: int) -> dict:
+    data_cpu = synthetic_cifar(4 * BATCH, torch.device("cpu"))
+    data_dev = data_cpu.to(device)
+    same = (augment_split(data_cpu, 0, 0) == augment_split(data_dev, 0, 0).cpu()).float().mean().item()
+    errors = {}
+    for precision in CHECKS:
+        model, plan, task = comparison_setup(width, precision, torch.device("cpu"))
+        mask = half_mask(model)
+        with strict_fp32():
+            ref = train_once(copy.deepcopy(model), data_cpu, plan, mask, task)
+            got = train_once(copy.deepcopy(model).to(device), data_dev, plan,
+                             {n: m.to(device) for n, m in mask.items()}, task)
+        errors[precision] = rel_error(got, ref)
+    out = verdict(errors)
+    return {"augmentation_equal_fraction": same, **out, "ok": out["ok"] and same == 1.0}
+
+
+def check_stacked(device: torch.device, width: int, k: int = 2) -> dict:
+    data = synthetic_cifar(4 * BATCH, device)
+    errors = {}
+    for precision in CHECKS:
+        members = [comparison_setup(width, precision, device, seed=s) for s in range(k)]
+        mask = half_mask(members[0][0])
+        with strict_fp32(), tempfile.TemporaryDirectory(prefix="earlyphase-suite-") as tmp:
+            runs = [StackedRun(copy.deepcopy(m), plan, Path(tmp) / f"s{s}", task=task, mask=mask)
+                    for s, (m, plan, task) in enumerate(members)]
+            train_stacked(runs, data)
+            errors[precision] = max(rel_error(final_weights(Path(tmp) / f"s{s}"),
+                                              train_once(copy.deepcopy(m), data, plan, mask, task))
+                                    for s, (m, plan, task) in enumerate(members))
+    return {"k": k, **verdict(errors)}
+
+
+def check_compile(device: torch.device, width: int, mode: str) -> dict:
+    """One compiled float32 step against the eager one (the compiled graph is then exercised for real)."""
+    data = synthetic_cifar(4 * BATCH, device)
+    model, plan, _ = comparison_setup(width, "fp32", device)
+    mask = half_mask(model)
+    with strict_fp32():
+        ref = train_once(copy.deepcopy(model), data, plan, mask)
+        got = train_once(copy.deepcopy(model), data, replace(plan, compile=mode), mask)
+    return {"mode": mode, **verdict({"fp32": rel_error(got, ref)})}
+
+
+def variants(cuda: bool) -> list[tuple[str, dict]]:
+    """(name, measure() keyword arguments), most important first."""
+    ks = (8, 16) if cuda else (2,)
+    out = [("eager bf16", dict(precision="bf16", compile="none")),
+           ("eager fp32", dict(precision="fp32", compile="none")),
+           ("reduce-overhead bf16", dict(precision="bf16", compile="reduce-overhead"))]
+    out += [(f"stacked K={k} bf16", dict(precision="bf16", compile="none", stacked=k, trainer=False, bare=False))
+            for k in ks]
+    out += [("default-compile bf16", dict(precision="bf16", compile="default")),
+            ("bare bf16 NCHW", dict(precision="bf16", compile="none", channels_last=False, trainer=False)),
+            (f"stacked K={ks[0]} bf16 reduce-overhead", dict(precision="bf16", compile="reduce-overhead",
+                                                             stacked=ks[0], trainer=False, bare=False))]
+    return out
+
+
+def run_suite(cfg: BenchConfig) -> int:
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    if not cuda and cfg.device != "cpu":
+        print("no CUDA: the GPU suite needs a CUDA device (pass --device=cpu for a dry run at toy sizes)",
+              file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    device = torch.device("cuda" if cuda else "cpu")
+    width = cfg.width
+    spe = cfg.steps_per_epoch or (391 if cuda else 2)
+    repeats = min(cfg.repeats, 2) if cuda else 1
+    report = {"device": device_name(device), "torch": torch.__version__, "width": width, "steps_per_epoch": spe,
+              "repeats": repeats, "checks": {}, "variants": {}, "errors": {}}
+    say(f"GPU suite on {report['device']}, torch {torch.__version__}; budget {cfg.budget_s:.0f} s")
+
+    def left() -> float:
+        return cfg.budget_s - (time.perf_counter() - start)
+
+    def guarded(kind: str, name: str, fn, cap: float):
+        if kind == "time" and left() < 10:
+            report["errors"][name] = "skipped: time budget spent"
+            say(f"[{kind}] {name}: skipped (budget)")
+            return None
+        t0 = time.perf_counter()
+        try:
+            with alarm(cap if kind == "check" else min(cap, left())):
+                out = fn()
+        except Exception as err:  # noqa: BLE001  one failing variant must not lose the others
+            report["errors"][name] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+            say(f"[{kind}] {name}: FAILED {report['errors'][name]}")
+            traceback.print_exc(limit=3, file=sys.stderr)
+            out = None
+        finally:
+            if cuda:
+                torch.cuda.empty_cache()
+        if out is not None:
+            out["seconds"] = round(time.perf_counter() - t0, 1)
+        return out
+
+    for name, fn in (("cuda_vs_cpu", lambda: check_device_vs_cpu(device, width)),
+                     ("stacked_vs_train", lambda: check_stacked(device, width))):
+        result = guarded("check", name, fn, 90)
+        if result is not None:
+            report["checks"][name] = result
+            say(f"[check] {name}: {'ok' if result['ok'] else 'MISMATCH'}  " + json.dumps(result))
+
+    for name, kwargs in variants(cuda):
+        result = guarded("time", name, lambda: measure(device, kwargs["precision"], kwargs["compile"], width, spe,
+                                                        repeats, stacked=kwargs.get("stacked", 0),
+                                                        channels_last=kwargs.get("channels_last"),
+                                                        trainer=kwargs.get("trainer", True),
+                                                        bare=kwargs.get("bare", True), log=say), 150)
+        if result is None:
+            continue
+        report["variants"][name] = result
+        say(f"[time] {name}: " + summary_line(result))
+        mode = kwargs["compile"]
+        if mode != "none" and kwargs.get("trainer", True) and f"compile_{mode}" not in report["checks"]:
+            check = guarded("check", f"compile_{mode}", lambda: check_compile(device, width, mode), 120)
+            if check is not None:
+                report["checks"][f"compile_{mode}"] = check
+                say(f"[check] compile {mode} vs eager: {'ok' if check['ok'] else 'MISMATCH'}  " + json.dumps(check))
+
+    report.update(conclusions(report))
+    report["total_s"] = round(time.perf_counter() - start, 1)
+    say("")
+    for line in report["conclusion_lines"]:
+        say(line)
+    say(json.dumps(report))
+    return 0
+
+
+def summary_line(r: dict) -> str:
+    parts = []
+    if "bare_images_per_s" in r:
+        parts.append(f"bare {r['bare_images_per_s']:.0f} img/s ({r['bare_s_per_cifar_epoch']:.3f} s/epoch)")
+    if "trainer_images_per_s" in r:
+        parts.append(f"trainer {r['trainer_images_per_s']:.0f} img/s ({r['trainer_s_per_cifar_epoch']:.3f} s/epoch), "
+                     f"ratio {r['ratio']:.3f}")
+    if "stacked_images_per_s" in r:
+        parts.append(f"stacked K={r['stacked_k']} {r['stacked_images_per_s']:.0f} img/s aggregate "
+                     f"({r['stacked_s_per_cifar_epoch_per_run']:.3f} s/epoch per run)")
+    return "; ".join(parts)
+
+
+def conclusions(report: dict) -> dict:
+    checks, results = report["checks"], report["variants"]
+    single = {name: r for name, r in results.items() if "trainer_images_per_s" in r and "bf16" in name
+              and (r["compile"] == "none" or checks.get(f"compile_{r['compile']}", {}).get("ok"))}
+    stacked = {name: r for name, r in results.items() if "stacked_images_per_s" in r}
+    lines, out = [], {}
+    if single:
+        best = max(single, key=lambda n: single[n]["trainer_images_per_s"])
+        r = single[best]
+        out["best_single"] = {"variant": best, "compile": r["compile"], "s_per_cifar_epoch": r["trainer_s_per_cifar_epoch"],
+                              "images_per_s": r["trainer_images_per_s"], "grid_hours": r["grid_hours"]}
+        lines.append(f"best single run: {best}: {r['trainer_s_per_cifar_epoch']:.3f} s per CIFAR-10 epoch "
+                     f"(target <= 0.3: {'met' if r['trainer_s_per_cifar_epoch'] <= 0.3 else 'not met'}); "
+                     f"grid of {GRID_EPOCHS} epochs ~ {r['grid_hours']:.1f} h")
+        if r["compile"] != CUDA_COMPILE_AUTO:
+            lines.append(f"recommendation: set CUDA_COMPILE_AUTO = {r['compile']!r} in studies/trainer.py "
+                         f"(now {CUDA_COMPILE_AUTO!r})")
+        else:
+            lines.append(f"recommendation: keep CUDA_COMPILE_AUTO = {CUDA_COMPILE_AUTO!r}")
+    if stacked:
+        best = max(stacked, key=lambda n: stacked[n]["stacked_images_per_s"])
+        r = stacked[best]
+        hours = GRID_EPOCHS * CIFAR_TRAIN / r["stacked_images_per_s"] / 3600
+        out["best_stacked"] = {"variant": best, "images_per_s": r["stacked_images_per_s"], "grid_hours": hours}
+        lines.append(f"best stacked: {best}: {r['stacked_images_per_s']:.0f} images/s aggregate (target >= 500000: "
+                     f"{'met' if r['stacked_images_per_s'] >= 5e5 else 'not met'}); grid ~ {hours:.2f} h")
+    failed = [n for n, c in checks.items() if not c.get("ok")] + list(report["errors"])
+    lines.append("problems: " + (", ".join(failed) if failed else "none"))
+    out["conclusion_lines"] = lines
+    return out
