@@ -71,6 +71,8 @@ class TrainConfig:
     out: str = platform("runs", "parent folder of the run directories")
     compile: str = platform("auto", "CUDA only, results unchanged: torch.compile of the training step "
                                     "(auto, none, default, reduce-overhead = CUDA graphs, max-autotune)")
+    track_steps: str = platform("", "early-phase statistics over the first N steps of each training, e.g. 4000it "
+                                    "(stats.jsonl; results unchanged); empty = off")
 
     def resolved(self):
         """A copy with dataset-dependent defaults filled in."""

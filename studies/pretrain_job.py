@@ -41,6 +41,7 @@ from . import checkpoints, setup
 from .augment import derive_seed
 from .config import TrainConfig, option, parse_overrides, run_name
 from .errors import UsageError
+from .stats import tracker_hooks
 from .trainer import TrainResult, train
 
 
@@ -224,7 +225,8 @@ def run(cfg: PretrainConfig, sinks=()) -> tuple[Path, TrainResult]:
     checkpoints.write_json_atomic(out / "config.json", {
         **setup.config_record("pretrain", cfg), "pretext_options": options, "pretext_target": plugin.target,
         "pretext_distribution": plugin.distribution, "mask_digest": mask_digest(mask)})
-    result = train(model, data, plan, out, task=task, mask=train_mask, sinks=sinks)
+    hooks = tracker_hooks(cfg, model, plan, data, out, task=task, mask=train_mask, sinks=sinks)
+    result = train(model, data, plan, out, task=task, mask=train_mask, sinks=sinks, step_hooks=hooks)
 
     path = out / "rewind_point.pt"
     if not path.exists():  # built from final.pt, so a run killed after training still gets one

@@ -76,6 +76,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         parse_step(getattr(cfg, name), 1, name)
     for text in filter(None, cfg.milestone_steps.split(",")):
         parse_step(text, 1, "milestone_steps")
+    if getattr(cfg, "track_steps", "") and parse_step(cfg.track_steps, 1, "track_steps").it < 1:
+        raise UsageError(f"--track_steps={cfg.track_steps}: track at least 1it, or leave it empty for no tracking")
     return cfg
 
 

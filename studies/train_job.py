@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import setup
 from .checkpoints import write_json_atomic
 from .config import TrainConfig, parse_overrides, run_dir
+from .stats import tracker_hooks
 from .trainer import train
 
 
@@ -17,7 +18,8 @@ def run(cfg: TrainConfig, sinks=()) -> "tuple":
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", setup.config_record("train", cfg))
     model = setup.make_model(cfg, data, device)
-    return out, train(model, data, plan, out, sinks=sinks)
+    hooks = tracker_hooks(cfg, model, plan, data, out, sinks=sinks)
+    return out, train(model, data, plan, out, sinks=sinks, step_hooks=hooks)
 
 
 def main(argv: list[str]) -> int:
