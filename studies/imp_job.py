@@ -25,6 +25,14 @@ written atomically before it trains, so rerunning resumes an interrupted part an
 `levels` and `controls` are platform fields (out of the hash): they choose which parts to run, not
 what any part computes, so raising `--levels` or adding controls later reuses the same directory.
 `--rewind_from` enters the hash as the file's sha256 (the content, not the path).
+
+Perturbations per level >= 1 (`--perturb=NAME,...` or all; the library is `earlyphase.imp.perturb`):
+the level's start state (the rewind point under the trunk's mask) with its surviving weights perturbed,
+trained like the trunk level (same mask, steps, optimiser, data order) in level_{L}/perturb_{NAME}/,
+recorded in tickets.json as kind `perturb_{NAME}`. Draws come from derive_seed(seed, "perturb", NAME, L).
+`noise` at `--perturb_noise` other than 1 is the part perturb_noise{SCALE} (same draws, scaled), so
+several scales share one trunk. "init" for the sign/magnitude swaps is the seed's initialisation.
+`--track_steps` records early-phase statistics in every part (earlyphase.studies.stats).
 """
 
 from __future__ import annotations
@@ -42,10 +50,11 @@ import torch
 
 from earlyphase.imp import controls as imp_controls
 from earlyphase.imp import masks as imp_masks
+from earlyphase.imp import perturb as imp_perturb
 from earlyphase.imp.pruning import global_magnitude_prune
 from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_optimizer_state, rewound_state
 
-from . import checkpoints, setup
+from . import checkpoints, setup, stats
 from .augment import derive_seed
 from .config import DATASET_DEFAULTS, TrainConfig, option, parse_overrides, platform, run_dir
 from .errors import UsageError
@@ -63,6 +72,10 @@ class ImpConfig(TrainConfig):
     rewind_from: typing.Optional[str] = option(None, "rewind point from a file or a run dir holding rewind_point.pt (replaces level 0's start)")
     rewind_optimizer: str = option("fresh", "optimiser at the rewind: fresh (reference) or rewound (momentum from step k, masked)")
     controls: str = platform("", "comma-separated controls per level: random_reinit,random_prune_global,random_prune_layerwise")
+    perturb: str = platform("", "comma-separated perturbations of the rewind point per level (or all): sign_rewind_mag_init,"
+                                "sign_init_mag_rewind,random_mag,permute,permute_keep_sign,noise")
+    perturb_noise: float = platform(1.0, "noise std per layer, in units of the layer's surviving-weight std "
+                                         "(names the part: perturb_noise or perturb_noise{SCALE})")
 
 
 @dataclass
@@ -84,6 +97,7 @@ class _Run:
     level0_description: str
     rewind_file: dict | None  # the --rewind_from contents
     rewind_from_sha256: str | None
+    perturbations: tuple = ()
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -136,6 +150,12 @@ def prepare(cfg: ImpConfig) -> _Run:
         controls = imp_controls.parse_controls(cfg.controls)
     except ValueError as err:
         raise UsageError(f"--controls: {err}") from None
+    try:
+        perturbations = imp_perturb.parse_perturbations(cfg.perturb)
+    except ValueError as err:
+        raise UsageError(f"--perturb: {err}") from None
+    if not (cfg.perturb_noise >= 0 and cfg.perturb_noise < float("inf")):
+        raise UsageError(f"--perturb_noise={cfg.perturb_noise}: must be a finite number >= 0, e.g. 1.0")
     ignore = [t.strip() for t in cfg.prune_ignore.split(",") if t.strip()]
 
     device = setup.resolve_device(cfg.device)
@@ -150,7 +170,7 @@ def prepare(cfg: ImpConfig) -> _Run:
         raise UsageError("--prune_ignore excludes every prunable weight: nothing left to prune")
     # canonical spellings, so `fc` and `fc.weight` (or another order) name the same run
     ignored = [n for n in imp_masks.prunable_names(model) if n not in names]
-    cfg = dataclasses.replace(cfg, controls=",".join(controls), prune_ignore=",".join(ignored))
+    cfg = dataclasses.replace(cfg, controls=",".join(controls), prune_ignore=",".join(ignored), perturb=",".join(perturbations))
     base_mask = imp_masks.dense_mask(model, names)
 
     rewind_file = sha = None
@@ -183,7 +203,8 @@ def prepare(cfg: ImpConfig) -> _Run:
     named = dataclasses.replace(cfg, rewind_from=f"sha256:{sha}" if sha else None,
                                 rewind_step=None if sha else cfg.rewind_step)
     return _Run(cfg, device, data, run_dir("imp", named), start, end.it, model, names,
-                [n for n, _ in model.named_parameters()], base_mask, controls, rewind, level0, rewind_file, sha)
+                [n for n, _ in model.named_parameters()], base_mask, controls, rewind, level0, rewind_file, sha,
+                perturbations=perturbations)
 
 
 # ---------------------------------------------------------------------------------------------- masks on disk
@@ -231,14 +252,17 @@ def _tagged(sinks, level: int, kind: str):
 
 
 def _train_part(r: _Run, part_dir: Path, state: dict, mask: dict, *, start: int, save_at: tuple,
-                optimizer_state, sinks, level: int, kind: str):
+                optimizer_state, sinks, level: int, kind: str, init_seed: int | None = None):
     model = setup.make_model(r.cfg, r.data, r.device)
     model.load_state_dict(state)
     plan = setup.make_plan(r.cfg, r.data, r.device, start=start, save_at=save_at,
                            progress=f"imp level {level} {kind}")
     pruned = imp_masks.kept(mask) < imp_masks.size(mask)  # a dense level trains exactly like `earlyphase train`
+    sinks = _tagged(sinks, level, kind)
+    init = _init_state(r, init_seed) if r.cfg.track_steps else None  # the part's original initialisation
+    hooks = stats.tracker_hooks(r.cfg, model, plan, r.data, part_dir, mask=mask, init=init, sinks=sinks)
     result = train(model, r.data, plan, part_dir, mask=mask if pruned else None,
-                   optimizer_state=optimizer_state, sinks=_tagged(sinks, level, kind))
+                   optimizer_state=optimizer_state, sinks=sinks, step_hooks=hooks)
     acc = result.summary["test_accuracy"]
     state_text = "already finished" if result.skipped else "done"
     print(f"imp level {level} {kind}: density {imp_masks.density(mask):.4f}, test accuracy {acc:.4f} ({state_text})",
@@ -273,7 +297,40 @@ def _run_control(r: _Run, level: int, control: str, trunk_mask: dict, rewind_mod
     else:
         state, optimizer_state = rewound_state(rewind_model, mask), _optimizer_for(r, rewind_opt, mask)
     _train_part(r, part, state, mask, start=r.start, save_at=(r.start,), optimizer_state=optimizer_state,
-                sinks=sinks, level=level, kind=control)
+                sinks=sinks, level=level, kind=control,
+                init_seed=_reinit_seed(r, level) if imp_controls.reinitialises(control) else None)
+
+
+def _init_state(r: _Run, seed: int | None = None) -> dict:
+    """The seed's initialisation (what level 0 and pretraining start from; level_0/weights_0it.pt without --rewind_from)."""
+    return setup.make_model(r.cfg, r.data, torch.device("cpu"), seed=seed).state_dict()
+
+
+def perturb_kind(name: str, noise: float) -> str:
+    """The part's kind and folder name: perturb_NAME, and perturb_noise{SCALE} for a noise scale other than 1."""
+    return f"perturb_noise{noise:g}" if name == "noise" and noise != 1.0 else f"perturb_{name}"
+
+
+def _perturb_seed(r: _Run, name: str, level: int) -> int:
+    return derive_seed(r.cfg.seed, "perturb", name, level)
+
+
+def _run_perturbation(r: _Run, level: int, name: str, trunk_mask: dict, rewind_model, rewind_opt, sinks):
+    kind = perturb_kind(name, r.cfg.perturb_noise)
+    part = r.out / f"level_{level}" / kind
+    mask = _ensure_mask(part, r, lambda: {n: m.clone() for n, m in trunk_mask.items()})
+    seed = _perturb_seed(r, name, level)
+    if not (part / "perturbation.json").exists():
+        checkpoints.write_json_atomic(part / "perturbation.json", {"perturbation": name, "seed": seed,
+                                                                    "noise": r.cfg.perturb_noise if name == "noise" else None})
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        state = imp_perturb.perturb(name, rewound_state(rewind_model, mask), mask, generator,
+                                    init=_init_state(r), noise=r.cfg.perturb_noise)
+    except ValueError as err:
+        raise UsageError(f"--perturb={name}: {err}") from None
+    _train_part(r, part, state, mask, start=r.start, save_at=(r.start,), optimizer_state=_optimizer_for(r, rewind_opt, mask),
+                sinks=sinks, level=level, kind=kind)
 
 
 def _reinit_seed(r: _Run, level: int) -> int:
@@ -305,6 +362,9 @@ def run(cfg: ImpConfig, sinks=()) -> tuple[Path, list[dict]]:
         for control in r.controls:
             _run_control(r, level, control, mask, rewind_model, rewind_opt, sinks)
             write_tickets(r)
+        for name in r.perturbations:
+            _run_perturbation(r, level, name, mask, rewind_model, rewind_opt, sinks)
+            write_tickets(r)
     records = write_tickets(r)
     for sink in sinks:
         sink({"tickets": records})
@@ -321,13 +381,18 @@ def _record(r: _Run, level: int, kind: str, part: Path) -> dict:
         rewind = r.level0_description
     elif kind == "random_reinit":
         rewind = f"fresh initialisation (seed {_reinit_seed(r, level)})"
+    elif kind.startswith("perturb_"):
+        rewind = f"{r.rewind_description}, perturbed: {kind.removeprefix('perturb_')}"
     else:
         rewind = r.rewind_description
     record = {"level": level, "kind": kind, "density": density, "test_accuracy": summary["test_accuracy"],
               "train_loss": summary["train_loss"], "start_step": summary["start_step"],
               "end_step": summary["end_step"], "seed": r.cfg.seed, "rewind": rewind,
               "run_dir": part.relative_to(r.out).as_posix()}
-    if kind != "trunk":
+    if kind.startswith("perturb_"):
+        info = json.loads((part / "perturbation.json").read_text()) if (part / "perturbation.json").exists() else {}
+        record.update(perturbation=info.get("perturbation"), perturb_noise=info.get("noise"), control_seed=info.get("seed"))
+    elif kind != "trunk":
         record["control_seed"] = _reinit_seed(r, level) if kind == "random_reinit" else derive_seed(r.cfg.seed, kind, level)
     return record
 
@@ -338,10 +403,18 @@ def collect_tickets(r: _Run) -> list[dict]:
     records = []
     for level in levels:
         trunk = r.out / f"level_{level}"
-        for kind, part in [("trunk", trunk)] + [(c, trunk / c) for c in imp_controls.CONTROLS]:
+        perturbed = sorted((p for p in trunk.glob("perturb_*") if p.is_dir()), key=_perturb_order)
+        for kind, part in [("trunk", trunk)] + [(c, trunk / c) for c in imp_controls.CONTROLS] + [(p.name, p) for p in perturbed]:
             if (part / "summary.json").exists():
                 records.append(_record(r, level, kind, part))
     return records
+
+
+def _perturb_order(part: Path) -> tuple:
+    """Canonical order of perturbation parts (imp.perturb.PERTURBATIONS; noise scales by name)."""
+    name = part.name.removeprefix("perturb_")
+    base = name if name in imp_perturb.PERTURBATIONS else "noise"
+    return imp_perturb.PERTURBATIONS.index(base), name
 
 
 def write_tickets(r: _Run) -> list[dict]:
@@ -353,6 +426,7 @@ def write_tickets(r: _Run) -> list[dict]:
 def format_table(records: list[dict]) -> str:
     """level | density % | trunk accuracy | one column per control present."""
     kinds = [c for c in imp_controls.CONTROLS if any(rec["kind"] == c for rec in records)]
+    kinds += sorted({rec["kind"] for rec in records if rec["kind"].startswith("perturb_")}, key=lambda k: _perturb_order(Path(k)))
     by_level = {}
     for rec in records:
         by_level.setdefault(rec["level"], {})[rec["kind"]] = rec
