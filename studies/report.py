@@ -29,7 +29,8 @@ TABLE_DENSITIES = (1.0, 0.512, 0.262, 0.168, 0.086)
 # config fields that say nothing about the condition itself
 _NOT_CONDITION = {"seed", "out", "rewind_from", "device", "data_dir", "download", "levels", "controls",
                   "eval_every", "checkpoint_every", "wandb", "wandb_project", "wandb_entity", "wandb_group", "kind",
-                  "rewind_from_sha256", "mask", "mask_digest", "compile", "concurrent", "preset"}
+                  "rewind_from_sha256", "mask", "mask_digest", "compile", "concurrent", "preset",
+                  "perturb", "perturb_noise", "track_steps"}
 
 
 @dataclass
@@ -252,9 +253,16 @@ def render_markdown(conditions, reference, rows, incomplete, figures: list[str])
     control_rows = [(c.label, k, p) for c in conditions for k in sorted({r["kind"] for r in c.records} - {"trunk"})
                     for p in curve(c.records, k)]
     if control_rows:
-        lines += ["| condition | control | level | density | accuracy | n |", "|---|---|---|---|---|---|"]
-        lines += [f"| {c} | {k} | {p['level']} | {100 * p['density']:.1f}% | {_fmt(p['mean'])} +- {_fmt(p['std'])} | {p['n']} |"
-                  for c, k, p in control_rows]
+        # beside each control or perturbation: the unperturbed ticket of the same level, and the difference
+        ticket = {(c.label, p["level"]): p["mean"] for c in conditions for p in curve(c.records)}
+        lines += ["Controls and perturbed rewind points (`perturb_*`); ticket = the same level's unperturbed ticket, "
+                  "diff = accuracy - ticket.", "",
+                  "| condition | control | level | density | accuracy | n | ticket | diff |", "|---|---|---|---|---|---|---|---|"]
+        for c, k, p in control_rows:
+            t = ticket.get((c, p["level"]))
+            diff = f"{100 * (p['mean'] - t):+.2f}" if t is not None else ""
+            lines.append(f"| {c} | {k} | {p['level']} | {100 * p['density']:.1f}% | {_fmt(p['mean'])} +- {_fmt(p['std'])} | "
+                         f"{p['n']} | {_fmt(t)} | {diff} |")
     else:
         lines.append("No controls were run.")
     lines += ["", "## Conditions", ""]
@@ -307,8 +315,11 @@ def render_html(markdown: str, out_dir: Path) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>earlyphase report</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
 
 
-def write_report(runs_dir: Path, out_dir: Path, reference: str | None = None, extra_figures=(), imp_dirs=None) -> Path:
-    """Write report.md, report.html and the figures into out_dir; returns out_dir."""
+def write_report(runs_dir: Path, out_dir: Path, reference: str | None = None, extra_figures=None, imp_dirs=None) -> Path:
+    """Write report.md, report.html and the figures into out_dir; returns out_dir.
+
+    extra_figures: None = the standard analyses (studies.analysis_report: early-phase statistics and
+    perturbations, each drawn only where runs have them); () = none."""
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if not runs_dir.is_dir():
         raise UsageError(f"no runs folder at {runs_dir}: pass the --out folder of your runs")
@@ -319,6 +330,10 @@ def write_report(runs_dir: Path, out_dir: Path, reference: str | None = None, ex
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = ["accuracy_vs_density.png"]
     _plot(conditions, ref, out_dir / figures[0])
+    if extra_figures is None:
+        from .analysis_report import figures as analysis_figures  # imports this module: import late
+
+        extra_figures = analysis_figures(imp_dirs)
     for make in extra_figures:  # analyses add their own figures: callables (runs_dir, out_dir) -> file name | None
         name = make(runs_dir, out_dir)
         if name:
