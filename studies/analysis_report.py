@@ -12,7 +12,8 @@ Each figure is a callable (runs_dir, out_dir) -> PNG file name, or None when no 
 - `early_phase_stats_tickets.png`: the same for each condition's deepest IMP level that has statistics
   in every seed (the sparse ticket trained from its rewind point).
 - `perturbations.png`: per condition, ticket accuracy against density for the unperturbed ticket
-  (solid) and each perturbation (mean +- std over seeds); the controls table of the report lists them too.
+  (solid), each perturbation (dashed) and the controls (dotted), mean +- std over seeds; the report's
+  controls table lists the same numbers beside the unperturbed ticket's.
 """
 
 from __future__ import annotations
@@ -180,10 +181,11 @@ def perturbation_figure(imp_dirs=None):
             return None
         cols = min(3, len(perturbed))
         rows = math.ceil(len(perturbed) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(max(6.5, 5 * cols), 3.8 * rows + 0.4), squeeze=False)
         colours = _colours()
         for ax, cond in zip(axes.flat, perturbed):
-            kinds = ["trunk"] + sorted({r["kind"] for r in cond.records if r["kind"].startswith("perturb_")})
+            order = list(dict.fromkeys(r["kind"] for r in cond.records))  # tickets.json's canonical order
+            kinds = ["trunk"] + [k for k in order if k.startswith("perturb_")] + [k for k in order if k not in ("trunk",) and not k.startswith("perturb_")]
             for j, kind in enumerate(kinds):
                 pts = [p for p in report.curve(cond.records, kind) if kind != "trunk" or p["level"] >= 1]
                 if not pts:
@@ -191,9 +193,11 @@ def perturbation_figure(imp_dirs=None):
                 x = [100 * p["density"] for p in pts]
                 m = [100 * p["mean"] for p in pts]
                 s = [100 * p["std"] for p in pts]
-                colour = "black" if kind == "trunk" else colours[(j - 1) % len(colours)]
-                label = "unperturbed ticket" if kind == "trunk" else kind.removeprefix("perturb_")
-                ax.plot(x, m, "-" if kind == "trunk" else "--", color=colour, marker="o", ms=3, label=label)
+                control = kind != "trunk" and not kind.startswith("perturb_")
+                colour = "black" if kind == "trunk" else "grey" if control else colours[(j - 1) % len(colours)]
+                label = "unperturbed ticket" if kind == "trunk" else f"control: {kind}" if control else kind.removeprefix("perturb_")
+                style = "-" if kind == "trunk" else ":" if control else "--"
+                ax.plot(x, m, style, color=colour, marker="o", ms=3, label=label)
                 ax.fill_between(x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=colour, alpha=0.12)
             ax.set_xscale("log")
             ticks = sorted({round(100 * r["density"], 1) for r in cond.records if r["level"] >= 1})
@@ -207,7 +211,7 @@ def perturbation_figure(imp_dirs=None):
             ax.legend(fontsize=7, loc="lower left")
         for ax in list(axes.flat)[len(perturbed):]:
             ax.axis("off")
-        fig.suptitle("Perturbed rewind points vs the unperturbed ticket (mean +- std over seeds)", fontsize=10)
+        fig.suptitle("Perturbed rewind points vs the unperturbed ticket\n(mean +- std over seeds; dotted: controls)", fontsize=10)
         fig.tight_layout()
         name = "perturbations.png"
         fig.savefig(Path(out_dir) / name, dpi=110)
