@@ -342,7 +342,9 @@ def run(cfg: ImpConfig, sinks=()) -> tuple[Path, list[dict]]:
     r = prepare(cfg)
     r.out.mkdir(parents=True, exist_ok=True)
     checkpoints.write_json_atomic(r.out / "config.json", {**setup.config_record("imp", r.cfg),
-                                                          "rewind_from_sha256": r.rewind_from_sha256})
+                                                          "rewind_from_sha256": r.rewind_from_sha256,
+                                                          "perturb_kinds": [perturb_kind(p, r.cfg.perturb_noise)
+                                                                            for p in r.perturbations]})
     mask = _trunk_mask(r, 0)
     if r.rewind_file is not None:
         state, save_at = rewound_state(r.rewind_file["model"], mask), (0,)

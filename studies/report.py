@@ -30,7 +30,7 @@ TABLE_DENSITIES = (1.0, 0.512, 0.262, 0.168, 0.086)
 _NOT_CONDITION = {"seed", "out", "rewind_from", "device", "data_dir", "download", "levels", "controls",
                   "eval_every", "checkpoint_every", "wandb", "wandb_project", "wandb_entity", "wandb_group", "kind",
                   "rewind_from_sha256", "mask", "mask_digest", "compile", "concurrent", "preset",
-                  "perturb", "perturb_noise", "track_steps"}
+                  "perturb", "perturb_noise", "perturb_kinds", "track_steps"}
 
 
 @dataclass
@@ -102,7 +102,7 @@ def collect(runs_dir: Path, imp_dirs=None) -> tuple[list[Condition], list[dict]]
         done = {r["level"] for r in tickets if r.get("kind") == "trunk"}
         wanted = set(range(int(config.get("levels", 0)) + 1))
         missing = sorted(wanted - done)
-        controls = [c for c in str(config.get("controls") or "").split(",") if c]
+        controls = [c for c in str(config.get("controls") or "").split(",") if c] + list(config.get("perturb_kinds") or [])
         missing_controls = [(lvl, c) for lvl in sorted(done - {0}) for c in controls
                             if not any(r["level"] == lvl and r["kind"] == c for r in tickets)]
         if missing or missing_controls:

@@ -163,6 +163,10 @@ def test_perturbed_tickets_end_to_end_in_tickets_and_report(out, tmp_path, capsy
     assert row in md
     for figure in ("perturbations.png", "early_phase_stats.png", "early_phase_stats_tickets.png"):
         assert f"![{figure}]({figure})" in md and (rep / figure).stat().st_size > 10_000
+    assert json.loads((rep / "report.json").read_text())["incomplete"] == []
+    (run / "tickets.json").write_text(json.dumps(tickets[:3]))  # as if the noise part had not finished
+    assert cli.main(["report", str(out), "-o", str(rep)]) == 0
+    assert "1 controls not finished" in json.loads((rep / "report.json").read_text())["incomplete"][0]["why"]
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -176,3 +180,18 @@ def test_bad_names_exit_2_with_one_line_and_write_nothing(out, capsys, extra, me
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_train_and_pretrain_commands_track_their_own_start(out, capsys):
+    assert cli.main(["train", "--width=4", "--training_steps=8it", "--track_steps=5it", f"--out={out}"]) == 0
+    run = out / capsys.readouterr().out.strip().splitlines()[-1].split("/")[-1]
+    records = stats.read_stats(run)
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5] and "dist_rewind" not in records[0]
+    assert len(records[0]["layers"]) == 22 and records[0]["test_accuracy"] is not None
+    assert cli.main(["pretrain", "--pretext=rotation", "--width=4", "--pretrain_steps=4it", "--track_steps=9it",
+                     f"--out={out}"]) == 0
+    pre = out / capsys.readouterr().out.strip().splitlines()[-1].split("/")[-1]
+    records = stats.read_stats(pre)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]  # the window ends with the training
+    assert any(name.startswith("fc") for name in records[0]["layers"])  # the pretext head is tracked too
+    assert 0 <= records[-1]["test_accuracy"] <= 1  # the pretext's own accuracy (rotations)
