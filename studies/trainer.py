@@ -108,7 +108,7 @@ def normaliser(data: ImageData):
     device = data.train_x.device
     mean = torch.tensor(data.mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(data.std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
-    return lambda x_uint8: (x_uint8.to(torch.float32) / 255.0 - mean) / std
+    return lambda x_uint8: x_uint8.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)  # no temporaries
 
 
 def cpu_state(model: torch.nn.Module) -> dict:
