@@ -178,6 +178,8 @@ def train_stacked(runs: Sequence[StackedRun], data: ImageData) -> list[TrainResu
     runs = list(runs)
     _check(runs, data)
     device = data.train_x.device
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # as train() does on the CPU, so both compute the same numbers
     results: list[TrainResult | None] = [None] * len(runs)
     members = {}
     for k, run in enumerate(runs):
