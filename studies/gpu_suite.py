@@ -38,6 +38,7 @@ from torch.nn import functional as F
 
 from earlyphase.pretext.supervised import Supervised
 
+from . import setup
 from .augment import augment_split
 from .bench import (BATCH, CIFAR_TRAIN, GRID_EPOCHS, BenchConfig, bench_plan, device_name, half_mask, measure,
                     resnet20, synthetic_cifar)
@@ -198,7 +199,7 @@ def run_suite(cfg: BenchConfig) -> int:
               file=sys.stderr)
         return 2
     start = time.perf_counter()
-    device = torch.device("cuda" if cuda else "cpu")
+    device = setup.resolve_device("cuda" if cfg.device == "auto" else cfg.device)
     width = cfg.width
     spe = cfg.steps_per_epoch or (391 if cuda else 2)
     repeats = min(cfg.repeats, 2) if cuda else 1
