@@ -167,15 +167,19 @@ def _step_it(label: str) -> float:
 
 def density_table(conditions: list[Condition], reference: Condition | None, densities=TABLE_DENSITIES) -> list[dict]:
     """Rows: condition x target density -> nearest level's mean +- std, difference to the reference, and
-    whether the reference mean lies within one std (of the condition) of the condition's mean."""
+    whether the two means lie within one std (the larger of the two) of each other. A level nearest to
+    several targets is shown once; the sparsest level run is added when it lies below every target."""
     ref_curve = curve(reference.records) if reference else []
     rows = []
     for cond in conditions:
         points = curve(cond.records)
-        for target in densities:
+        shown = set()
+        lowest = min((p["density"] for p in points), default=None)
+        for target in (*densities, *([lowest] if lowest is not None and lowest < min(densities) else [])):
             point = nearest(points, target)
-            if point is None:
+            if point is None or point["level"] in shown:  # coarse pruning: one row per level
                 continue
+            shown.add(point["level"])
             row = {"condition": cond.label, "target": target, **point}
             ref = nearest(ref_curve, point["density"]) if reference else None
             if ref is not None and cond is not reference:
