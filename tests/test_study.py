@@ -11,7 +11,7 @@ TINY = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_ev
 
 def test_presets_and_overrides():
     quick = study.parse([])
-    assert quick.dataset == "digits" and quick.seeds == "0,1" and quick.prune_fraction == 0.5
+    assert quick.dataset == "digits" and quick.seeds == "0,1" and quick.prune_fraction == 0.75
     paper = study.parse(["--preset=paper", "--seeds=4"])
     assert paper.dataset == "cifar10" and paper.levels == 8 and paper.rewind_step == "500it" and paper.seeds == "4"
     units = study.plan_units(study.parse(["--conditions=reset,rotation", "--pretrain_budgets=rotation=7it"]))
