@@ -29,6 +29,8 @@ def _help(name: str) -> str:
         from . import config as config_module
         cls = getattr(importlib.import_module(module), config, None) or getattr(config_module, config)
         lines += ["", config_module.describe_options(cls)]
+        for preset, values in getattr(importlib.import_module(module), "PRESETS", {}).items():
+            lines.append(f"\n--preset={preset} sets: " + " ".join(f"--{k}={v}" for k, v in values.items()))
     return "\n".join(lines)
 
 
