@@ -69,6 +69,10 @@ class TrainConfig:
     data_dir: str = platform("~/.cache/earlyphase/data", "where cifar10 lives")
     download: bool = platform(False, "download cifar10 if missing")
     out: str = platform("runs", "parent folder of the run directories")
+    wandb: typing.Optional[str] = platform(None, "disabled, offline or online (default: WANDB_MODE, else online with an API key, else disabled)")
+    wandb_project: str = platform("earlyphase", "W&B project")
+    wandb_entity: str = platform("", "W&B entity (team or user)")
+    wandb_group: str = platform("", "W&B group (a study's default: its directory name)")
     compile: str = platform("auto", "CUDA only, results unchanged: torch.compile of the training step "
                                     "(auto, none, default, reduce-overhead = CUDA graphs, max-autotune)")
     track_steps: str = platform("", "early-phase statistics over the first N steps of each training, e.g. 4000it "
@@ -102,6 +106,16 @@ def hashed_fields(cfg) -> dict:
         if not is_platform(f) and value is not None and value != effective_default(cfg, f):
             out[f.name] = value
     return out
+
+
+def wandb_logger(cfg, group: str | None = None):
+    """The W&B logger a command's config asks for (see wandb_log)."""
+    from .wandb_log import WandbLogger
+
+    if cfg.wandb is not None and cfg.wandb not in ("disabled", "offline", "online"):
+        raise UsageError(f"--wandb={cfg.wandb}: use disabled, offline or online")
+    return WandbLogger(cfg.wandb, cfg.wandb_project, cfg.wandb_entity, cfg.wandb_group or group,
+                       Path(cfg.out).expanduser())
 
 
 def run_name(kind: str, cfg) -> str:

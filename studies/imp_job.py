@@ -56,7 +56,7 @@ from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_optimizer_state, re
 
 from . import checkpoints, setup, stats
 from .augment import derive_seed
-from .config import DATASET_DEFAULTS, TrainConfig, option, parse_overrides, platform, run_dir
+from .config import DATASET_DEFAULTS, TrainConfig, option, parse_overrides, platform, run_dir, wandb_logger
 from .errors import UsageError
 from .trainer import train
 
@@ -446,7 +446,10 @@ def format_table(records: list[dict]) -> str:
 
 def main(argv: list[str]) -> int:
     cfg = parse_overrides(ImpConfig, argv)
-    out, records = run(cfg)
+    logger = wandb_logger(cfg)
+    with logger.router(f"imp seed {cfg.seed}", dataclasses.asdict(cfg)) as sink:
+        out, records = run(cfg, sinks=[sink])
+    logger.close()
     print(format_table(records))
     print(out)
     return 0

@@ -26,17 +26,15 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-import typing
 from dataclasses import dataclass, fields
 
 from . import imp_job, pretrain_job
 from .checkpoints import write_json_atomic
-from .config import option, parse_overrides, platform, run_dir
+from .config import option, parse_overrides, platform, run_dir, wandb_logger
 from .errors import UsageError
 from .imp_job import ImpConfig
 from .pretrain_job import PretrainConfig
 from .report import write_report
-from .wandb_log import WandbLogger
 
 PRESETS = {
     # 2 seeds x 7 conditions x 4 trainings (+ 3 controls per seed), about 2 s each on 2 CPU cores.
@@ -59,10 +57,6 @@ class StudyConfig(ImpConfig, PretrainConfig):
     seeds: str = option("0,1", "comma-separated seeds; each condition runs once per seed")
     pretrain_budgets: str = option("", "per-task pretraining lengths overriding --pretrain_steps: rotation=2ep,...")
     control_conditions: str = option("rewind", "conditions that also run --controls (all = every one)")
-    wandb: typing.Optional[str] = platform(None, "disabled, offline or online (default: WANDB_MODE, else online with an API key, else disabled)")
-    wandb_project: str = platform("earlyphase", "W&B project")
-    wandb_entity: str = platform("", "W&B entity (team or user)")
-    wandb_group: str = platform("", "W&B group (default: the study's directory name)")
 
 
 def parse(argv: list[str]) -> StudyConfig:
@@ -139,7 +133,7 @@ def run(cfg: StudyConfig) -> tuple:
     validate_units(cfg, units)
     out = run_dir("study", cfg)
     out.mkdir(parents=True, exist_ok=True)
-    logger = WandbLogger(cfg.wandb, cfg.wandb_project, cfg.wandb_entity, cfg.wandb_group or out.name, out.parent)
+    logger = wandb_logger(cfg, group=out.name)
     record = {"config": dataclasses.asdict(cfg), "units": units}
     write_json_atomic(out / "study.json", record)
     started = time.monotonic()
@@ -148,7 +142,7 @@ def run(cfg: StudyConfig) -> tuple:
         print(f"[{i}/{len(units)}] {name} ({time.monotonic() - started:.0f}s)", file=sys.stderr)
         pre, imp = unit_configs(cfg, unit)
         if pre is not None:
-            with logger.unit(f"{name}: pretrain", "pretrain", dataclasses.asdict(pre)) as sink:
+            with logger.router(f"{name}: pretrain", dataclasses.asdict(pre), "pretrain") as sink:
                 pre_dir, _ = pretrain_job.run(pre, sinks=[sink])
             unit["pretrain_dir"] = str(pre_dir)
             imp = dataclasses.replace(imp, rewind_from=str(pre_dir))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from . import setup
 from .checkpoints import write_json_atomic
-from .config import TrainConfig, parse_overrides, run_dir
+from .config import TrainConfig, parse_overrides, run_dir, wandb_logger
 from .stats import tracker_hooks
 from .trainer import train
 
@@ -24,7 +26,10 @@ def run(cfg: TrainConfig, sinks=()) -> "tuple":
 
 def main(argv: list[str]) -> int:
     cfg = parse_overrides(TrainConfig, argv)
-    out, result = run(cfg)
+    logger = wandb_logger(cfg)
+    with logger.router(f"train seed {cfg.seed}", dataclasses.asdict(cfg), "train") as sink:
+        out, result = run(cfg, sinks=[sink])
+    logger.close()
     acc = result.summary["test_accuracy"]
     state = "already finished" if result.skipped else "done"
     print(f"train {state}: test accuracy {acc:.4f}")

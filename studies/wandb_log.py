@@ -99,10 +99,11 @@ class WandbLogger:
         run = self._init(name=name, job_type=job_type, config=config)
         return UnitSink(run, "", self.log_every_s, owned=True)
 
-    def router(self, name: str, config: dict) -> "LevelRouter":
-        """A sink for an IMP run: records tagged imp_level/imp_kind go to one W&B run per level
-        (job_type level) and per control (job_type control); the ticket table to the last one."""
-        return LevelRouter(self, name, config)
+    def router(self, name: str, config: dict, job_type: str = "level") -> "LevelRouter":
+        """A lazy sink (nothing starts before the first record): records tagged imp_level/imp_kind go to
+        one W&B run per IMP level (job_type level) and per control (job_type control), untagged ones to
+        one run of `job_type`; the ticket table to the last run."""
+        return LevelRouter(self, name, config, job_type)
 
     def close(self) -> None:
         if self.sweep_run is not None:
@@ -173,8 +174,8 @@ class UnitSink:
 
 
 class LevelRouter:
-    def __init__(self, logger: WandbLogger, name: str, config: dict):
-        self.logger, self.name, self.config = logger, name, config
+    def __init__(self, logger: WandbLogger, name: str, config: dict, job_type: str = "level"):
+        self.logger, self.name, self.config, self.job_type = logger, name, config, job_type
         self.key, self.current = None, UnitSink(None, "", 0, owned=False)
 
     def __call__(self, record: dict) -> None:
@@ -184,8 +185,11 @@ class LevelRouter:
         if "tickets" not in record and key != self.key:
             self.current.close()
             level, kind = key
-            job_type = "level" if kind in (None, "trunk") else "control"
-            unit = f"{self.name}: level {level}" + ("" if kind in (None, "trunk") else f" {kind}")
+            if level is None:
+                job_type, unit = self.job_type, self.name
+            else:
+                job_type = "level" if kind in (None, "trunk") else "control"
+                unit = f"{self.name}: level {level}" + ("" if kind in (None, "trunk") else f" {kind}")
             self.current = self.logger.unit(unit, job_type, {**self.config, "level": level, "kind": kind})
             self.key = key
         self.current(record)

@@ -66,3 +66,16 @@ def test_unreachable_server_falls_back_to_offline_with_one_warning(monkeypatch, 
     err = capsys.readouterr().err
     assert err.count("W&B unreachable") == 1 and "second line" not in err
     assert logger.mode == "offline" and len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2
+
+
+def test_imp_command_logs_one_offline_run_per_level(tmp_path, capsys):
+    from earlyphase.studies import cli
+
+    out = tmp_path / "runs"
+    args = ["imp", f"--out={out}", "--width=2", "--training_steps=3it", "--batch_size=32", "--levels=1",
+            "--rewind_step=0it", "--wandb=offline"]
+    assert cli.main(args) == 0
+    runs = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2  # level 0 and level 1
+    assert cli.main(["imp", f"--out={out}", "--wandb=sometimes"]) == 2
+    assert "--wandb=sometimes" in capsys.readouterr().err
