@@ -108,16 +108,6 @@ def hashed_fields(cfg) -> dict:
     return out
 
 
-def wandb_logger(cfg, group: str | None = None):
-    """The W&B logger a command's config asks for (see wandb_log)."""
-    from .wandb_log import WandbLogger
-
-    if cfg.wandb is not None and cfg.wandb not in ("disabled", "offline", "online"):
-        raise UsageError(f"--wandb={cfg.wandb}: use disabled, offline or online")
-    return WandbLogger(cfg.wandb, cfg.wandb_project, cfg.wandb_entity, cfg.wandb_group or group,
-                       Path(cfg.out).expanduser())
-
-
 def run_name(kind: str, cfg) -> str:
     blob = json.dumps({"kind": kind, **hashed_fields(cfg)}, sort_keys=True, default=str)
     return f"{kind}_{hashlib.sha256(blob.encode()).hexdigest()[:12]}"

@@ -56,7 +56,8 @@ from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_optimizer_state, re
 
 from . import checkpoints, setup, stats
 from .augment import derive_seed
-from .config import DATASET_DEFAULTS, TrainConfig, option, parse_overrides, platform, run_dir, wandb_logger
+from .config import DATASET_DEFAULTS, TrainConfig, option, parse_overrides, platform, run_dir
+from .wandb_log import logged_run
 from .errors import UsageError
 from .trainer import train
 
@@ -446,10 +447,7 @@ def format_table(records: list[dict]) -> str:
 
 def main(argv: list[str]) -> int:
     cfg = parse_overrides(ImpConfig, argv)
-    logger = wandb_logger(cfg)
-    with logger.router(f"imp seed {cfg.seed}", dataclasses.asdict(cfg)) as sink:
-        out, records = run(cfg, sinks=[sink])
-    logger.close()
+    out, records = logged_run(run, cfg, f"imp seed {cfg.seed}", "level")
     print(format_table(records))
     print(out)
     return 0

@@ -39,7 +39,8 @@ from earlyphase.pretext.base import PretextTask, TaskInfo, coerce_option, parse_
 
 from . import checkpoints, setup
 from .augment import derive_seed
-from .config import TrainConfig, option, parse_overrides, run_name, wandb_logger
+from .config import TrainConfig, option, parse_overrides, run_name
+from .wandb_log import logged_run
 from .errors import UsageError
 from .stats import tracker_hooks
 from .trainer import TrainResult, train
@@ -241,10 +242,7 @@ def run(cfg: PretrainConfig, sinks=()) -> tuple[Path, TrainResult]:
 
 def main(argv: list[str]) -> int:
     cfg = parse_overrides(PretrainConfig, argv)
-    logger = wandb_logger(cfg)
-    with logger.router(f"pretrain {cfg.pretext} seed {cfg.seed}", dataclasses.asdict(cfg), "pretrain") as sink:
-        out, result = run(cfg, sinks=[sink])
-    logger.close()
+    out, result = logged_run(run, cfg, f"pretrain {cfg.pretext} seed {cfg.seed}", "pretrain")
     acc, loss = result.summary["test_accuracy"], result.summary["test_loss"]
     state = "already finished" if result.skipped else "done"
     shown = "n/a" if acc is None else f"{acc:.4f}"

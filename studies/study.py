@@ -30,7 +30,8 @@ from dataclasses import dataclass, fields
 
 from . import imp_job, pretrain_job
 from .checkpoints import write_json_atomic
-from .config import option, parse_overrides, platform, run_dir, wandb_logger
+from .config import option, parse_overrides, platform, run_dir
+from .wandb_log import wandb_logger
 from .errors import UsageError
 from .imp_job import ImpConfig
 from .pretrain_job import PretrainConfig

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from . import setup
 from .checkpoints import write_json_atomic
-from .config import TrainConfig, parse_overrides, run_dir, wandb_logger
+from .config import TrainConfig, parse_overrides, run_dir
+from .wandb_log import logged_run
 from .stats import tracker_hooks
 from .trainer import train
 
@@ -26,10 +25,7 @@ def run(cfg: TrainConfig, sinks=()) -> "tuple":
 
 def main(argv: list[str]) -> int:
     cfg = parse_overrides(TrainConfig, argv)
-    logger = wandb_logger(cfg)
-    with logger.router(f"train seed {cfg.seed}", dataclasses.asdict(cfg), "train") as sink:
-        out, result = run(cfg, sinks=[sink])
-    logger.close()
+    out, result = logged_run(run, cfg, f"train seed {cfg.seed}", "train")
     acc = result.summary["test_accuracy"]
     state = "already finished" if result.skipped else "done"
     print(f"train {state}: test accuracy {acc:.4f}")

@@ -41,6 +41,27 @@ def default_mode() -> str:
     return "disabled"
 
 
+def wandb_logger(cfg, group: str | None = None) -> "WandbLogger":
+    """The W&B logger a command's config asks for (its --wandb* fields)."""
+    from .errors import UsageError
+
+    if cfg.wandb is not None and cfg.wandb not in MODES:
+        raise UsageError(f"--wandb={cfg.wandb}: use disabled, offline or online")
+    return WandbLogger(cfg.wandb, cfg.wandb_project, cfg.wandb_entity, cfg.wandb_group or group,
+                       Path(cfg.out).expanduser())
+
+
+def logged_run(run, cfg, name: str, job_type: str):
+    """run(cfg, sinks=[...]) with its records sent to W&B as the config asks; returns run's result."""
+    import dataclasses
+
+    logger = wandb_logger(cfg)
+    with logger.router(name, dataclasses.asdict(cfg), job_type) as sink:
+        result = run(cfg, sinks=[sink])
+    logger.close()
+    return result
+
+
 def _warn(message: str) -> None:
     print(f"earlyphase: warning: {message}", file=sys.stderr)
 
