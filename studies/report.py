@@ -217,10 +217,10 @@ def _plot(conditions: list[Condition], reference: Condition | None, path: Path) 
     if dense:
         ax.axhline(100 * dense[0]["mean"], color="grey", lw=0.8, ls=":", label=f"dense ({dense_from.label})")
     ax.set_xscale("log")
-    all_x = [100 * r["density"] for c in conditions for r in c.records if r.get("density")]
-    if all_x:
-        ticks = [t for t in (100, 64, 51.2, 41, 26.2, 16.8, 10.7, 8.6, 5.5, 3.5, 2.3, 1.4, 0.9, 0.6, 0.4)
-                 if min(all_x) * 0.9 <= t <= max(all_x) * 1.1]
+    levels = sorted({float(f"{100 * r['density']:.2g}") for c in conditions for r in c.records
+                     if r.get("density") and r.get("kind") == "trunk"}, reverse=True)
+    if levels:
+        ticks = levels[::max(1, -(-len(levels) // 10))]  # the densities run, at most ~10 labels
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.invert_xaxis()
