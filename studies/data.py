@@ -43,10 +43,15 @@ class ImageData:
     def iterations_per_epoch(self, batch_size: int) -> int:
         return -(-len(self.train_y) // batch_size)  # the last, smaller batch is kept (391 for CIFAR-10)
 
-    def normalise(self, x_uint8: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=x_uint8.device, dtype=dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x_uint8.device, dtype=dtype).view(1, -1, 1, 1)
-        return (x_uint8.to(dtype) / 255.0 - mean) / std
+    def normaliser(self):
+        """A function uint8 images -> normalised float32, its mean/std tensors made once on the data's
+        device (made per call they are a host->device copy, which syncs the host on CUDA every step)."""
+        mean = torch.tensor(self.mean, device=self.train_x.device, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=self.train_x.device, dtype=torch.float32).view(1, -1, 1, 1)
+        return lambda x_uint8: x_uint8.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)  # no temporaries
+
+    def normalise(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return self.normaliser()(x_uint8)
 
 
 def load_digits() -> ImageData:

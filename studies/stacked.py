@@ -43,8 +43,8 @@ from earlyphase.pretext.supervised import Supervised
 from . import checkpoints
 from .augment import derive_seed
 from .data import ImageData
-from .trainer import (Mask, TrainPlan, TrainResult, _Epochs, _read_metrics, _rng_state, apply_mask, autocast,
-                      compile_mode, cpu_state, evaluate, make_optimizer, masked_pairs, normaliser)
+from .trainer import (Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, _rng_state, apply_mask, autocast,
+                      compile_mode, cpu_state, evaluate, make_optimizer, masked_pairs)
 
 
 @dataclass
@@ -109,8 +109,7 @@ class _Member:
         elif self.run.optimizer_state is not None:
             self.optimizer.load_state_dict(self.run.optimizer_state)
         apply_mask(*masked_pairs(self.model, self.run.mask))
-        self.records = _read_metrics(self.metrics_path, self.step if self.resumed_from is not None else -1)
-        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        self.records = _restore_metrics(self.metrics_path, self.resumed_from)
         if self.step == self.plan.start and self.plan.start in self.plan.save_at:
             self.save_weights(self.step)
 
@@ -142,7 +141,7 @@ class _StackedEpochs:
         self.data = data
         self.epochs = [_Epochs(data, m.plan, m.task) for m in members]
         self.per_epoch, self.batch_size = self.epochs[0].per_epoch, members[0].plan.batch_size
-        self.normalise = normaliser(data)
+        self.normalise = data.normaliser()
         self.rows = torch.arange(len(members), device=data.train_x.device).unsqueeze(1)
         self.epoch, self.images, self.order = None, None, None
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -47,7 +46,7 @@ from earlyphase.imp.masks import prunable_names
 from earlyphase.pretext.supervised import Supervised
 
 from . import setup
-from .checkpoints import write_json_atomic
+from .checkpoints import read_jsonl, truncate_jsonl, write_json_atomic
 from .trainer import evaluate as evaluate_task
 
 STATS_FILE, META_FILE = "stats.jsonl", "stats_meta.json"
@@ -80,16 +79,7 @@ def eval_offsets(window: int) -> list[int]:
 
 def read_stats(run_dir: Path) -> list[dict]:
     """The records of `run_dir/stats.jsonl` (a line cut short by a kill is skipped)."""
-    path = Path(run_dir) / STATS_FILE
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
+    return read_jsonl(Path(run_dir) / STATS_FILE)
 
 
 class StatsTracker:
@@ -126,11 +116,7 @@ class StatsTracker:
                 tensors = torch._foreach_mul(tensors, self.masks)
             self.refs[ref] = (tensors, torch._foreach_sign(tensors))
         self.references = None
-        path = self.run_dir / STATS_FILE
-        kept = [r for r in read_stats(self.run_dir) if r["step"] < step]  # resumed: keep what precedes
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, path)
+        truncate_jsonl(self.run_dir / STATS_FILE, lambda r: r["step"] < step)  # resumed: keep what precedes
         write_json_atomic(self.run_dir / META_FILE, {
             "start": self.start, "until": self.until, "references": {r: self.descriptions.get(r, r) for r in self.refs},
             "layers": dict(zip(self.names, self.survivors)), "whole_network": "all layers listed together"})

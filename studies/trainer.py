@@ -108,15 +108,6 @@ def compile_mode(plan: TrainPlan, device: torch.device) -> str:
     return plan.compile
 
 
-def normaliser(data: ImageData):
-    """`data.normalise` with its mean/std tensors made once (per call they are a host->device copy,
-    which syncs the host on CUDA every step). Same operations, so bit-identical results."""
-    device = data.train_x.device
-    mean = torch.tensor(data.mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
-    return lambda x_uint8: x_uint8.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)  # no temporaries
-
-
 def cpu_state(model: torch.nn.Module) -> dict:
     """The state dict on the CPU as plain contiguous tensors (the CUDA path trains in channels_last)."""
     return {k: v.contiguous() for k, v in checkpoints.state_dict_cpu(model).items()}
@@ -179,7 +170,7 @@ class _Epochs:
         self.augment = plan.augment and task.standard_augmentation
         self.aug = standard_augmentation(data) if self.augment else None
         self.per_epoch = data.iterations_per_epoch(plan.batch_size)
-        self.normalise = normaliser(data)
+        self.normalise = data.normaliser()
         self.epoch, self.images, self.order = None, None, None
 
     def batch(self, step: int):
@@ -206,11 +197,9 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _read_metrics(path: Path, up_to: int) -> list[dict]:
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r["step"] <= up_to]
+def _restore_metrics(path: Path, resumed_from: int | None) -> list[dict]:
+    """The metrics log as of the checkpoint resumed from (records after it are dropped), or empty."""
+    return checkpoints.truncate_jsonl(path, lambda r: resumed_from is not None and r["step"] <= resumed_from)
 
 
 def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Path, *,
@@ -252,8 +241,7 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
     elif optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     apply_mask(params, masks)
-    records = _read_metrics(metrics_path, step if resumed_from is not None else -1)
-    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    records = _restore_metrics(metrics_path, resumed_from)
 
     def save_weights(it: int) -> None:
         checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(),

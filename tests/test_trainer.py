@@ -84,6 +84,8 @@ def test_interrupted_run_resumes_bit_identically(out):
     with pytest.raises(Crash):
         train(model, data, plan, out / "resumed", step_hooks=[crash_at_60])
     assert torch.load(out / "resumed" / "checkpoint.pt", weights_only=True)["step"] == 46
+    with (out / "resumed" / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 69, "epo')  # a record cut short by the kill: dropped on resume
     model, data, plan = build(cfg)
     result = train(model, data, plan, out / "resumed")
     assert result.resumed_from == 46
