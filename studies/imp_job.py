@@ -33,6 +33,8 @@ recorded in tickets.json as kind `perturb_{NAME}`. Draws come from derive_seed(s
 `noise` at `--perturb_noise` other than 1 is the part perturb_noise{SCALE} (same draws, scaled), so
 several scales share one trunk. "init" for the sign/magnitude swaps is the seed's initialisation.
 `--track_steps` records early-phase statistics in every part (earlyphase.studies.stats).
+`--concurrent=K` trains a level's trunk, controls and perturbations stacked on one device
+(earlyphase.studies.schedule); parts with --track_steps train one at a time.
 """
 
 from __future__ import annotations
@@ -54,12 +56,12 @@ from earlyphase.imp import perturb as imp_perturb
 from earlyphase.imp.pruning import global_magnitude_prune
 from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_optimizer_state, rewound_state
 
-from . import checkpoints, setup, stats
+from . import checkpoints, schedule, setup, stats
 from .augment import derive_seed
 from .config import DATASET_DEFAULTS, TrainConfig, option, parse_overrides, platform, run_dir
 from .wandb_log import logged_run
 from .errors import UsageError
-from .trainer import train
+from .schedule import Job, Training
 
 
 @dataclass
@@ -75,6 +77,8 @@ class ImpConfig(TrainConfig):
     controls: str = platform("", "comma-separated controls per level: random_reinit,random_prune_global,random_prune_layerwise")
     perturb: str = platform("", "comma-separated perturbations of the rewind point per level (or all): sign_rewind_mag_init,"
                                 "sign_init_mag_rewind,random_mag,permute,permute_keep_sign,noise")
+    concurrent: int = platform(1, "trainings of one shape (a level's parts, a study's units) stacked K at a time on "
+                                  "one device with torch.func; results equal up to rounding (exact in float64)")
     perturb_noise: float = platform(1.0, "noise std per layer, in units of the layer's surviving-weight std "
                                          "(names the part: perturb_noise or perturb_noise{SCALE})")
 
@@ -252,8 +256,9 @@ def _tagged(sinks, level: int, kind: str):
     return [lambda record, sink=sink: sink({**record, "imp_level": level, "imp_kind": kind}) for sink in sinks]
 
 
-def _train_part(r: _Run, part_dir: Path, state: dict, mask: dict, *, start: int, save_at: tuple,
-                optimizer_state, sinks, level: int, kind: str, init_seed: int | None = None):
+def _part(r: _Run, part_dir: Path, state: dict, mask: dict, *, start: int, save_at: tuple,
+          optimizer_state, sinks, level: int, kind: str, init_seed: int | None = None) -> Training:
+    """One part (trunk level, control or perturbation) as a training for the scheduler."""
     model = setup.make_model(r.cfg, r.data, r.device)
     model.load_state_dict(state)
     plan = setup.make_plan(r.cfg, r.data, r.device, start=start, save_at=save_at,
@@ -262,13 +267,15 @@ def _train_part(r: _Run, part_dir: Path, state: dict, mask: dict, *, start: int,
     sinks = _tagged(sinks, level, kind)
     init = _init_state(r, init_seed) if r.cfg.track_steps else None  # the part's original initialisation
     hooks = stats.tracker_hooks(r.cfg, model, plan, r.data, part_dir, mask=mask, init=init, sinks=sinks)
-    result = train(model, r.data, plan, part_dir, mask=mask if pruned else None,
-                   optimizer_state=optimizer_state, sinks=sinks, step_hooks=hooks)
-    acc = result.summary["test_accuracy"]
-    state_text = "already finished" if result.skipped else "done"
-    print(f"imp level {level} {kind}: density {imp_masks.density(mask):.4f}, test accuracy {acc:.4f} ({state_text})",
-          file=sys.stderr)
-    return result
+
+    def done(result) -> None:
+        acc = result.summary["test_accuracy"]
+        state_text = "already finished" if result.skipped else "done"
+        print(f"imp level {level} {kind}: density {imp_masks.density(mask):.4f}, test accuracy {acc:.4f} ({state_text})",
+              file=sys.stderr)
+
+    return Training(model, r.data, plan, part_dir, mask=mask if pruned else None, optimizer_state=optimizer_state,
+                    sinks=sinks, step_hooks=hooks, done=done)
 
 
 def _rewind_point(r: _Run) -> tuple[dict, dict | None]:
@@ -288,7 +295,7 @@ def _optimizer_for(r: _Run, rewind_optimizer: dict | None, mask: dict):
     return masked_optimizer_state(rewind_optimizer, r.param_names, mask)
 
 
-def _run_control(r: _Run, level: int, control: str, trunk_mask: dict, rewind_model, rewind_opt, sinks):
+def _control(r: _Run, level: int, control: str, trunk_mask: dict, rewind_model, rewind_opt, sinks) -> Training:
     part = r.out / f"level_{level}" / control
     generator = torch.Generator().manual_seed(derive_seed(r.cfg.seed, control, level))
     mask = _ensure_mask(part, r, lambda: imp_controls.control_mask(control, trunk_mask, generator))
@@ -297,9 +304,9 @@ def _run_control(r: _Run, level: int, control: str, trunk_mask: dict, rewind_mod
         state, optimizer_state = rewound_state(fresh.state_dict(), mask), None
     else:
         state, optimizer_state = rewound_state(rewind_model, mask), _optimizer_for(r, rewind_opt, mask)
-    _train_part(r, part, state, mask, start=r.start, save_at=(r.start,), optimizer_state=optimizer_state,
-                sinks=sinks, level=level, kind=control,
-                init_seed=_reinit_seed(r, level) if imp_controls.reinitialises(control) else None)
+    return _part(r, part, state, mask, start=r.start, save_at=(r.start,), optimizer_state=optimizer_state,
+                 sinks=sinks, level=level, kind=control,
+                 init_seed=_reinit_seed(r, level) if imp_controls.reinitialises(control) else None)
 
 
 def _init_state(r: _Run, seed: int | None = None) -> dict:
@@ -316,7 +323,7 @@ def _perturb_seed(r: _Run, name: str, level: int) -> int:
     return derive_seed(r.cfg.seed, "perturb", name, level)
 
 
-def _run_perturbation(r: _Run, level: int, name: str, trunk_mask: dict, rewind_model, rewind_opt, sinks):
+def _perturbation(r: _Run, level: int, name: str, trunk_mask: dict, rewind_model, rewind_opt, sinks) -> Training:
     kind = perturb_kind(name, r.cfg.perturb_noise)
     part = r.out / f"level_{level}" / kind
     mask = _ensure_mask(part, r, lambda: {n: m.clone() for n, m in trunk_mask.items()})
@@ -330,16 +337,17 @@ def _run_perturbation(r: _Run, level: int, name: str, trunk_mask: dict, rewind_m
                                     init=_init_state(r), noise=r.cfg.perturb_noise)
     except ValueError as err:
         raise UsageError(f"--perturb={name}: {err}") from None
-    _train_part(r, part, state, mask, start=r.start, save_at=(r.start,), optimizer_state=_optimizer_for(r, rewind_opt, mask),
-                sinks=sinks, level=level, kind=kind)
+    return _part(r, part, state, mask, start=r.start, save_at=(r.start,), optimizer_state=_optimizer_for(r, rewind_opt, mask),
+                 sinks=sinks, level=level, kind=kind)
 
 
 def _reinit_seed(r: _Run, level: int) -> int:
     return derive_seed(r.cfg.seed, "reinit", level)
 
 
-def run(cfg: ImpConfig, sinks=()) -> tuple[Path, list[dict]]:
-    """Run (or resume) IMP for levels 0..cfg.levels and the requested controls; returns (run dir, tickets)."""
+def work(cfg: ImpConfig, sinks=()) -> Job:
+    """IMP as a scheduler job: yields level 0, then per level its trunk, controls and perturbations
+    together (they depend only on the previous level); returns (run dir, tickets)."""
     r = prepare(cfg)
     r.out.mkdir(parents=True, exist_ok=True)
     checkpoints.write_json_atomic(r.out / "config.json", {**setup.config_record("imp", r.cfg),
@@ -351,27 +359,29 @@ def run(cfg: ImpConfig, sinks=()) -> tuple[Path, list[dict]]:
         state, save_at = rewound_state(r.rewind_file["model"], mask), (0,)
     else:
         state, save_at = setup.make_model(r.cfg, r.data, torch.device("cpu")).state_dict(), tuple(sorted({0, r.start}))
-    _train_part(r, r.out / "level_0", state, mask, start=0, save_at=save_at, optimizer_state=None,
-                sinks=sinks, level=0, kind="trunk")
+    yield [_part(r, r.out / "level_0", state, mask, start=0, save_at=save_at, optimizer_state=None,
+                 sinks=sinks, level=0, kind="trunk")]
     write_tickets(r)
     if r.cfg.levels:
         rewind_model, rewind_opt = _rewind_point(r)
     for level in range(1, r.cfg.levels + 1):
         mask = _trunk_mask(r, level)
-        _train_part(r, r.out / f"level_{level}", rewound_state(rewind_model, mask), mask, start=r.start,
-                    save_at=(r.start,), optimizer_state=_optimizer_for(r, rewind_opt, mask), sinks=sinks,
-                    level=level, kind="trunk")
+        parts = [_part(r, r.out / f"level_{level}", rewound_state(rewind_model, mask), mask, start=r.start,
+                       save_at=(r.start,), optimizer_state=_optimizer_for(r, rewind_opt, mask), sinks=sinks,
+                       level=level, kind="trunk")]
+        parts += [_control(r, level, c, mask, rewind_model, rewind_opt, sinks) for c in r.controls]
+        parts += [_perturbation(r, level, p, mask, rewind_model, rewind_opt, sinks) for p in r.perturbations]
+        yield parts
         write_tickets(r)
-        for control in r.controls:
-            _run_control(r, level, control, mask, rewind_model, rewind_opt, sinks)
-            write_tickets(r)
-        for name in r.perturbations:
-            _run_perturbation(r, level, name, mask, rewind_model, rewind_opt, sinks)
-            write_tickets(r)
     records = write_tickets(r)
     for sink in sinks:
         sink({"tickets": records})
     return r.out, records
+
+
+def run(cfg: ImpConfig, sinks=()) -> tuple[Path, list[dict]]:
+    """Run (or resume) IMP for levels 0..cfg.levels and the requested controls; returns (run dir, tickets)."""
+    return schedule.run(work(cfg, sinks), cfg.concurrent)
 
 
 # ---------------------------------------------------------------------------------------------- records

@@ -37,13 +37,14 @@ import torch
 from earlyphase.pretext import registry
 from earlyphase.pretext.base import PretextTask, TaskInfo, coerce_option, parse_args
 
-from . import checkpoints, setup
+from . import checkpoints, schedule, setup
 from .augment import derive_seed
 from .config import TrainConfig, option, parse_overrides, run_name
 from .wandb_log import logged_run
 from .errors import UsageError
 from .stats import tracker_hooks
-from .trainer import TrainResult, train
+from .schedule import Job, Training
+from .trainer import TrainResult
 
 
 
@@ -200,6 +201,11 @@ def rewind_point(cfg: PretrainConfig, model, task_head: bool, mask: dict | None,
 
 
 def run(cfg: PretrainConfig, sinks=()) -> tuple[Path, TrainResult]:
+    return schedule.run(work(cfg, sinks))
+
+
+def work(cfg: PretrainConfig, sinks=()) -> Job:
+    """Pretraining as a scheduler job (one training); returns (run dir, result)."""
     cfg, plugin, options = validate(cfg)
     device = setup.resolve_device(cfg.device)
     data = setup.load_data(cfg, device)
@@ -227,7 +233,7 @@ def run(cfg: PretrainConfig, sinks=()) -> tuple[Path, TrainResult]:
         **setup.config_record("pretrain", cfg), "pretext_options": options, "pretext_target": plugin.target,
         "pretext_distribution": plugin.distribution, "mask_digest": mask_digest(mask)})
     hooks = tracker_hooks(cfg, model, plan, data, out, task=task, mask=train_mask, sinks=sinks)
-    result = train(model, data, plan, out, task=task, mask=train_mask, sinks=sinks, step_hooks=hooks)
+    (result,) = yield [Training(model, data, plan, out, task=task, mask=train_mask, sinks=sinks, step_hooks=hooks)]
 
     path = out / "rewind_point.pt"
     if not path.exists():  # built from final.pt, so a run killed after training still gets one

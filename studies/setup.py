@@ -45,12 +45,15 @@ def parse_step(text: str, per_epoch: int, name: str) -> Step:
 
 
 @lru_cache(maxsize=4)
-def _load_cached(name: str, data_dir: str, download: bool) -> ImageData:
+def _load_cached(name: str, data_dir: str, download: bool, device: str) -> ImageData:
+    """One copy per dataset and device in a process: a study's units share it (and so can stack)."""
+    if device != "cpu":
+        return _load_cached(name, data_dir, download, "cpu").to(device)
     return load(name, data_dir, download)
 
 
 def load_data(cfg: TrainConfig, device: torch.device) -> ImageData:
-    return _load_cached(cfg.dataset, cfg.data_dir, cfg.download).to(device)
+    return _load_cached(cfg.dataset, cfg.data_dir, cfg.download, str(device))
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

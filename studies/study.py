@@ -9,7 +9,9 @@ ticket records; then `report.write_report` over exactly this study's IMP runs. C
 
 All units reuse the run directories of `earlyphase pretrain` and `earlyphase imp` under `--out`, so killing
 and rerunning a study finishes only the remaining work, and a unit shared with another study or sweep is
-never redone. The study itself writes `study_HASH/study.json` (its units and their run directories) and
+never redone. `--concurrent=K` advances all units in lock-step and stacks their same-shaped trainings
+K at a time on one device (earlyphase.studies.schedule); results are those of the sequential study up
+to floating-point rounding, and the run directories are the same. The study itself writes `study_HASH/study.json` (its units and their run directories) and
 `study_HASH/report/`.
 
 Presets (`--preset`) set defaults field by field; every flag given on the command line wins:
@@ -28,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, fields
 
-from . import imp_job, pretrain_job
+from . import imp_job, pretrain_job, schedule
 from .checkpoints import write_json_atomic
 from .config import option, parse_overrides, platform, run_dir
 from .wandb_log import wandb_logger
@@ -36,6 +38,7 @@ from .errors import UsageError
 from .imp_job import ImpConfig
 from .pretrain_job import PretrainConfig
 from .report import write_report
+from .schedule import Job
 
 PRESETS = {
     # 2 seeds x 7 conditions x 4 trainings (+ 3 controls per seed), about 2 s each on 2 CPU cores.
@@ -129,7 +132,9 @@ def validate_units(cfg: StudyConfig, units: list[dict]) -> None:
         imp_job.prepare(dataclasses.replace(imp, rewind_from=None))  # checks only; writes nothing
 
 
-def run(cfg: StudyConfig) -> tuple:
+def work(cfg: StudyConfig) -> Job:
+    """The study as a scheduler job: its units one after another, or all in lock-step with --concurrent > 1
+    (so their trainings stack); returns (study dir, report dir)."""
     units = plan_units(cfg)
     validate_units(cfg, units)
     out = run_dir("study", cfg)
@@ -138,23 +143,33 @@ def run(cfg: StudyConfig) -> tuple:
     record = {"config": dataclasses.asdict(cfg), "units": units}
     write_json_atomic(out / "study.json", record)
     started = time.monotonic()
-    for i, unit in enumerate(units, 1):
+
+    def unit_job(i: int, unit: dict) -> Job:
         name = f"{unit['condition']} seed {unit['seed']}"
         print(f"[{i}/{len(units)}] {name} ({time.monotonic() - started:.0f}s)", file=sys.stderr)
         pre, imp = unit_configs(cfg, unit)
         if pre is not None:
             with logger.router(f"{name}: pretrain", dataclasses.asdict(pre), "pretrain") as sink:
-                pre_dir, _ = pretrain_job.run(pre, sinks=[sink])
+                pre_dir, _ = yield from pretrain_job.work(pre, sinks=[sink])
             unit["pretrain_dir"] = str(pre_dir)
             imp = dataclasses.replace(imp, rewind_from=str(pre_dir))
         with logger.router(name, dataclasses.asdict(imp)) as sink:
-            imp_dir, _ = imp_job.run(imp, sinks=[sink])
+            imp_dir, _ = yield from imp_job.work(imp, sinks=[sink])
         unit["imp_dir"] = str(imp_dir)
         write_json_atomic(out / "study.json", record)
-    logger.close()
+
+    jobs = [unit_job(i, unit) for i, unit in enumerate(units, 1)]
+    try:
+        yield from (schedule.gather(jobs) if cfg.concurrent > 1 else schedule.chain(jobs))
+    finally:
+        logger.close()
     report_dir = write_report(out.parent, out / "report", imp_dirs=[u["imp_dir"] for u in units])
     print(f"study done in {time.monotonic() - started:.0f}s: report at {report_dir / 'report.md'}", file=sys.stderr)
     return out, report_dir
+
+
+def run(cfg: StudyConfig) -> tuple:
+    return schedule.run(work(cfg), cfg.concurrent)
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""`earlyphase sweep run FILE [--count=N] [--jobs=J] [--out=DIR]`: a W&B sweep file, run here, without a server.
+"""`earlyphase sweep run FILE [--count=N] [--jobs=J | --concurrent=K] [--out=DIR]`: a W&B sweep file, run here.
 
 The runs are enumerated by `sweeps` (W&B's own sweep engine) and each run's argv is built by
 `wandb.sdk.launch.sweeps.utils.create_sweep_command_args`, so they are exactly the runs, and the
@@ -11,6 +11,11 @@ are printed one per line, exit 2), and every run's arguments must parse for the 
 sweep calls (unknown parameter names are refused). Grids run to the end; other methods need --count.
 A ledger in DIR/sweeps/NAME-HASH/ (ledger.json and one log per run) records finished runs, which a
 rerun skips; the commands themselves resume their own unfinished work.
+
+`--concurrent=K` (sweeps of `earlyphase study` runs) runs the studies in this process instead, all
+in lock-step, so same-shaped trainings of every study stack K at a time on one device
+(earlyphase.studies.schedule; results equal the separate runs' up to rounding, same run directories).
+Their output goes to this terminal, not to per-run logs; an error stops the sweep (rerun to resume).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 from .checkpoints import write_json_atomic
 from .errors import UsageError
 
-USAGE = "usage: earlyphase sweep run FILE.yaml [--count=N] [--jobs=J] [--out=DIR]"
+USAGE = "usage: earlyphase sweep run FILE.yaml [--count=N] [--jobs=J | --concurrent=K] [--out=DIR]"
 
 
 def import_engine():
@@ -119,10 +124,10 @@ def check_args(args: list[str]) -> None:
         parse_overrides(getattr(module, cli.COMMANDS[args[0]][1]), args[1:])
 
 
-def _parse_options(argv: list[str]) -> tuple[Path, int | None, int, Path]:
+def _parse_options(argv: list[str]) -> tuple[Path, int | None, int, Path, int]:
     if len(argv) < 2 or argv[0] != "run":
         raise UsageError(USAGE)
-    path, count, jobs, out = Path(argv[1]).expanduser(), None, 1, Path("runs")
+    path, count, jobs, out, stack = Path(argv[1]).expanduser(), None, 1, Path("runs"), 1
     for arg in argv[2:]:
         key, eq, value = arg.partition("=")
         try:
@@ -132,17 +137,48 @@ def _parse_options(argv: list[str]) -> tuple[Path, int | None, int, Path]:
                 jobs = int(value)
             elif key == "--out" and eq:
                 out = Path(value).expanduser()
+            elif key == "--concurrent" and eq:
+                stack = int(value)
             else:
                 raise UsageError(f"unknown option {arg}: {USAGE}")
         except ValueError:
             raise UsageError(f"{arg}: expected a whole number") from None
-    if (count is not None and count < 1) or jobs < 1:
-        raise UsageError("--count and --jobs must be at least 1")
-    return path, count, jobs, out
+    if (count is not None and count < 1) or jobs < 1 or stack < 1:
+        raise UsageError("--count, --jobs and --concurrent must be at least 1")
+    if jobs > 1 and stack > 1:
+        raise UsageError("--jobs runs processes side by side, --concurrent stacks trainings in one: choose one")
+    return path, count, jobs, out, stack
+
+
+def run_stacked(argvs: list[list[str]], commands: list[list[str]], ledger: dict, save, out: Path, stack: int) -> list[int]:
+    """Every unfinished study of the sweep in this process, in lock-step, trainings stacked `stack` at a time."""
+    from . import schedule, study
+
+    jobs, codes = [], [0] * len(commands)
+    for i, command in enumerate(commands):
+        args = earlyphase_args(command)
+        if args[0] != "study":
+            raise UsageError(f"--concurrent runs sweeps of `earlyphase study`; this one runs `earlyphase {args[0]}`: use --jobs")
+        key = " ".join(argvs[i])
+        if ledger.get(key, {}).get("returncode") == 0:
+            print(f"[{i + 1}/{len(commands)}] {key}: finished earlier, skipped", file=sys.stderr)
+            continue
+        cfg = study.parse([*args[1:], f"--out={out}", f"--concurrent={stack}"])
+        jobs.append(_ledgered(study.work(cfg), i, argvs[i], ledger, save, len(commands)))
+    schedule.run(schedule.gather(jobs), stack)
+    return codes
+
+
+def _ledgered(job, i: int, argv: list[str], ledger: dict, save, total: int):
+    """`job`, then its ledger entry (finished, returncode 0) once it ends."""
+    yield from job
+    ledger[" ".join(argv)] = {"argv": argv, "returncode": 0, "log": None}
+    save()
+    print(f"[{i + 1}/{total}] {' '.join(argv)}: done", file=sys.stderr)
 
 
 def main(argv: list[str]) -> int:
-    path, count, jobs, out = _parse_options(argv)
+    path, count, jobs, out, stack = _parse_options(argv)
     config = load_sweep(path)
     argvs = enumerate_argvs(config, count)
     commands = [expand_command(config, a) for a in argvs]
@@ -154,6 +190,16 @@ def main(argv: list[str]) -> int:
     ledger_path = ledger_dir / "ledger.json"
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
     lock = threading.Lock()
+
+    def save() -> None:
+        with lock:
+            write_json_atomic(ledger_path, ledger)
+
+    if stack > 1:
+        codes = run_stacked(argvs, commands, ledger, save, out, stack)
+        print(f"sweep {path.name}: {len(codes)} of {len(codes)} runs finished; report: earlyphase report {out}", file=sys.stderr)
+        print(ledger_dir)
+        return 0
 
     def run_one(i: int, command: list[str]) -> int:
         key = " ".join(argvs[i])

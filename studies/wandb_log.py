@@ -195,28 +195,38 @@ class UnitSink:
 
 
 class LevelRouter:
+    """Sends each record to the W&B run of its (IMP level, kind), created on first use.
+
+    A level's trunk, controls and perturbations may train at the same time (--concurrent), so their
+    runs stay open together; they are finished when a later level starts, or at close()."""
+
     def __init__(self, logger: WandbLogger, name: str, config: dict, job_type: str = "level"):
         self.logger, self.name, self.config, self.job_type = logger, name, config, job_type
-        self.key, self.current = None, UnitSink(None, "", 0, owned=False)
+        self.open: dict = {}
+        self.current = UnitSink(None, "", 0, owned=False)
 
     def __call__(self, record: dict) -> None:
         if not self.logger.enabled:
             return
         key = (record.get("imp_level"), record.get("imp_kind"))
-        if "tickets" not in record and key != self.key:
-            self.current.close()
-            level, kind = key
-            if level is None:
-                job_type, unit = self.job_type, self.name
-            else:
-                job_type = "level" if kind in (None, "trunk") else "control"
-                unit = f"{self.name}: level {level}" + ("" if kind in (None, "trunk") else f" {kind}")
-            self.current = self.logger.unit(unit, job_type, {**self.config, "level": level, "kind": kind})
-            self.key = key
+        if "tickets" not in record:
+            if key not in self.open:
+                level, kind = key
+                for old in [k for k in self.open if (k[0] or 0) < (level or 0)]:
+                    self.open.pop(old).close()
+                if level is None:
+                    job_type, unit = self.job_type, self.name
+                else:
+                    job_type = "level" if kind in (None, "trunk") else "control"
+                    unit = f"{self.name}: level {level}" + ("" if kind in (None, "trunk") else f" {kind}")
+                self.open[key] = self.logger.unit(unit, job_type, {**self.config, "level": level, "kind": kind})
+            self.current = self.open[key]
         self.current(record)
 
     def close(self) -> None:
-        self.current.close()
+        for sink in self.open.values():
+            sink.close()
+        self.open.clear()
 
     def __enter__(self):
         return self
