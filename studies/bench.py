@@ -38,6 +38,7 @@ from . import models, setup
 from .config import DATASET_DEFAULTS, option, parse_overrides, platform
 from .data import IMAGENET_MEAN, IMAGENET_STD, ImageData
 from .errors import UsageError
+from .graphed import GraphedStep
 from .stacked import StackedRun, train_stacked
 from .trainer import COMPILE_MODES, Schedule, TrainPlan, autocast, compile_mode, make_optimizer, train
 
@@ -52,7 +53,7 @@ class BenchConfig:
 
     device: str = platform("auto", "auto, cpu, cuda or cuda:N")
     precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16")
-    compile: str = option("auto", "CUDA only: auto, none, default, reduce-overhead, max-autotune")
+    compile: str = option("auto", "CUDA only: auto (= cudagraph), none, cudagraph, default, reduce-overhead, max-autotune")
     repeats: int = option(3, "timed repeats (medians), after a short warm-up")
     steps_per_epoch: int | None = option(None, "iterations per synthetic epoch (default: 6 on CPU, 391 on CUDA)")
     width: int = option(16, "ResNet-20 width (16 is the paper's)")
@@ -128,24 +129,51 @@ class BareLoop:
         self.x = torch.randn(steps_per_epoch * BATCH, 3, 32, 32, generator=gen).to(device, memory_format=fmt)
         self.y = torch.randint(0, 10, (steps_per_epoch * BATCH,), generator=gen).to(device)
         self.mode = compile_mode(plan, device)
-        self.forward = self.model if self.mode == "none" else torch.compile(self.model, mode=self.mode, dynamic=False)
+        eager = self.mode in ("none", "cudagraph")
+        self.forward = self.model if eager else torch.compile(self.model, mode=self.mode, dynamic=False)
+        self.graphed = None  # compile=cudagraph: the whole step as one CUDA graph (graphed.py), as the trainer does
 
     def run(self, warm: bool = False) -> Clock:
         with Clock(self.device) as clock:
             self.steps(min(2, self.plan.end) if warm else self.plan.end)
         return clock
 
+    def body(self, x, y):
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.plan.precision):
+            out = self.forward(x)
+        loss = F.cross_entropy(out.float(), y)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
     def steps(self, steps: int) -> None:
+        lr = self.plan.schedule.lr
         for i in range(steps):
             j = (i % self.spe) * BATCH
+            x, y = self.x[j:j + BATCH], self.y[j:j + BATCH]
+            if self.mode == "cudagraph":
+                if self.graphed is None:
+                    state = lambda: [*self.model.parameters(), *self.model.buffers(), *(  # noqa: E731
+                        s["momentum_buffer"] for s in self.optimizer.state.values())]
+                    self.graphed = GraphedStep(self.body, self.optimizer, state, x, y, lr)
+                self.graphed(x, y, lr)
+                continue
             if self.mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()
-            with autocast(self.device, self.plan.precision):
-                out = self.forward(self.x[j:j + BATCH])
-            loss = F.cross_entropy(out.float(), self.y[j:j + BATCH])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.body(x, y)
+
+    def gpu_ms_per_step(self, steps: int = 20) -> dict:
+        """Kernel time per step (torch.profiler) against wall time per step: launch-bound or compute-bound?"""
+        from torch.profiler import ProfilerActivity, profile
+
+        self.steps(3)
+        with Clock(self.device) as clock, profile(activities=[ProfilerActivity.CUDA]) as prof:
+            self.steps(steps)
+        events = prof.key_averages()
+        kernel_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) for e in events)
+        return {"gpu_ms_per_step": kernel_us / 1000 / steps, "wall_ms_per_step": 1000 * clock.wall / steps,
+                "mode": self.mode, "precision": self.plan.precision}
 
 
 class TrainerRun:
@@ -190,10 +218,10 @@ def per_s_figures(images_per_s: float) -> dict:
 
 def measure(device: torch.device, precision: str, compile: str, width: int, steps_per_epoch: int, repeats: int,
             stacked: int = 0, channels_last: bool | None = None, trainer: bool = True, bare: bool = True,
-            log=None) -> dict:
+            log=None, epochs: int | None = None) -> dict:
     """Alternate bare / trainer / stacked repeats after a short warm-up; medians in images per second."""
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
-    epochs = DATASET_DEFAULTS["cifar10"]["eval_every"]  # one evaluation per repeat, as in a real run
+    epochs = epochs or DATASET_DEFAULTS["cifar10"]["eval_every"]  # default: one evaluation per repeat, as in a real run
     plan = bench_plan(steps_per_epoch, epochs, precision, compile)
     data = synthetic_cifar(steps_per_epoch * BATCH, device)
     runners, images = {}, {}

@@ -73,8 +73,9 @@ class TrainConfig:
     wandb_project: str = platform("earlyphase", "W&B project")
     wandb_entity: str = platform("", "W&B entity (team or user)")
     wandb_group: str = platform("", "W&B group (a study's default: its directory name)")
-    compile: str = platform("auto", "CUDA only, results unchanged: torch.compile of the training step "
-                                    "(auto, none, default, reduce-overhead = CUDA graphs, max-autotune)")
+    compile: str = platform("auto", "CUDA only, results unchanged up to rounding: how the training step runs (auto = "
+                                    "cudagraph, the whole step as one CUDA graph; none = eager; or a torch.compile mode: "
+                                    "default, reduce-overhead, max-autotune)")
     track_steps: str = platform("", "early-phase statistics over the first N steps of each training, e.g. 4000it "
                                     "(stats.jsonl; results unchanged); empty = off")
 

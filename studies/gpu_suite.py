@@ -40,8 +40,8 @@ from earlyphase.pretext.supervised import Supervised
 
 from . import setup
 from .augment import augment_split
-from .bench import (BATCH, CIFAR_TRAIN, GRID_EPOCHS, BenchConfig, bench_plan, device_name, half_mask, measure,
-                    resnet20, synthetic_cifar)
+from .bench import (BATCH, CIFAR_TRAIN, GRID_EPOCHS, BareLoop, BenchConfig, bench_plan, device_name, half_mask,
+                    measure, resnet20, synthetic_cifar)
 from .stacked import StackedRun, train_stacked
 from .trainer import CUDA_COMPILE_AUTO, train
 
@@ -177,18 +177,52 @@ def check_compile(device: torch.device, width: int, mode: str) -> dict:
     return {"mode": mode, f"rel_error_{precision}": err, "steps": steps, "ok": err < tolerance}
 
 
+def check_cudagraph(device: torch.device, width: int) -> dict:
+    """The whole-step CUDA graph against the eager step: trainer and a K=2 stack, 3 steps, fp32 (TF32 off) and bf16."""
+    data = synthetic_cifar(4 * BATCH, device)
+    tolerance = {"fp32": 1e-4, "bf16": 1e-2}
+    out = {}
+    for precision in ("fp32", "bf16"):
+        model = resnet20(width, device)
+        plan = replace(bench_plan(4, 1, precision, "none"), end=3)
+        mask = half_mask(model)
+        with strict_fp32():
+            ref = train_once(copy.deepcopy(model), data, plan, mask)
+            got = train_once(copy.deepcopy(model), data, replace(plan, compile="cudagraph"), mask)
+            out[f"trainer_{precision}"] = rel_error(got, ref)
+            stacks = {}
+            for mode in ("none", "cudagraph"):
+                with tempfile.TemporaryDirectory(prefix="earlyphase-suite-") as tmp:
+                    runs = [StackedRun(resnet20(width, device, seed=s), replace(plan, seed=s, compile=mode),
+                                       Path(tmp) / f"s{s}", mask=mask) for s in range(2)]
+                    train_stacked(runs, data)
+                    stacks[mode] = [final_weights(Path(tmp) / f"s{s}") for s in range(2)]
+            out[f"stacked_{precision}"] = max(rel_error(g, r) for g, r in zip(stacks["cudagraph"], stacks["none"]))
+    return {"mode": "cudagraph", **{f"rel_error_{k}": v for k, v in out.items()}, "steps": 3,
+            "ok": all(v < tolerance[k.split("_")[1]] for k, v in out.items())}
+
+
+def profile(device: torch.device, width: int) -> dict:
+    """GPU kernel time against wall time per bare step, eager and graphed (bf16): where the time goes."""
+    out = {}
+    for mode in ("none", "cudagraph"):
+        loop = BareLoop(width, device, bench_plan(8, 1, "bf16", mode), 8)
+        out[mode] = loop.gpu_ms_per_step()
+    return out
+
+
 def variants(cuda: bool) -> list[tuple[str, dict]]:
-    """(name, measure() keyword arguments), most important first."""
+    """(name, measure() keyword arguments), most important first. Stacked ones time 1 epoch per repeat."""
     ks = (8, 16) if cuda else (2,)
-    out = [("eager bf16", dict(precision="bf16", compile="none")),
-           ("eager fp32", dict(precision="fp32", compile="none")),
-           ("reduce-overhead bf16", dict(precision="bf16", compile="reduce-overhead"))]
-    out += [(f"stacked K={k} bf16", dict(precision="bf16", compile="none", stacked=k, trainer=False, bare=False))
+    stack = dict(trainer=False, bare=False, epochs=1)
+    out = [("cudagraph bf16", dict(precision="bf16", compile="cudagraph"))]
+    out += [(f"stacked K={k} bf16 cudagraph", dict(precision="bf16", compile="cudagraph", stacked=k, **stack))
             for k in ks]
-    out += [("default-compile bf16", dict(precision="bf16", compile="default")),
-            ("bare bf16 NCHW", dict(precision="bf16", compile="none", channels_last=False, trainer=False)),
-            (f"stacked K={ks[0]} bf16 reduce-overhead", dict(precision="bf16", compile="reduce-overhead",
-                                                             stacked=ks[0], trainer=False, bare=False))]
+    out += [("eager bf16", dict(precision="bf16", compile="none")),
+            ("cudagraph fp32", dict(precision="fp32", compile="cudagraph")),
+            (f"stacked K={ks[0]} bf16 eager", dict(precision="bf16", compile="none", stacked=ks[0], **stack)),
+            ("reduce-overhead bf16", dict(precision="bf16", compile="reduce-overhead")),
+            (f"stacked K={ks[0]} fp32 cudagraph", dict(precision="fp32", compile="cudagraph", stacked=ks[0], **stack))]
     return out
 
 
@@ -231,8 +265,12 @@ def run_suite(cfg: BenchConfig) -> int:
             out["seconds"] = round(time.perf_counter() - t0, 1)
         return out
 
-    for name, fn in (("cuda_vs_cpu", lambda: check_device_vs_cpu(device, width)),
-                     ("stacked_vs_train", lambda: check_stacked(device, width))):
+    checks = [("cuda_vs_cpu", lambda: check_device_vs_cpu(device, width)),
+              ("stacked_vs_train", lambda: check_stacked(device, width)),
+              ("compile_cudagraph", lambda: check_cudagraph(device, width))]
+    if cuda:
+        checks.append(("profile", lambda: {**profile(device, width), "ok": True}))
+    for name, fn in checks:
         result = guarded("check", name, fn, 90)
         if result is not None:
             report["checks"][name] = result
@@ -243,7 +281,8 @@ def run_suite(cfg: BenchConfig) -> int:
                                                         repeats, stacked=kwargs.get("stacked", 0),
                                                         channels_last=kwargs.get("channels_last"),
                                                         trainer=kwargs.get("trainer", True),
-                                                        bare=kwargs.get("bare", True), log=say), 150)
+                                                        bare=kwargs.get("bare", True), log=say,
+                                                        epochs=kwargs.get("epochs")), 150)
         if result is None:
             continue
         report["variants"][name] = result

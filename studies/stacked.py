@@ -43,6 +43,7 @@ from earlyphase.pretext.supervised import Supervised
 from . import checkpoints
 from .augment import derive_seed
 from .data import ImageData
+from .graphed import GraphedStep
 from .trainer import (Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, _rng_state, apply_mask, autocast,
                       compile_mode, cpu_state, evaluate, make_optimizer, masked_pairs)
 
@@ -200,6 +201,8 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
     plan, tasks, models = members[0].plan, [m.task for m in members], [m.model for m in members]
     step = members[0].step
     template = copy.deepcopy(models[0]).to("meta").train()  # the architecture; functional_call supplies tensors
+    if plan.precision == "bf16":
+        _batchnorm_in_fp32(template)
     for model in models:
         model.train()
     params, buffers = stack_module_state(models)
@@ -221,7 +224,7 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
 
     forward = vmap(one)
     mode = compile_mode(plan, device)
-    if mode != "none":
+    if mode not in ("none", "cudagraph"):
         forward = torch.compile(forward, mode=mode, dynamic=False)
 
     @torch.no_grad()
@@ -246,6 +249,24 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
                file=sys.stderr, disable=None, leave=False, unit="it", mininterval=1.0)
     for p in params.values():
         p.grad = None
+
+    def step_body(x, targets):
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, plan.precision):
+            outputs = forward(params, buffers, x)
+        losses = _losses(tasks, outputs, list(targets) if isinstance(targets, torch.Tensor) else targets)
+        losses.sum().backward()  # d(sum)/d(loss_k) = 1: each model gets exactly its own gradient
+        optimizer.step()
+        apply_mask(mask_params, stacked_masks)
+        loss_sum.add_(losses.detach())
+        return losses
+
+    def step_state():
+        momentum = [s["momentum_buffer"] for s in optimizer.state.values() if s.get("momentum_buffer") is not None]
+        return [*params.values(), *buffers.values(), *momentum, loss_sum]
+
+    graphed = None  # compile=cudagraph with the default loss: the whole stacked step as one CUDA graph
+    graphable = mode == "cudagraph" and _default_loss(tasks)
     while step < plan.end:
         x, y, idx = batches.batch(step)
         inputs, targets = [], []
@@ -256,17 +277,17 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
             inputs.append(i)
             targets.append(t)
         lr = plan.schedule.lr_at(step)
-        optimizer.param_groups[0]["lr"] = lr
-        if mode == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()
-        with autocast(device, plan.precision):
-            outputs = forward(params, buffers, torch.stack(inputs))
-        losses = _losses(tasks, outputs, targets)
-        optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # d(sum)/d(loss_k) = 1: each model gets exactly its own gradient
-        optimizer.step()
-        apply_mask(mask_params, stacked_masks)
-        loss_sum += losses.detach()
+        stacked_inputs = torch.stack(inputs)
+        if (graphable and graphed is None and x.shape[1] == plan.batch_size
+                and all(isinstance(t, torch.Tensor) and t.dtype == torch.long and t.dim() == 1 for t in targets)):
+            graphed = GraphedStep(step_body, optimizer, step_state, stacked_inputs, torch.stack(targets), lr)
+        if graphed is not None and stacked_inputs.shape == graphed.x.shape:
+            graphed(stacked_inputs, torch.stack(targets), lr)
+        else:
+            optimizer.param_groups[0]["lr"] = lr
+            if mode == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()
+            step_body(stacked_inputs, targets)
         loss_count += 1
         step += 1
         bar.update(1)
@@ -297,10 +318,19 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
             if checkpointing:
                 member.checkpoint(step, device)
         if evaluating:
-            loss_sum, loss_count = torch.zeros(len(members), device=device), 0
+            loss_sum.zero_()  # in place: a captured step adds into this very tensor
+            loss_count = 0
     bar.close()
     write_back()
     return [m.finish(data) for m in members]
+
+
+def _batchnorm_in_fp32(template: torch.nn.Module) -> None:
+    """BatchNorm on float32 inputs under bf16 autocast: vmap's batch-norm rule (CUDA) refuses bf16 inputs
+    with float32 running statistics, and the trainer's policy is BatchNorm in fp32 anyway."""
+    for module in template.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.register_forward_pre_hook(lambda _, args: (args[0].float(), *args[1:]))
 
 
 def _stack_momentum(optimizer: torch.optim.SGD, params: dict, members: list[_Member]) -> None:

@@ -15,8 +15,10 @@ step k "continues the schedule from k".
 CUDA fast path (the CPU path is untouched, so CPU results stay bit-identical): the model is trained in
 channels_last (saved weights are plain contiguous tensors), SGD is the fused kernel, masks are one
 foreach multiply, nothing syncs the host per step (the loss accumulates on the device; normalisation
-constants are made once), and `plan.compile` may wrap the training forward/backward in torch.compile
-(`reduce-overhead` = CUDA graphs). Evaluation always runs the eager model. `earlyphase bench` measures
+constants are made once), and `plan.compile` picks how the step runs: `cudagraph` (the CUDA default:
+the whole step, optimiser and mask included, replayed as one CUDA graph, graphed.py) or a torch.compile
+mode for the forward/backward (`reduce-overhead` = CUDA graphs of the model only). Evaluation always
+runs the eager model. `earlyphase bench` measures
 these choices; `CUDA_COMPILE_AUTO` holds the one it picked.
 """
 
@@ -38,15 +40,17 @@ from earlyphase.pretext.supervised import Supervised
 from . import checkpoints
 from .augment import augment_split, derive_seed, epoch_order, fork_rng, standard_augmentation
 from .data import ImageData
+from .graphed import GraphedStep
 
 Mask = dict  # {parameter name: tensor of 0/1, same shape as the parameter}
 
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
-# What compile="auto" means on CUDA for long runs, from `earlyphase bench --gpu-suite` on an H200: CUDA
-# graphs (reduce-overhead) gave 1.75 s per CIFAR-10 epoch against 3.4 s eager fp32 and 4.2 s eager bf16,
-# matching eager to 5.5e-4 (bf16). Compiling costs ~30 s, so short runs stay eager.
-CUDA_COMPILE_AUTO = "reduce-overhead"
-COMPILE_AUTO_MIN_STEPS = 5000
+COMPILE_MODES = ("none", "cudagraph", "default", "reduce-overhead", "max-autotune")  # cudagraph: graphed.py
+# What compile="auto" means on CUDA, from `earlyphase bench --gpu-suite` on an H200 (bf16): the whole
+# step as one CUDA graph (graphed.py) trained at 1.69 s per CIFAR-10 epoch (0.96 s bare) against 5.7 s
+# eager and ~1.75 s for torch.compile's reduce-overhead (which graphs only the model and costs ~30 s of
+# compilation); it matches the eager step (bf16: exactly, fp32: 7e-6 after 3 steps). Capture costs
+# three warm-up steps, so every CUDA run uses it.
+CUDA_COMPILE_AUTO = "cudagraph"
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ def compile_mode(plan: TrainPlan, device: torch.device) -> str:
     if device.type != "cuda":
         return "none"
     if plan.compile == "auto":
-        return CUDA_COMPILE_AUTO if plan.end - plan.start >= COMPILE_AUTO_MIN_STEPS else "none"
+        return CUDA_COMPILE_AUTO
     return plan.compile
 
 
@@ -132,8 +136,8 @@ def apply_mask(params, masks) -> None:
 
 
 def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "bf16":  # no weight-cast cache: each weight is cast once per step anyway, and CUDA graphs need it off
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
     return nullcontext()
 
 
@@ -184,6 +188,12 @@ class _Epochs:
         return self.normalise(self.images[idx]), self.data.train_y[idx], idx
 
 
+def _step_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_sum: torch.Tensor) -> list:
+    """Every tensor a training step changes in place (what a CUDA-graph warm-up must restore)."""
+    momentum = [s["momentum_buffer"] for s in optimizer.state.values() if s.get("momentum_buffer") is not None]
+    return [*model.parameters(), *model.buffers(), *momentum, loss_sum]
+
+
 def _rng_state(device: torch.device) -> dict:
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -226,7 +236,7 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)  # in place; undone before returning
     mode = compile_mode(plan, device)
-    forward = model if mode == "none" else torch.compile(model, mode=mode, dynamic=False)
+    forward = model if mode in ("none", "cudagraph") else torch.compile(model, mode=mode, dynamic=False)
     optimizer = make_optimizer(model, plan)
     params, masks = masked_pairs(model, mask)
     step, resumed_from = plan.start, None
@@ -250,6 +260,19 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
     if step == plan.start and plan.start in plan.save_at:
         save_weights(step)
 
+    def step_body(inputs, targets):
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, plan.precision):
+            outputs = forward(inputs)
+        loss = task.loss(outputs, targets)
+        loss.backward()
+        optimizer.step()
+        apply_mask(params, masks)
+        loss_sum.add_(loss.detach())
+        return loss
+
+    graphed = None  # the whole step as one CUDA graph (compile=cudagraph), built at the first full batch
+    graphable = mode == "cudagraph" and type(task).loss is PretextTask.loss
     epochs = _Epochs(data, plan, task)
     per_epoch = epochs.per_epoch
     bar = tqdm(total=plan.end - plan.start, initial=step - plan.start, desc=plan.progress or run_dir.name,
@@ -261,18 +284,17 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
             torch.manual_seed(derive_seed(plan.seed, "batch", step))
         inputs, targets = task.batch(x, y, idx)
         lr = plan.schedule.lr_at(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if mode == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()
-        with autocast(device, plan.precision):
-            outputs = forward(inputs)
-        loss = task.loss(outputs, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        apply_mask(params, masks)
-        loss_sum += loss.detach()
+        if graphable and graphed is None and len(x) == plan.batch_size:
+            graphed = GraphedStep(step_body, optimizer, lambda: _step_state(model, optimizer, loss_sum),
+                                  inputs, targets, lr)
+        if graphed is not None and inputs.shape == graphed.x.shape:
+            loss = graphed(inputs, targets, lr)
+        else:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if mode == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()
+            loss = step_body(inputs, targets)
         loss_count += 1
         step += 1
         bar.update(1)
@@ -286,7 +308,8 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
         if epoch % plan.eval_every == 0 or step == plan.end:
             record = {"step": step, "epoch": round(step / per_epoch, 4), "lr": lr,
                       "train_loss": (loss_sum / max(loss_count, 1)).item(), **evaluate(model, data, task, plan)}
-            loss_sum, loss_count = torch.zeros((), device=device), 0
+            loss_sum.zero_()  # in place: a captured step adds into this very tensor
+            loss_count = 0
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             records.append(record)

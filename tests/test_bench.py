@@ -9,7 +9,7 @@ import torch
 from earlyphase.studies import gpu_suite
 from earlyphase.studies.bench import CIFAR_TRAIN, GRID_EPOCHS, synthetic_cifar
 from earlyphase.studies.cli import main
-from earlyphase.studies.trainer import (COMPILE_AUTO_MIN_STEPS, CUDA_COMPILE_AUTO, TrainPlan, Schedule, compile_mode, cpu_state,
+from earlyphase.studies.trainer import (CUDA_COMPILE_AUTO, TrainPlan, Schedule, compile_mode, cpu_state,
                                         make_optimizer)
 from earlyphase.studies import models
 
@@ -95,9 +95,7 @@ def test_trainer_fast_path_helpers_leave_cpu_results_alone():
     group = make_optimizer(model, plan).param_groups[0]
     assert group["foreach"] and not group.get("fused")
     assert compile_mode(TrainPlan(**{**plan.__dict__, "compile": "reduce-overhead"}), CPU) == "none"
-    assert compile_mode(plan, torch.device("cuda")) == "none"  # a 1-step run is too short to compile
-    long = TrainPlan(**{**plan.__dict__, "end": COMPILE_AUTO_MIN_STEPS})
-    assert compile_mode(long, torch.device("cuda")) == CUDA_COMPILE_AUTO == "reduce-overhead"
+    assert compile_mode(plan, torch.device("cuda")) == CUDA_COMPILE_AUTO == "cudagraph"
     with pytest.raises(ValueError, match="compile"):
         compile_mode(TrainPlan(**{**plan.__dict__, "compile": "fast"}), CPU)
     model.to(memory_format=torch.channels_last)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from earlyphase.studies.augment import augment_split, epoch_order
+from earlyphase.studies.augment import augment_split, augment_with_kornia, epoch_order
 from earlyphase.studies.data import load_cifar10, load_digits
 from earlyphase.studies.errors import UsageError
 
@@ -73,3 +73,15 @@ def test_epoch_order_is_a_seeded_permutation():
     assert sorted(a.tolist()) == list(range(100))
     assert torch.equal(a, epoch_order(100, 0, 0, "cpu"))
     assert not torch.equal(a, epoch_order(100, 0, 1, "cpu")) and not torch.equal(a, epoch_order(100, 1, 0, "cpu"))
+
+
+def test_gathered_crop_and_flip_equal_kornias_own_application():
+    from earlyphase.studies.bench import synthetic_cifar
+
+    digits = load_digits()
+    cifar_like = synthetic_cifar(600, torch.device("cpu"), seed=4)  # padding 4 and flips, as CIFAR-10
+    for data in (digits, cifar_like):
+        for epoch in range(3):
+            ours = augment_split(data, seed=7, epoch=epoch)
+            assert torch.equal(ours, augment_with_kornia(data, seed=7, epoch=epoch))
+            assert (ours != data.train_x).any()
