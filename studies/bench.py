@@ -39,7 +39,8 @@ from .config import DATASET_DEFAULTS, option, parse_overrides, platform
 from .data import IMAGENET_MEAN, IMAGENET_STD, ImageData
 from .errors import UsageError
 from .graphed import GraphedStep
-from .stacked import StackedRun, train_stacked
+from .schedule import Training, train_interleaved
+from .stacked import train_stacked
 from .trainer import COMPILE_MODES, Schedule, TrainPlan, autocast, compile_mode, make_optimizer, train
 
 CIFAR_TRAIN = 50_000
@@ -57,7 +58,8 @@ class BenchConfig:
     repeats: int = option(3, "timed repeats (medians), after a short warm-up")
     steps_per_epoch: int | None = option(None, "iterations per synthetic epoch (default: 6 on CPU, 391 on CUDA)")
     width: int = option(16, "ResNet-20 width (16 is the paper's)")
-    stacked: int = option(0, "also time K runs trained at once with train_stacked (0: skip)")
+    stacked: int = option(0, "also time K runs trained at once (0: skip), by --engine")
+    engine: str = option("vmap", "how the K runs train at once: vmap (train_stacked) or streams (train_interleaved)")
     json: bool = option(False, "print one JSON object")
     gpu_suite: bool = option(False, "run the prepared GPU suite (correctness vs CPU, then timed variants)")
     budget_s: float = option(330.0, "GPU suite: no variant starts after this many seconds")
@@ -179,8 +181,9 @@ class BareLoop:
 class TrainerRun:
     """One timed repeat = one whole train() call in a fresh run directory, from the same start state."""
 
-    def __init__(self, width: int, device: torch.device, plan: TrainPlan, data: ImageData, stacked: int = 0):
-        self.device, self.plan, self.data, self.k = device, plan, data, stacked
+    def __init__(self, width: int, device: torch.device, plan: TrainPlan, data: ImageData, stacked: int = 0,
+                 engine: str = "vmap"):
+        self.device, self.plan, self.data, self.k, self.engine = device, plan, data, stacked, engine
         self.initial = resnet20(width, device)
         self.mask = half_mask(self.initial)
 
@@ -188,10 +191,13 @@ class TrainerRun:
         plan = replace(self.plan, end=min(2, self.plan.end)) if warm else self.plan
         with tempfile.TemporaryDirectory(prefix="earlyphase-bench-") as tmp:
             if self.k:
-                runs = [StackedRun(copy.deepcopy(self.initial), replace(plan, seed=s), Path(tmp) / f"r{s}", mask=self.mask)
-                        for s in range(self.k)]
+                runs = [Training(copy.deepcopy(self.initial), self.data, replace(plan, seed=s), Path(tmp) / f"r{s}",
+                                 mask=self.mask) for s in range(self.k)]
                 with Clock(self.device) as clock:
-                    train_stacked(runs, self.data)
+                    if self.engine == "streams":
+                        train_interleaved(runs)
+                    else:
+                        train_stacked([r.stacked() for r in runs], self.data)
             else:
                 model = copy.deepcopy(self.initial)
                 with Clock(self.device) as clock:
@@ -218,7 +224,7 @@ def per_s_figures(images_per_s: float) -> dict:
 
 def measure(device: torch.device, precision: str, compile: str, width: int, steps_per_epoch: int, repeats: int,
             stacked: int = 0, channels_last: bool | None = None, trainer: bool = True, bare: bool = True,
-            log=None, epochs: int | None = None) -> dict:
+            log=None, epochs: int | None = None, engine: str = "vmap") -> dict:
     """Alternate bare / trainer / stacked repeats after a short warm-up; medians in images per second."""
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     epochs = epochs or DATASET_DEFAULTS["cifar10"]["eval_every"]  # default: one evaluation per repeat, as in a real run
@@ -230,7 +236,7 @@ def measure(device: torch.device, precision: str, compile: str, width: int, step
     if trainer:
         runners["trainer"], images["trainer"] = TrainerRun(width, device, plan, data), plan.end * BATCH
     if stacked:
-        runners["stacked"] = TrainerRun(width, device, plan, data, stacked=stacked)
+        runners["stacked"] = TrainerRun(width, device, plan, data, stacked=stacked, engine=engine)
         images["stacked"] = stacked * plan.end * BATCH
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
@@ -259,7 +265,7 @@ def measure(device: torch.device, precision: str, compile: str, width: int, step
             cpu = {n: statistics.median(c.cpu for c in times[n]) for n in ("bare", "trainer")}
             result["ratio_cpu_time"] = cpu["bare"] / cpu["trainer"]
     if stacked:
-        result.update(stacked_k=stacked, stacked_images_per_s=ips["stacked"],
+        result.update(stacked_k=stacked, stacked_engine=engine, stacked_images_per_s=ips["stacked"],
                       stacked_s_per_cifar_epoch_per_run=stacked * CIFAR_TRAIN / ips["stacked"],
                       stacked_grid_hours=per_s_figures(ips["stacked"])["grid_hours"])
     result["wall_s"] = {n: [round(c.wall, 4) for c in t] for n, t in times.items()}
@@ -281,7 +287,7 @@ def table(result: dict) -> str:
     if "grid_hours" in result:
         lines.append(f"  grid      : {result['grid_epochs']} ResNet-20 epochs ~ {result['grid_hours']:.1f} h at the trainer's speed")
     if "stacked_images_per_s" in result:
-        lines += [f"  stacked K={result['stacked_k']}: {result['stacked_images_per_s']:9.0f} images/s aggregate  "
+        lines += [f"  {result['stacked_engine']} K={result['stacked_k']}: {result['stacked_images_per_s']:9.0f} images/s aggregate  "
                   f"grid ~ {result['stacked_grid_hours']:.1f} h"]
     return "\n".join(lines)
 
@@ -296,6 +302,8 @@ def resolve(cfg: BenchConfig) -> tuple[torch.device, str, int]:
             raise UsageError(f"--{name} must be a positive integer")
     if cfg.stacked < 0:
         raise UsageError("--stacked must be 0 (skip) or the number of runs to stack")
+    if cfg.engine not in ("vmap", "streams"):
+        raise UsageError(f"--engine={cfg.engine}: choose vmap or streams")
     spe = cfg.steps_per_epoch or (391 if device.type == "cuda" else 6)
     if spe < 1:
         raise UsageError("--steps_per_epoch must be a positive integer")
@@ -310,6 +318,6 @@ def main(argv: list[str]) -> int:
         return run_suite(cfg)
     device, precision, spe = resolve(cfg)
     print(f"bench on {device_name(device)}: bare loop vs trainer, {cfg.repeats} repeats", file=sys.stderr)
-    result = measure(device, precision, cfg.compile, cfg.width, spe, cfg.repeats, stacked=cfg.stacked)
+    result = measure(device, precision, cfg.compile, cfg.width, spe, cfg.repeats, stacked=cfg.stacked, engine=cfg.engine)
     print(json.dumps(result) if cfg.json else table(result))
     return 0

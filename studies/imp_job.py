@@ -79,6 +79,9 @@ class ImpConfig(TrainConfig):
                                 "sign_init_mag_rewind,random_mag,permute,permute_keep_sign,noise")
     concurrent: int = platform(1, "trainings of one shape (a level's parts, a study's units) stacked K at a time on "
                                   "one device with torch.func; results equal up to rounding (exact in float64)")
+    concurrent_engine: str = platform("auto", "how --concurrent runs K trainings: streams (CUDA: interleaved on K "
+                                              "streams, bit-identical), vmap (torch.func stack), auto = streams on "
+                                              "CUDA, vmap on CPU")
     perturb_noise: float = platform(1.0, "noise std per layer, in units of the layer's surviving-weight std "
                                          "(names the part: perturb_noise or perturb_noise{SCALE})")
 
@@ -381,7 +384,7 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
 
 def run(cfg: ImpConfig, sinks=()) -> tuple[Path, list[dict]]:
     """Run (or resume) IMP for levels 0..cfg.levels and the requested controls; returns (run dir, tickets)."""
-    return schedule.run(work(cfg, sinks), cfg.concurrent)
+    return schedule.run(work(cfg, sinks), cfg.concurrent, cfg.concurrent_engine)
 
 
 # ---------------------------------------------------------------------------------------------- records

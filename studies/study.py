@@ -169,7 +169,7 @@ def work(cfg: StudyConfig) -> Job:
 
 
 def run(cfg: StudyConfig) -> tuple:
-    return schedule.run(work(cfg), cfg.concurrent)
+    return schedule.run(work(cfg), cfg.concurrent, cfg.concurrent_engine)
 
 
 def main(argv: list[str]) -> int:

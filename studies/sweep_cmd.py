@@ -165,7 +165,10 @@ def run_stacked(argvs: list[list[str]], commands: list[list[str]], ledger: dict,
             continue
         cfg = study.parse([*args[1:], f"--out={out}", f"--concurrent={stack}"])
         jobs.append(_ledgered(study.work(cfg), i, argvs[i], ledger, save, len(commands)))
-    schedule.run(schedule.gather(jobs), stack)
+    engines = {study.parse(earlyphase_args(c)[1:]).concurrent_engine for c in commands}
+    if len(engines) > 1:
+        raise UsageError(f"the sweep's runs ask for different --concurrent_engine values ({', '.join(sorted(engines))}): use one")
+    schedule.run(schedule.gather(jobs), stack, engines.pop())
     return codes
 
 

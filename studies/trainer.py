@@ -46,10 +46,11 @@ Mask = dict  # {parameter name: tensor of 0/1, same shape as the parameter}
 
 COMPILE_MODES = ("none", "cudagraph", "default", "reduce-overhead", "max-autotune")  # cudagraph: graphed.py
 # What compile="auto" means on CUDA, from `earlyphase bench --gpu-suite` on an H200 (bf16): the whole
-# step as one CUDA graph (graphed.py) trained at 1.69 s per CIFAR-10 epoch (0.96 s bare) against 5.7 s
-# eager and ~1.75 s for torch.compile's reduce-overhead (which graphs only the model and costs ~30 s of
-# compilation); it matches the eager step (bf16: exactly, fp32: 7e-6 after 3 steps). Capture costs
-# three warm-up steps, so every CUDA run uses it.
+# step as one CUDA graph (graphed.py) trained at 1.11 s per CIFAR-10 epoch (bare loop 0.96 s; the
+# GPU's kernel time alone is 2.3 ms per step = 0.91 s per epoch) against 6.2 s eager and ~1.75 s for
+# torch.compile's reduce-overhead (which graphs only the model and costs ~30 s of compilation); it
+# matches the eager step (bf16: exactly, fp32: 7e-6 after 3 steps). Capture costs three warm-up
+# steps, so every CUDA run uses it.
 CUDA_COMPILE_AUTO = "cudagraph"
 
 
@@ -221,6 +222,21 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
     sinks: called with every metrics record (W&B, ...). step_hooks: called as hook(step, model, loss)
     after every optimiser step (step counts iterations done; loss is the device tensor, not synced).
     """
+    steps = train_steps(model, data, plan, run_dir, task=task, mask=mask, optimizer_state=optimizer_state,
+                        sinks=sinks, step_hooks=step_hooks)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Path, *,
+                task: PretextTask | None = None, mask: Mask | None = None, optimizer_state: dict | None = None,
+                sinks: Sequence[Callable[[dict], None]] = (),
+                step_hooks: Sequence[Callable[[int, torch.nn.Module, torch.Tensor], None]] = ()):
+    """train() as a generator that yields after every step and returns the TrainResult, so that several
+    trainings can be advanced in turn (schedule.train_interleaved); same arguments as train()."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     summary_path, ckpt_path, metrics_path = run_dir / "summary.json", run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
@@ -302,6 +318,7 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
             hook(step, model, loss)
         if step in plan.save_at:
             save_weights(step)
+        yield  # a step is done: an interleaving caller may advance another training now
         if step % per_epoch and step != plan.end:
             continue
         epoch = -(-step // per_epoch)

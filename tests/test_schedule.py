@@ -133,3 +133,28 @@ def test_concurrent_refusals(tmp_path, capsys):
     assert cli.main(["imp", f"--out={tmp_path}/r", "--concurrent=0"]) == 2
     assert "--concurrent=0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*.pt"))
+
+
+def test_streams_engine_interleaves_steps_and_is_bit_identical(tmp_path, capsys, stacks):
+    args = ["imp", "--width=4", "--training_steps=30it", "--milestone_steps=20it", "--batch_size=64", "--levels=1",
+            "--rewind_step=5it", "--controls=random_reinit", "--eval_every=1"]
+    assert cli.main([*args, f"--out={tmp_path}/seq"]) == 0
+    assert cli.main([*args, f"--out={tmp_path}/con", "--concurrent=2", "--concurrent_engine=streams"]) == 0
+    con = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stacks == []  # the streams engine never stacks
+    for part in ("level_0", "level_1", "level_1/random_reinit"):
+        a, b = final_weights(tmp_path / "seq" / con.name / part), final_weights(con / part)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert (tmp_path / "seq" / con.name / part / "metrics.jsonl").read_text() == (con / part / "metrics.jsonl").read_text()
+    # the two parts of level 1 really alternate: their evaluations (one per 23-step epoch) interleave
+    from earlyphase.studies import setup
+    from earlyphase.studies.config import TrainConfig
+
+    cfg = setup.validate(TrainConfig(width=4, training_steps="50it", eval_every=1))
+    data = setup.load_data(cfg, torch.device("cpu"))
+    log = []
+    trainings = [schedule.Training(setup.make_model(cfg, data, torch.device("cpu"), seed=s), data,
+                                   setup.make_plan(cfg, data, torch.device("cpu"), seed=s), tmp_path / f"i{s}",
+                                   sinks=[lambda r, s=s: log.append((r["step"], s))]) for s in (0, 1)]
+    schedule.train_interleaved(trainings)
+    assert log == [(23, 0), (23, 1), (46, 0), (46, 1), (50, 0), (50, 1)]
