@@ -77,11 +77,11 @@ class ImpConfig(TrainConfig):
     controls: str = platform("", "comma-separated controls per level: random_reinit,random_prune_global,random_prune_layerwise")
     perturb: str = platform("", "comma-separated perturbations of the rewind point per level (or all): sign_rewind_mag_init,"
                                 "sign_init_mag_rewind,random_mag,permute,permute_keep_sign,noise")
-    concurrent: int = platform(1, "trainings of one shape (a level's parts, a study's units) stacked K at a time on "
-                                  "one device with torch.func; results equal up to rounding (exact in float64)")
-    concurrent_engine: str = platform("auto", "how --concurrent runs K trainings: streams (CUDA: interleaved on K "
-                                              "streams, bit-identical), vmap (torch.func stack), auto = streams on "
-                                              "CUDA, vmap on CPU")
+    concurrent: int = platform(1, "K trainings at once on one device (a level's trunk and controls, a study's units), "
+                                  "by --concurrent_engine")
+    concurrent_engine: str = platform("streams", "how --concurrent runs K trainings: streams (a step each in turn, "
+                                                 "on K CUDA streams; bit-identical to one by one) or vmap (torch.func "
+                                                 "stack of same-shaped trainings; equal up to rounding)")
     perturb_noise: float = platform(1.0, "noise std per layer, in units of the layer's surviving-weight std "
                                          "(names the part: perturb_noise or perturb_noise{SCALE})")
 

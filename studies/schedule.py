@@ -13,11 +13,15 @@ Jobs never call the trainer themselves, so one driver decides how the trainings 
   - `streams`: any K trainings advance one step each in turn (`trainer.train_steps`), each on its own
     CUDA stream, so the GPU overlaps their small kernels; every training runs exactly its own
     operations, so results are bit-identical to sequential runs, and step hooks work.
-  `auto` is streams on CUDA and vmap on the CPU, by measurement (`earlyphase bench --gpu-suite`, H200,
-  CIFAR-10-sized ResNet-20 trainings, bf16, whole-step CUDA graphs): eight trainings on eight streams
-  ran 76.6k images/s in aggregate, the vmapped stack of eight 50.3k (vmap turns each convolution into
-  a grouped one with layout copies), one training 45.2k; on 2 CPU cores the vmapped study took 43 s
-  against 55 s sequential, and streams do not exist there.
+  The default is streams, by measurement and because its results are those of sequential runs (so a
+  run directory's contents never depend on --concurrent, a field outside the run's hash). On an H200
+  (`earlyphase bench --gpu-suite`, CIFAR-10-sized ResNet-20 trainings, bf16, whole-step CUDA graphs)
+  eight trainings on eight streams ran 76.6k images/s in aggregate, the vmapped stack of eight 50.3k
+  (vmap turns each convolution into a grouped one with layout copies), one training 45.2k. On 2 CPU
+  cores neither engine gains on the quick study (vmap: 2:01 against 1:57 sequential); vmap gained on
+  a study of width-16 models at batch 64 (43 s against 55 s), where per-operation overhead dominates.
+  vmap's rounding differences grow through training like any float32 perturbation (the quick study's
+  accuracies moved by up to 3 points), so use it knowing the runs are not bit-for-bit the sequential ones.
 Either engine resumes the other's checkpoints (they are train()'s).
 
 `gather(jobs)` makes one job of several independent ones, advanced in lock-step, so the trainings of
@@ -92,16 +96,7 @@ def chunks(items: list, k: int) -> list[list]:
     return out
 
 
-ENGINES = ("auto", "vmap", "streams")
-
-
-def resolve_engine(engine: str, trainings: Sequence[Training]) -> str:
-    if engine not in ENGINES:
-        raise UsageError(f"--concurrent_engine={engine}: choose {', '.join(ENGINES)}")
-    if engine != "auto":
-        return engine
-    cuda = any(p.is_cuda for t in trainings[:1] for p in t.model.parameters())
-    return "streams" if cuda else "vmap"
+ENGINES = ("streams", "vmap")
 
 
 def train_interleaved(trainings: Sequence[Training]) -> list[TrainResult]:
@@ -131,10 +126,9 @@ def train_interleaved(trainings: Sequence[Training]) -> list[TrainResult]:
     return results
 
 
-def run_trainings(trainings: list[Training], concurrent: int = 1, engine: str = "auto") -> list[TrainResult]:
+def run_trainings(trainings: list[Training], concurrent: int = 1, engine: str = "streams") -> list[TrainResult]:
     """Every training, in order (concurrent=1) or K at a time by `engine`; results in input order."""
     results: list[TrainResult | None] = [None] * len(trainings)
-    engine = resolve_engine(engine, trainings) if trainings else engine
     groups: dict = {}
     for i, t in enumerate(trainings):
         if concurrent == 1:
@@ -159,7 +153,7 @@ def run_trainings(trainings: list[Training], concurrent: int = 1, engine: str = 
     return results
 
 
-def run(job: Job, concurrent: int = 1, engine: str = "auto"):
+def run(job: Job, concurrent: int = 1, engine: str = "streams"):
     """Drive `job` to the end, running what it yields; returns the job's value."""
     if concurrent < 1:
         raise UsageError(f"--concurrent={concurrent}: must be 1 (one training at a time) or more, e.g. 8 on a GPU")

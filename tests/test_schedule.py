@@ -72,7 +72,7 @@ def test_imp_concurrent_stacks_a_levels_parts_and_matches_sequential(tmp_path, c
             "--rewind_step=0it", "--controls=random_reinit,random_prune_global", "--eval_every=1"]
     assert cli.main([*args, f"--out={tmp_path}/seq"]) == 0
     assert stacks == []  # --concurrent=1 (the default) never stacks
-    assert cli.main([*args, f"--out={tmp_path}/con", "--concurrent=3"]) == 0
+    assert cli.main([*args, f"--out={tmp_path}/con", "--concurrent=3", "--concurrent_engine=vmap"]) == 0
     con = Path(capsys.readouterr().out.strip().splitlines()[-1])
     # level 0 trains alone; level 1's trunk and both controls form one stack
     assert [rel(s, con) for s in stacks] == [["level_1", "level_1/random_prune_global", "level_1/random_reinit"]]
@@ -90,7 +90,7 @@ def test_imp_concurrent_stacks_a_levels_parts_and_matches_sequential(tmp_path, c
 def test_study_concurrent_stacks_trainings_of_different_units(tmp_path, capsys, stacks):
     out = tmp_path / "runs"
     assert cli.main(["study", f"--out={out}", "--conditions=reset,rewind,random_labels", "--seeds=0",
-                     "--concurrent=8", *TINY]) == 0
+                     "--concurrent=8", "--concurrent_engine=vmap", *TINY]) == 0
     study_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     units = {u["condition"]: Path(u["imp_dir"]) for u in json.loads((study_dir / "study.json").read_text())["units"]}
     groups = [sorted((next(c for c, d in units.items() if d in p.parents), p.name if p.parent in units.values()
@@ -106,7 +106,8 @@ def test_study_concurrent_stacks_trainings_of_different_units(tmp_path, capsys, 
 
 def test_sweep_run_concurrent_stacks_across_studies(tmp_path, capsys, stacks):
     sweep = {"method": "grid", "parameters": {"seeds": {"values": [0, 1]}},
-             "command": ["${env}", "earlyphase", "study", "--conditions=reset", *TINY, "--levels=1", "${args}"]}
+             "command": ["${env}", "earlyphase", "study", "--conditions=reset", *TINY, "--levels=1",
+                         "--concurrent_engine=vmap", "${args}"]}
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(sweep))
     out = tmp_path / "runs"
