@@ -41,7 +41,8 @@ from .errors import UsageError
 from .graphed import GraphedStep
 from .schedule import Training, train_interleaved
 from .stacked import train_stacked
-from .trainer import COMPILE_MODES, Schedule, TrainPlan, autocast, compile_mode, make_optimizer, train
+from .trainer import (COMPILE_MODES, Schedule, TrainPlan, autocast, compile_mode, compiled, make_optimizer, train,
+                      whole_step_graph)
 
 CIFAR_TRAIN = 50_000
 GRID_EPOCHS = 6 * 3 * 9 * 160  # conditions x seeds x trainings (dense + 8 levels) x epochs
@@ -54,7 +55,7 @@ class BenchConfig:
 
     device: str = platform("auto", "auto, cpu, cuda or cuda:N")
     precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16")
-    compile: str = option("auto", "CUDA only: auto (= cudagraph), none, cudagraph, default, reduce-overhead, max-autotune")
+    compile: str = option("auto", "CUDA only: auto (= cudagraph), none, cudagraph, cudagraph-inductor, default, reduce-overhead, max-autotune")
     repeats: int = option(3, "timed repeats (medians), after a short warm-up")
     steps_per_epoch: int | None = option(None, "iterations per synthetic epoch (default: 6 on CPU, 391 on CUDA)")
     width: int = option(16, "ResNet-20 width (16 is the paper's)")
@@ -140,12 +141,11 @@ class BareLoop:
     def fresh(self) -> None:
         self.model = copy.deepcopy(self.initial).to(memory_format=self.format).train()
         self.optimizer = make_optimizer(self.model, self.plan)
-        eager = self.mode in ("none", "cudagraph")
-        self.forward = self.model if eager else torch.compile(self.model, mode=self.mode, dynamic=False)
+        self.forward = compiled(self.model, self.mode)
         self.graphed = None  # compile=cudagraph: the whole step as one CUDA graph (graphed.py), as the trainer does
 
     def run(self, warm: bool = False) -> Clock:
-        if self.mode in ("none", "cudagraph"):
+        if self.mode in ("none", "cudagraph"):  # no recompiling per repeat
             self.fresh()
         with Clock(self.device) as clock:
             self.steps(min(2, self.plan.end) if warm else self.plan.end)
@@ -165,7 +165,7 @@ class BareLoop:
         for i in range(steps):
             j = (i % self.spe) * BATCH
             x, y = self.x[j:j + BATCH], self.y[j:j + BATCH]
-            if self.mode == "cudagraph":
+            if whole_step_graph(self.mode):
                 if self.graphed is None:
                     state = lambda: [*self.model.parameters(), *self.model.buffers(), *(  # noqa: E731
                         s["momentum_buffer"] for s in self.optimizer.state.values())]

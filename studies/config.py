@@ -74,8 +74,8 @@ class TrainConfig:
     wandb_entity: str = platform("", "W&B entity (team or user)")
     wandb_group: str = platform("", "W&B group (a study's default: its directory name)")
     compile: str = platform("auto", "CUDA only, results unchanged up to rounding: how the training step runs (auto = "
-                                    "cudagraph, the whole step as one CUDA graph; none = eager; or a torch.compile mode: "
-                                    "default, reduce-overhead, max-autotune)")
+                                    "cudagraph, the whole step as one CUDA graph; cudagraph-inductor = the same with the model compiled "
+                                    "by inductor; none = eager; or a torch.compile mode: default, reduce-overhead, max-autotune)")
     track_steps: str = platform("", "early-phase statistics over the first N steps of each training, e.g. 4000it "
                                     "(stats.jsonl; results unchanged); empty = off")
 

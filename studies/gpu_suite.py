@@ -235,7 +235,8 @@ def variants(cuda: bool) -> list[tuple[str, dict]]:
     """(name, measure() keyword arguments), most important first. Stacked ones time 1 epoch per repeat."""
     ks = (8, 16) if cuda else (2,)
     stack = dict(trainer=False, bare=False, epochs=1)
-    out = [("cudagraph bf16", dict(precision="bf16", compile="cudagraph"))]
+    out = [("cudagraph bf16", dict(precision="bf16", compile="cudagraph")),
+           ("cudagraph-inductor bf16", dict(precision="bf16", compile="cudagraph-inductor"))]
     out += [(f"streams K={k} bf16 cudagraph", dict(precision="bf16", compile="cudagraph", stacked=k, engine="streams",
                                                    **stack)) for k in ks]
     out += [(f"vmap K={ks[0]} bf16 cudagraph", dict(precision="bf16", compile="cudagraph", stacked=ks[0], **stack)),

@@ -45,7 +45,7 @@ from .augment import derive_seed
 from .data import ImageData
 from .graphed import GraphedStep
 from .trainer import (Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, _rng_state, apply_mask, autocast,
-                      compile_mode, cpu_state, evaluate, make_optimizer, masked_pairs)
+                      compile_mode, compiled, cpu_state, evaluate, make_optimizer, masked_pairs, whole_step_graph)
 
 
 @dataclass
@@ -224,8 +224,7 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
 
     forward = vmap(one)
     mode = compile_mode(plan, device)
-    if mode not in ("none", "cudagraph"):
-        forward = torch.compile(forward, mode=mode, dynamic=False)
+    forward = compiled(forward, mode)
 
     @torch.no_grad()
     def write_back() -> None:
@@ -266,7 +265,7 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
         return [*params.values(), *buffers.values(), *momentum, loss_sum]
 
     graphed = None  # compile=cudagraph with the default loss: the whole stacked step as one CUDA graph
-    graphable = mode == "cudagraph" and _default_loss(tasks)
+    graphable = whole_step_graph(mode) and _default_loss(tasks)
     while step < plan.end:
         x, y, idx = batches.batch(step)
         inputs, targets = [], []

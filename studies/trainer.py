@@ -44,7 +44,9 @@ from .graphed import GraphedStep
 
 Mask = dict  # {parameter name: tensor of 0/1, same shape as the parameter}
 
-COMPILE_MODES = ("none", "cudagraph", "default", "reduce-overhead", "max-autotune")  # cudagraph: graphed.py
+# cudagraph: the whole step as one CUDA graph (graphed.py); cudagraph-inductor: the same, the model's
+# forward/backward compiled by inductor (fused kernels) inside it; the rest: torch.compile modes.
+COMPILE_MODES = ("none", "cudagraph", "cudagraph-inductor", "default", "reduce-overhead", "max-autotune")
 # What compile="auto" means on CUDA, from `earlyphase bench --gpu-suite` on an H200 (bf16): the whole
 # step as one CUDA graph (graphed.py) trained at 1.11 s per CIFAR-10 epoch (bare loop 0.96 s; the
 # GPU's kernel time alone is 2.3 ms per step = 0.91 s per epoch) against 6.2 s eager and ~1.75 s for
@@ -111,6 +113,17 @@ def compile_mode(plan: TrainPlan, device: torch.device) -> str:
     if plan.compile == "auto":
         return CUDA_COMPILE_AUTO
     return plan.compile
+
+
+def whole_step_graph(mode: str) -> bool:
+    return mode.startswith("cudagraph")
+
+
+def compiled(fn, mode: str):
+    """fn, or fn through torch.compile for the modes that use inductor."""
+    if mode in ("none", "cudagraph"):
+        return fn
+    return torch.compile(fn, mode="default" if mode == "cudagraph-inductor" else mode, dynamic=False)
 
 
 def cpu_state(model: torch.nn.Module) -> dict:
@@ -252,7 +265,7 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)  # in place; undone before returning
     mode = compile_mode(plan, device)
-    forward = model if mode in ("none", "cudagraph") else torch.compile(model, mode=mode, dynamic=False)
+    forward = compiled(model, mode)
     optimizer = make_optimizer(model, plan)
     params, masks = masked_pairs(model, mask)
     step, resumed_from = plan.start, None
@@ -288,7 +301,7 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
         return loss
 
     graphed = None  # the whole step as one CUDA graph (compile=cudagraph), built at the first full batch
-    graphable = mode == "cudagraph" and type(task).loss is PretextTask.loss
+    graphable = whole_step_graph(mode) and type(task).loss is PretextTask.loss
     epochs = _Epochs(data, plan, task)
     per_epoch = epochs.per_epoch
     bar = tqdm(total=plan.end - plan.start, initial=step - plan.start, desc=plan.progress or run_dir.name,
