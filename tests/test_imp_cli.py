@@ -76,10 +76,14 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(out, tmp_path, capsy
     assert not out.exists()
 
 
-def test_kill_9_during_a_level_then_rerun_matches_uninterrupted(out):
-    flags = ["--width=4", "--training_steps=2ep", "--rewind_step=5it", "--prune_fraction=0.5", "--levels=2"]
+@pytest.mark.parametrize("concurrent", [[], ["--controls=random_reinit", "--concurrent=2"]], ids=["sequential", "streams"])
+def test_kill_9_during_a_level_then_rerun_matches_uninterrupted(out, concurrent):
+    # with --concurrent=2 (streams) the killed run trains level L's trunk and control interleaved, the
+    # reference one after the other: bit-identical all the same
+    flags = ["--width=4", "--training_steps=2ep", "--rewind_step=5it", "--prune_fraction=0.5", "--levels=2",
+             *concurrent[:1]]
     full_dir, _ = imp_job.run(parse_overrides(imp_job.ImpConfig, flags + [f"--out={out}/full"]))  # the reference
-    args = [sys.executable, "-m", "earlyphase.studies.cli", "imp", *flags, f"--out={out}/killed"]
+    args = [sys.executable, "-m", "earlyphase.studies.cli", "imp", *flags, *concurrent[1:], f"--out={out}/killed"]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same kernels as the reference
     killed = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_dir = out / "killed" / full_dir.name
@@ -96,7 +100,7 @@ def test_kill_9_during_a_level_then_rerun_matches_uninterrupted(out):
     assert rerun.stdout.strip().splitlines()[-1] == str(killed_dir)
     assert [line for line in rerun.stderr.splitlines() if "level 0 trunk" in line][0].endswith("(already finished)")
     assert (killed_dir / "tickets.json").read_text() == (full_dir / "tickets.json").read_text()
-    for part in ("level_1", "level_2"):
+    for part in ("level_1", "level_2") + (("level_1/random_reinit", "level_2/random_reinit") if concurrent else ()):
         a = torch.load(full_dir / part / "final.pt", weights_only=True)["model"]
         b = torch.load(killed_dir / part / "final.pt", weights_only=True)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a), part
