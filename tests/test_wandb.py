@@ -79,3 +79,34 @@ def test_imp_command_logs_one_offline_run_per_level(tmp_path, capsys):
     assert len(runs) == 2  # level 0 and level 1
     assert cli.main(["imp", f"--out={out}", "--wandb=sometimes"]) == 2
     assert "--wandb=sometimes" in capsys.readouterr().err
+
+
+def test_router_keeps_a_levels_parts_open_together_and_closes_them_at_the_next_level():
+    """--concurrent interleaves a level's trunk and controls: their records alternate, one run each."""
+    events = []
+
+    class Run:
+        def __init__(self, name):
+            self.name = name
+
+        def log(self, values):
+            events.append(("log", self.name, values.get("test_accuracy")))
+
+        def finish(self):
+            events.append(("finish", self.name))
+
+    class Logger(WandbLogger):
+        def _init(self, name=None, **kwargs):
+            events.append(("init", name))
+            return Run(name)
+
+    router = Logger(mode="offline").router("imp", {})
+    for level, kind, acc in [(1, "trunk", 0.1), (1, "random_reinit", 0.2), (1, "trunk", 0.3),
+                             (1, "random_reinit", 0.4), (2, "trunk", 0.5)]:
+        router({"imp_level": level, "imp_kind": kind, "test_accuracy": acc})
+    router.close()
+    assert events == [("init", "imp: level 1"), ("log", "imp: level 1", 0.1),
+                      ("init", "imp: level 1 random_reinit"), ("log", "imp: level 1 random_reinit", 0.2),
+                      ("log", "imp: level 1", 0.3), ("log", "imp: level 1 random_reinit", 0.4),
+                      ("finish", "imp: level 1"), ("finish", "imp: level 1 random_reinit"),
+                      ("init", "imp: level 2"), ("log", "imp: level 2", 0.5), ("finish", "imp: level 2")]
