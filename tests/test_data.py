@@ -85,3 +85,18 @@ def test_gathered_crop_and_flip_equal_kornias_own_application():
             ours = augment_split(data, seed=7, epoch=epoch)
             assert torch.equal(ours, augment_with_kornia(data, seed=7, epoch=epoch))
             assert (ours != data.train_x).any()
+
+
+def test_table_normaliser_gives_the_cpu_numbers_bit_for_bit():
+    """Off the CPU a per-channel table (computed on the CPU) normalises: same float32 values exactly."""
+    from earlyphase.studies.bench import synthetic_cifar
+
+    for data in (load_digits(), synthetic_cifar(300, torch.device("cpu"), seed=2)):
+        every_level = torch.arange(256, dtype=torch.uint8).view(4, 64).expand(2, data.train_x.shape[1], 4, 64).contiguous()
+        for x in (data.train_x[:200], torch.stack([data.train_x[:50], data.train_x[50:100]]), every_level):
+            passes, table = data.normaliser(table=False)(x), data.normaliser(table=True)(x)
+            assert table.dtype == torch.float32 and table.shape == x.shape
+            assert torch.equal(passes, table)
+        mean = torch.tensor(data.mean, dtype=torch.float64).view(-1, 1, 1)
+        std = torch.tensor(data.std, dtype=torch.float64).view(-1, 1, 1)
+        assert torch.allclose(data.normaliser()(every_level).double(), (every_level.double() / 255 - mean) / std, atol=1e-5)
