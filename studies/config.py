@@ -160,7 +160,7 @@ def parse_overrides(cls, argv: list[str], base=None):
         key = key.replace("-", "_")
         if key not in hints:
             close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean --{close[0]}?" if close else f"; run with --help to list the options"
+            hint = f"; did you mean --{close[0]}?" if close else "; run with --help to list the options"
             raise UsageError(f"unknown option --{key}{hint}")
         if not eq:
             if hints[key] is bool and (i + 1 == len(argv) or argv[i + 1].startswith("--")):

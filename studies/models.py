@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 
-import torch
 from torch import nn
 from torch.nn import functional as F
 from timm.models import register_model

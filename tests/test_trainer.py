@@ -45,7 +45,6 @@ def test_loss_falls_on_digits(out):
 
 
 def test_same_seed_same_result_and_seed_matters(out):
-    cfg = tiny(out, training_steps="1ep")
     finals = []
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         c = tiny(out, training_steps="1ep", seed=seed)
