@@ -133,6 +133,8 @@ def test_concurrent_refusals(tmp_path, capsys):
     assert "choose one" in capsys.readouterr().err
     assert cli.main(["imp", f"--out={tmp_path}/r", "--concurrent=0"]) == 2
     assert "--concurrent=0" in capsys.readouterr().err
+    assert cli.main(["study", f"--out={tmp_path}/r", "--concurrent=2", "--concurrent_engine=threads"]) == 2
+    assert "choose streams, vmap" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*.pt"))
 
 
