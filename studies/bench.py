@@ -39,7 +39,7 @@ from .config import DATASET_DEFAULTS, option, parse_overrides, platform
 from .data import IMAGENET_MEAN, IMAGENET_STD, ImageData
 from .errors import UsageError
 from .graphed import GraphedStep
-from .schedule import Training, train_interleaved
+from .schedule import ENGINES, Training, train_interleaved
 from .stacked import train_stacked
 from .trainer import (COMPILE_MODES, Schedule, TrainPlan, autocast, compile_mode, compiled, make_optimizer, train,
                       whole_step_graph)
@@ -167,9 +167,7 @@ class BareLoop:
             x, y = self.x[j:j + BATCH], self.y[j:j + BATCH]
             if whole_step_graph(self.mode):
                 if self.graphed is None:
-                    state = lambda: [*self.model.parameters(), *self.model.buffers(), *(  # noqa: E731
-                        s["momentum_buffer"] for s in self.optimizer.state.values())]
-                    self.graphed = GraphedStep(self.body, self.optimizer, state, x, y, lr)
+                    self.graphed = GraphedStep(self.body, self.optimizer, x, y, lr, other_state=list(self.model.buffers()))
                 self.graphed(x, y, lr)
                 continue
             if self.mode == "reduce-overhead":
@@ -313,8 +311,8 @@ def resolve(cfg: BenchConfig) -> tuple[torch.device, str, int]:
             raise UsageError(f"--{name} must be a positive integer")
     if cfg.stacked < 0:
         raise UsageError("--stacked must be 0 (skip) or the number of runs to stack")
-    if cfg.engine not in ("vmap", "streams"):
-        raise UsageError(f"--engine={cfg.engine}: choose vmap or streams")
+    if cfg.engine not in ENGINES:
+        raise UsageError(f"--engine={cfg.engine}: choose {' or '.join(ENGINES)}")
     spe = cfg.steps_per_epoch or (391 if device.type == "cuda" else 6)
     if spe < 1:
         raise UsageError("--steps_per_epoch must be a positive integer")

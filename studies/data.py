@@ -60,7 +60,9 @@ class ImageData:
         def passes(x_uint8, mean=mean, std=std):
             return x_uint8.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)  # no temporaries
 
-        if not (device.type != "cpu" if table is None else table):
+        if table is None:
+            table = device.type != "cpu"
+        if not table:
             return passes
         levels = torch.arange(256, dtype=torch.uint8).expand(channels, 1, 256)
         values = passes(levels).flatten().to(device)

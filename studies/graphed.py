@@ -24,12 +24,13 @@ import torch
 class GraphedStep:
     """`step(inputs, targets, lr)` for a fixed input shape; returns the step's loss (a device tensor).
 
-    body(x, y) must run one whole step on the static tensors x, y and return the loss; state() lists
-    every tensor a step changes in place (parameters, buffers, momentum, accumulators), for the warm-up."""
+    body(x, y) must run one whole step on the static tensors x, y and return the loss. The warm-up
+    restores the optimiser's parameters and momentum buffers and `other_state`: every other tensor a
+    step changes in place (BatchNorm buffers, accumulators)."""
 
-    def __init__(self, body: Callable, optimizer: torch.optim.Optimizer, state: Callable[[], Sequence[torch.Tensor]],
-                 inputs: torch.Tensor, targets: torch.Tensor, lr: float, warmup: int = 3):
-        self.body, self.optimizer, self.state, self.warmup = body, optimizer, state, warmup
+    def __init__(self, body: Callable, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
+                 lr: float, other_state: Sequence[torch.Tensor] = (), warmup: int = 3):
+        self.body, self.optimizer, self.other_state, self.warmup = body, optimizer, list(other_state), warmup
         self.device = inputs.device
         self.capture = self.device.type == "cuda"
         fmt = torch.channels_last if inputs.dim() == 4 and self.capture else torch.contiguous_format
@@ -47,8 +48,13 @@ class GraphedStep:
         self.graph = None
         self.loss = None
 
+    def _state(self) -> list[torch.Tensor]:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        momentum = [s["momentum_buffer"] for s in self.optimizer.state.values() if s.get("momentum_buffer") is not None]
+        return params + momentum + self.other_state
+
     def _capture(self) -> None:
-        state = list(self.state())  # after the momentum buffers above exist
+        state = self._state()
         saved = [t.detach().clone() for t in state]
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))

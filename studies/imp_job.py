@@ -33,8 +33,8 @@ recorded in tickets.json as kind `perturb_{NAME}`. Draws come from derive_seed(s
 `noise` at `--perturb_noise` other than 1 is the part perturb_noise{SCALE} (same draws, scaled), so
 several scales share one trunk. "init" for the sign/magnitude swaps is the seed's initialisation.
 `--track_steps` records early-phase statistics in every part (earlyphase.studies.stats).
-`--concurrent=K` trains a level's trunk, controls and perturbations stacked on one device
-(earlyphase.studies.schedule); parts with --track_steps train one at a time.
+`--concurrent=K` trains a level's trunk, controls and perturbations together on one device
+(earlyphase.studies.schedule); with --concurrent_engine=vmap, parts with --track_steps train alone.
 """
 
 from __future__ import annotations

@@ -101,8 +101,8 @@ ENGINES = ("streams", "vmap")
 
 def train_interleaved(trainings: Sequence[Training]) -> list[TrainResult]:
     """The trainings advanced one step each in turn, each on its own CUDA stream (off CUDA: in turn only)."""
-    cuda = any(p.is_cuda for p in trainings[0].model.parameters())
     device = next(trainings[0].model.parameters()).device
+    cuda = device.type == "cuda"
     here = torch.cuda.current_stream(device) if cuda else None
     streams = [torch.cuda.Stream(device) if cuda else None for _ in trainings]
     for s in streams:

@@ -164,11 +164,13 @@ def _default_loss(tasks: list[PretextTask]) -> bool:
     return all(type(t).loss is PretextTask.loss for t in tasks)
 
 
-def _losses(tasks: list[PretextTask], outputs: torch.Tensor, targets: list) -> torch.Tensor:
-    """The K losses: one vectorised cross-entropy where every task uses the default loss, else per task."""
+def _losses(tasks: list[PretextTask], outputs: torch.Tensor, targets) -> torch.Tensor:
+    """The K losses: one vectorised cross-entropy where every task uses the default loss, else per task.
+    targets: the K tasks' targets, as a list or (class labels) already stacked as one [K, B] tensor."""
     if _default_loss(tasks) and all(isinstance(t, torch.Tensor) and t.dtype == torch.long and t.dim() == 1
                                     for t in targets):
-        flat = F.cross_entropy(outputs.float().flatten(0, 1), torch.stack(targets).flatten(), reduction="none")
+        labels = targets if isinstance(targets, torch.Tensor) else torch.stack(targets)
+        flat = F.cross_entropy(outputs.float().flatten(0, 1), labels.flatten(), reduction="none")
         return flat.view(len(tasks), -1).mean(1)
     return torch.stack([t.loss(outputs[k], targets[k]) for k, t in enumerate(tasks)])
 
@@ -253,16 +255,12 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, plan.precision):
             outputs = forward(params, buffers, x)
-        losses = _losses(tasks, outputs, list(targets) if isinstance(targets, torch.Tensor) else targets)
+        losses = _losses(tasks, outputs, targets)
         losses.sum().backward()  # d(sum)/d(loss_k) = 1: each model gets exactly its own gradient
         optimizer.step()
         apply_mask(mask_params, stacked_masks)
         loss_sum.add_(losses.detach())
         return losses
-
-    def step_state():
-        momentum = [s["momentum_buffer"] for s in optimizer.state.values() if s.get("momentum_buffer") is not None]
-        return [*params.values(), *buffers.values(), *momentum, loss_sum]
 
     graphed = None  # compile=cudagraph with the default loss: the whole stacked step as one CUDA graph
     graphable = whole_step_graph(mode) and _default_loss(tasks)
@@ -279,7 +277,8 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
         stacked_inputs = torch.stack(inputs)
         if (graphable and graphed is None and x.shape[1] == plan.batch_size
                 and all(isinstance(t, torch.Tensor) and t.dtype == torch.long and t.dim() == 1 for t in targets)):
-            graphed = GraphedStep(step_body, optimizer, step_state, stacked_inputs, torch.stack(targets), lr)
+            graphed = GraphedStep(step_body, optimizer, stacked_inputs, torch.stack(targets), lr,
+                                  other_state=[*buffers.values(), loss_sum])
         if graphed is not None and stacked_inputs.shape == graphed.x.shape:
             graphed(stacked_inputs, torch.stack(targets), lr)
         else:

@@ -9,10 +9,10 @@ ticket records; then `report.write_report` over exactly this study's IMP runs. C
 
 All units reuse the run directories of `earlyphase pretrain` and `earlyphase imp` under `--out`, so killing
 and rerunning a study finishes only the remaining work, and a unit shared with another study or sweep is
-never redone. `--concurrent=K` advances all units in lock-step and stacks their same-shaped trainings
-K at a time on one device (earlyphase.studies.schedule); results are those of the sequential study up
-to floating-point rounding, and the run directories are the same. The study itself writes `study_HASH/study.json` (its units and their run directories) and
-`study_HASH/report/`.
+never redone. `--concurrent=K` advances all units in lock-step and runs their trainings K at a time
+on one device (earlyphase.studies.schedule); with the default engine the results are the sequential
+study's bit for bit, in the same run directories. The study itself writes `study_HASH/study.json` (its
+units and their run directories) and `study_HASH/report/`.
 
 Presets (`--preset`) set defaults field by field; every flag given on the command line wins:
 - `quick` (default): digits, all conditions, seeds 0,1, a small budget (see PRESETS: width 12, 5 epochs,
@@ -134,7 +134,7 @@ def validate_units(cfg: StudyConfig, units: list[dict]) -> None:
 
 def work(cfg: StudyConfig) -> Job:
     """The study as a scheduler job: its units one after another, or all in lock-step with --concurrent > 1
-    (so their trainings stack); returns (study dir, report dir)."""
+    (so their trainings run together); returns (study dir, report dir)."""
     units = plan_units(cfg)
     validate_units(cfg, units)
     out = run_dir("study", cfg)

@@ -13,8 +13,8 @@ A ledger in DIR/sweeps/NAME-HASH/ (ledger.json and one log per run) records fini
 rerun skips; the commands themselves resume their own unfinished work.
 
 `--concurrent=K` (sweeps of `earlyphase study` runs) runs the studies in this process instead, all
-in lock-step, so same-shaped trainings of every study stack K at a time on one device
-(earlyphase.studies.schedule; results equal the separate runs' up to rounding, same run directories).
+in lock-step, so the trainings of every study run K at a time on one device (earlyphase.studies.schedule;
+with the default engine the results are the separate runs' bit for bit, in the same run directories).
 Their output goes to this terminal, not to per-run logs; an error stops the sweep (rerun to resume).
 """
 
@@ -127,7 +127,7 @@ def check_args(args: list[str]) -> None:
 def _parse_options(argv: list[str]) -> tuple[Path, int | None, int, Path, int]:
     if len(argv) < 2 or argv[0] != "run":
         raise UsageError(USAGE)
-    path, count, jobs, out, stack = Path(argv[1]).expanduser(), None, 1, Path("runs"), 1
+    path, count, jobs, out, concurrency = Path(argv[1]).expanduser(), None, 1, Path("runs"), 1
     for arg in argv[2:]:
         key, eq, value = arg.partition("=")
         try:
@@ -138,50 +138,43 @@ def _parse_options(argv: list[str]) -> tuple[Path, int | None, int, Path, int]:
             elif key == "--out" and eq:
                 out = Path(value).expanduser()
             elif key == "--concurrent" and eq:
-                stack = int(value)
+                concurrency = int(value)
             else:
                 raise UsageError(f"unknown option {arg}: {USAGE}")
         except ValueError:
             raise UsageError(f"{arg}: expected a whole number") from None
-    if (count is not None and count < 1) or jobs < 1 or stack < 1:
+    if (count is not None and count < 1) or jobs < 1 or concurrency < 1:
         raise UsageError("--count, --jobs and --concurrent must be at least 1")
-    if jobs > 1 and stack > 1:
+    if jobs > 1 and concurrency > 1:
         raise UsageError("--jobs runs processes side by side, --concurrent stacks trainings in one: choose one")
-    return path, count, jobs, out, stack
+    return path, count, jobs, out, concurrency
 
 
-def run_stacked(argvs: list[list[str]], commands: list[list[str]], ledger: dict, save, out: Path, stack: int) -> list[int]:
-    """Every unfinished study of the sweep in this process, in lock-step, trainings stacked `stack` at a time."""
+def run_in_process(commands: list[list[str]], out: Path, concurrency: int, finished, record) -> None:
+    """Every unfinished study of the sweep in this process, in lock-step, `concurrency` trainings at a time.
+    finished(i) says (and reports) whether run i finished earlier; record(i, 0, None) books it when it ends."""
     from . import schedule, study
 
-    jobs, codes = [], [0] * len(commands)
-    for i, command in enumerate(commands):
+    cfgs = []
+    for command in commands:
         args = earlyphase_args(command)
         if args[0] != "study":
             raise UsageError(f"--concurrent runs sweeps of `earlyphase study`; this one runs `earlyphase {args[0]}`: use --jobs")
-        key = " ".join(argvs[i])
-        if ledger.get(key, {}).get("returncode") == 0:
-            print(f"[{i + 1}/{len(commands)}] {key}: finished earlier, skipped", file=sys.stderr)
-            continue
-        cfg = study.parse([*args[1:], f"--out={out}", f"--concurrent={stack}"])
-        jobs.append(_ledgered(study.work(cfg), i, argvs[i], ledger, save, len(commands)))
-    engines = {study.parse(earlyphase_args(c)[1:]).concurrent_engine for c in commands}
+        cfgs.append(study.parse([*args[1:], f"--out={out}", f"--concurrent={concurrency}"]))
+    engines = {cfg.concurrent_engine for cfg in cfgs}
     if len(engines) > 1:
         raise UsageError(f"the sweep's runs ask for different --concurrent_engine values ({', '.join(sorted(engines))}): use one")
-    schedule.run(schedule.gather(jobs), stack, engines.pop())
-    return codes
 
+    def booked(i: int):
+        yield from study.work(cfgs[i])
+        record(i, 0, None)
 
-def _ledgered(job, i: int, argv: list[str], ledger: dict, save, total: int):
-    """`job`, then its ledger entry (finished, returncode 0) once it ends."""
-    yield from job
-    ledger[" ".join(argv)] = {"argv": argv, "returncode": 0, "log": None}
-    save()
-    print(f"[{i + 1}/{total}] {' '.join(argv)}: done", file=sys.stderr)
+    jobs = [booked(i) for i in range(len(commands)) if not finished(i)]
+    schedule.run(schedule.gather(jobs), concurrency, engines.pop())
 
 
 def main(argv: list[str]) -> int:
-    path, count, jobs, out, stack = _parse_options(argv)
+    path, count, jobs, out, concurrency = _parse_options(argv)
     config = load_sweep(path)
     argvs = enumerate_argvs(config, count)
     commands = [expand_command(config, a) for a in argvs]
@@ -194,31 +187,34 @@ def main(argv: list[str]) -> int:
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
     lock = threading.Lock()
 
-    def save() -> None:
-        with lock:
-            write_json_atomic(ledger_path, ledger)
+    def finished(i: int) -> bool:
+        if ledger.get(" ".join(argvs[i]), {}).get("returncode") != 0:
+            return False
+        print(f"[{i + 1}/{len(commands)}] {' '.join(argvs[i])}: finished earlier, skipped", file=sys.stderr)
+        return True
 
-    if stack > 1:
-        codes = run_stacked(argvs, commands, ledger, save, out, stack)
-        print(f"sweep {path.name}: {len(codes)} of {len(codes)} runs finished; report: earlyphase report {out}", file=sys.stderr)
+    def record(i: int, code: int, log: str | None) -> None:
+        with lock:
+            ledger[" ".join(argvs[i])] = {"argv": argvs[i], "returncode": code, "log": log}
+            write_json_atomic(ledger_path, ledger)
+        failed = f"FAILED (exit {code}), see {ledger_dir}/{log}"
+        print(f"[{i + 1}/{len(commands)}] {' '.join(argvs[i])}: {'done' if code == 0 else failed}", file=sys.stderr)
+
+    if concurrency > 1:
+        run_in_process(commands, out, concurrency, finished, record)
+        print(f"sweep {path.name}: {len(commands)} of {len(commands)} runs finished; report: earlyphase report {out}",
+              file=sys.stderr)
         print(ledger_dir)
         return 0
 
     def run_one(i: int, command: list[str]) -> int:
-        key = " ".join(argvs[i])
-        if ledger.get(key, {}).get("returncode") == 0:
-            print(f"[{i + 1}/{len(commands)}] {key}: finished earlier, skipped", file=sys.stderr)
+        if finished(i):
             return 0
-        args = earlyphase_args(command)
-        full = [sys.executable, "-m", "earlyphase.studies.cli", *args, f"--out={out}"]
-        print(f"[{i + 1}/{len(commands)}] {key}: running", file=sys.stderr)
+        full = [sys.executable, "-m", "earlyphase.studies.cli", *earlyphase_args(command), f"--out={out}"]
+        print(f"[{i + 1}/{len(commands)}] {' '.join(argvs[i])}: running", file=sys.stderr)
         with open(ledger_dir / f"run-{i:04d}.log", "w") as log:
             code = subprocess.run(full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
-        with lock:
-            ledger[key] = {"argv": argvs[i], "returncode": code, "log": f"run-{i:04d}.log"}
-            write_json_atomic(ledger_path, ledger)
-        print(f"[{i + 1}/{len(commands)}] {key}: {'done' if code == 0 else f'FAILED (exit {code}), see {ledger_dir}/run-{i:04d}.log'}",
-              file=sys.stderr)
+        record(i, code, f"run-{i:04d}.log")
         return code
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:

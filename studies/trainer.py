@@ -202,12 +202,6 @@ class _Epochs:
         return self.normalise(self.images[idx]), self.data.train_y[idx], idx
 
 
-def _step_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_sum: torch.Tensor) -> list:
-    """Every tensor a training step changes in place (what a CUDA-graph warm-up must restore)."""
-    momentum = [s["momentum_buffer"] for s in optimizer.state.values() if s.get("momentum_buffer") is not None]
-    return [*model.parameters(), *model.buffers(), *momentum, loss_sum]
-
-
 def _rng_state(device: torch.device) -> dict:
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -314,8 +308,7 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
         inputs, targets = task.batch(x, y, idx)
         lr = plan.schedule.lr_at(step)
         if graphable and graphed is None and len(x) == plan.batch_size:
-            graphed = GraphedStep(step_body, optimizer, lambda: _step_state(model, optimizer, loss_sum),
-                                  inputs, targets, lr)
+            graphed = GraphedStep(step_body, optimizer, inputs, targets, lr, other_state=[*model.buffers(), loss_sum])
         if graphed is not None and inputs.shape == graphed.x.shape:
             loss = graphed(inputs, targets, lr)
         else:
