@@ -40,12 +40,12 @@ from tqdm import tqdm
 from earlyphase.pretext.base import PretextTask
 from earlyphase.pretext.supervised import Supervised
 
-from . import checkpoints
 from .augment import derive_seed
 from .data import ImageData
 from .graphed import GraphedStep
-from .trainer import (Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, _rng_state, apply_mask, autocast,
-                      compile_mode, compiled, cpu_state, evaluate, make_optimizer, masked_pairs, whole_step_graph)
+from .trainer import (Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, apply_mask, autocast, compile_mode,
+                      compiled, evaluate, finish_run, load_checkpoint, make_optimizer, masked_pairs, save_checkpoint,
+                      save_weights, whole_step_graph)
 
 
 @dataclass
@@ -92,7 +92,6 @@ class _Member:
         self.run, self.plan, self.model = run, run.plan, run.model
         self.task = run.task or Supervised()
         self.dir = Path(run.run_dir)
-        self.summary_path, self.ckpt_path = self.dir / "summary.json", self.dir / "checkpoint.pt"
         self.metrics_path = self.dir / "metrics.jsonl"
         self.optimizer = make_optimizer(self.model, self.plan)  # holds this run's state in train()'s format
         self.step, self.resumed_from = self.plan.start, None
@@ -101,12 +100,9 @@ class _Member:
 
     def prepare(self, device: torch.device) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        if self.ckpt_path.exists():
-            state = checkpoints.load(self.ckpt_path, map_location=device)
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.step = self.resumed_from = state["step"]
-            self.loss_sum, self.loss_count = state["loss_sum"].to(device), state["loss_count"]
+        if (self.dir / "checkpoint.pt").exists():
+            self.step, self.loss_sum, self.loss_count, _ = load_checkpoint(self.dir, self.model, self.optimizer, device)
+            self.resumed_from = self.step
         elif self.run.optimizer_state is not None:
             self.optimizer.load_state_dict(self.run.optimizer_state)
         apply_mask(*masked_pairs(self.model, self.run.mask))
@@ -115,23 +111,13 @@ class _Member:
             self.save_weights(self.step)
 
     def save_weights(self, it: int) -> None:
-        checkpoints.save_atomic({"model": cpu_state(self.model), "optimizer": self.optimizer.state_dict(),
-                                 "step": it}, self.dir / f"weights_{it}it.pt")
+        save_weights(self.dir, self.model, self.optimizer, it)
 
     def checkpoint(self, step: int, device: torch.device) -> None:
-        checkpoints.save_atomic({"model": cpu_state(self.model), "optimizer": self.optimizer.state_dict(),
-                                 "step": step, "loss_sum": self.loss_sum.cpu(), "loss_count": self.loss_count,
-                                 "rng": _rng_state(device)}, self.ckpt_path)
+        save_checkpoint(self.dir, self.model, self.optimizer, step, self.loss_sum, self.loss_count, device)
 
     def finish(self, data: ImageData) -> TrainResult:
-        final = self.records[-1] if self.records else {**evaluate(self.model, data, self.task, self.plan),
-                                                       "train_loss": None}
-        checkpoints.save_atomic({"model": cpu_state(self.model), "step": self.plan.end}, self.dir / "final.pt")
-        summary = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
-                   "train_loss": final["train_loss"], "start_step": self.plan.start, "end_step": self.plan.end,
-                   "iterations_per_epoch": data.iterations_per_epoch(self.plan.batch_size)}
-        checkpoints.write_json_atomic(self.summary_path, summary)
-        self.ckpt_path.unlink(missing_ok=True)
+        summary = finish_run(self.dir, self.model, data, self.task, self.plan, self.records)
         return TrainResult(summary, self.dir, resumed_from=self.resumed_from)
 
 

@@ -202,6 +202,40 @@ class _Epochs:
         return self.normalise(self.images[idx]), self.data.train_y[idx], idx
 
 
+# ------------------------------------------------------------------ a run directory's files (train() and stacked.py)
+def save_weights(run_dir: Path, model, optimizer, it: int) -> None:
+    """weights_{it}it.pt: a rewind point (model and optimiser at step it)."""
+    checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(), "step": it},
+                            run_dir / f"weights_{it}it.pt")
+
+
+def save_checkpoint(run_dir: Path, model, optimizer, step: int, loss_sum: torch.Tensor, loss_count: int,
+                    device: torch.device) -> None:
+    checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(), "step": step,
+                             "loss_sum": loss_sum.cpu(), "loss_count": loss_count, "rng": _rng_state(device)},
+                            run_dir / "checkpoint.pt")
+
+
+def load_checkpoint(run_dir: Path, model, optimizer, device: torch.device) -> tuple[int, torch.Tensor, int, dict]:
+    """Restore model and optimiser from checkpoint.pt; returns (step, loss_sum, loss_count, rng state)."""
+    state = checkpoints.load(run_dir / "checkpoint.pt", map_location=device)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["step"], state["loss_sum"].to(device), state["loss_count"], state["rng"]
+
+
+def finish_run(run_dir: Path, model, data: ImageData, task: PretextTask, plan: TrainPlan, records: list[dict]) -> dict:
+    """final.pt and summary.json (the last evaluation's metrics), then the checkpoint goes; returns the summary."""
+    final = records[-1] if records else {**evaluate(model, data, task, plan), "train_loss": None}
+    checkpoints.save_atomic({"model": cpu_state(model), "step": plan.end}, run_dir / "final.pt")
+    summary = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
+               "train_loss": final["train_loss"], "start_step": plan.start, "end_step": plan.end,
+               "iterations_per_epoch": data.iterations_per_epoch(plan.batch_size)}
+    checkpoints.write_json_atomic(run_dir / "summary.json", summary)
+    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    return summary
+
+
 def _rng_state(device: torch.device) -> dict:
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -265,23 +299,16 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
     step, resumed_from = plan.start, None
     loss_sum, loss_count = torch.zeros((), device=device), 0
     if ckpt_path.exists():
-        state = checkpoints.load(ckpt_path, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = resumed_from = state["step"]
-        loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
-        _set_rng_state(state["rng"], device)
+        step, loss_sum, loss_count, rng = load_checkpoint(run_dir, model, optimizer, device)
+        resumed_from = step
+        _set_rng_state(rng, device)
     elif optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     apply_mask(params, masks)
     records = _restore_metrics(metrics_path, resumed_from)
 
-    def save_weights(it: int) -> None:
-        checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(),
-                                 "step": it}, run_dir / f"weights_{it}it.pt")
-
     if step == plan.start and plan.start in plan.save_at:
-        save_weights(step)
+        save_weights(run_dir, model, optimizer, step)
 
     def step_body(inputs, targets):
         optimizer.zero_grad(set_to_none=True)
@@ -323,7 +350,7 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
         for hook in step_hooks:
             hook(step, model, loss)
         if step in plan.save_at:
-            save_weights(step)
+            save_weights(run_dir, model, optimizer, step)
         yield  # a step is done: an interleaving caller may advance another training now
         if step % per_epoch and step != plan.end:
             continue
@@ -340,19 +367,10 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
                 sink(record)
             bar.set_postfix(acc=record["test_accuracy"], loss=round(record["train_loss"], 4), refresh=False)
         if epoch % plan.checkpoint_every == 0 and step < plan.end:
-            checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(),
-                                     "step": step, "loss_sum": loss_sum.cpu(), "loss_count": loss_count,
-                                     "rng": _rng_state(device)}, ckpt_path)
+            save_checkpoint(run_dir, model, optimizer, step, loss_sum, loss_count, device)
     bar.close()
     if device.type == "cuda":
         model.to(memory_format=torch.contiguous_format)
 
-    final = records[-1] if records else {**evaluate(model, data, task, plan), "train_loss": None}
-    checkpoints.save_atomic({"model": cpu_state(model), "step": plan.end}, run_dir / "final.pt")
-    summary = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
-               "train_loss": final["train_loss"], "start_step": plan.start, "end_step": plan.end,
-               "iterations_per_epoch": per_epoch}
-    checkpoints.write_json_atomic(summary_path, summary)
-    ckpt_path.unlink(missing_ok=True)
-    return TrainResult(summary, run_dir, resumed_from=resumed_from)
+    return TrainResult(finish_run(run_dir, model, data, task, plan, records), run_dir, resumed_from=resumed_from)
 
