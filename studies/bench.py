@@ -41,8 +41,8 @@ from .errors import UsageError
 from .graphed import GraphedStep
 from .schedule import ENGINES, Training, train_interleaved
 from .stacked import train_stacked
-from .trainer import (COMPILE_MODES, Schedule, TrainPlan, autocast, compile_mode, compiled, make_optimizer, train,
-                      whole_step_graph)
+from .trainer import (COMPILE_MODES, Schedule, TrainPlan, autocast, compile_mode, compiled, cpu_process_settings,
+                      make_optimizer, train, whole_step_graph)
 
 CIFAR_TRAIN = 50_000
 GRID_EPOCHS = 6 * 3 * 9 * 160  # conditions x seeds x trainings (dense + 8 levels) x epochs
@@ -236,6 +236,8 @@ def measure(device: torch.device, precision: str, compile: str, width: int, step
             log=None, epochs: int | None = None, engine: str = "streams") -> dict:
     """Alternate bare / trainer / stacked repeats after a short warm-up; medians in images per second."""
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    if device.type == "cpu":
+        cpu_process_settings()  # process-wide, as any CPU training sets them: both loops run under them
     epochs = epochs or DATASET_DEFAULTS["cifar10"]["eval_every"]  # default: one evaluation per repeat, as in a real run
     plan = bench_plan(steps_per_epoch, epochs, precision, compile)
     data = synthetic_cifar(steps_per_epoch * BATCH, device)

@@ -44,8 +44,8 @@ from .augment import derive_seed
 from .data import ImageData
 from .graphed import GraphedStep
 from .trainer import (Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, apply_mask, autocast, compile_mode,
-                      compiled, evaluate, finish_run, load_checkpoint, make_optimizer, masked_pairs, save_checkpoint,
-                      save_weights, whole_step_graph)
+                      compiled, cpu_process_settings, evaluate, finish_run, load_checkpoint, make_optimizer,
+                      masked_pairs, save_checkpoint, save_weights, whole_step_graph)
 
 
 @dataclass
@@ -167,7 +167,7 @@ def train_stacked(runs: Sequence[StackedRun], data: ImageData) -> list[TrainResu
     _check(runs, data)
     device = data.train_x.device
     if device.type == "cpu":
-        torch.set_flush_denormal(True)  # as train() does on the CPU, so both compute the same numbers
+        cpu_process_settings()  # as train() does on the CPU, so both compute the same numbers
     results: list[TrainResult | None] = [None] * len(runs)
     members = {}
     for k, run in enumerate(runs):
