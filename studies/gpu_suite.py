@@ -239,7 +239,8 @@ def variants(cuda: bool) -> list[tuple[str, dict]]:
            ("cudagraph-inductor bf16", dict(precision="bf16", compile="cudagraph-inductor"))]
     out += [(f"streams K={k} bf16 cudagraph", dict(precision="bf16", compile="cudagraph", stacked=k, engine="streams",
                                                    **stack)) for k in ks]
-    out += [(f"vmap K={ks[0]} bf16 cudagraph", dict(precision="bf16", compile="cudagraph", stacked=ks[0], **stack)),
+    out += [(f"vmap K={ks[0]} bf16 cudagraph", dict(precision="bf16", compile="cudagraph", stacked=ks[0], engine="vmap",
+                                                  **stack)),
             ("eager bf16", dict(precision="bf16", compile="none")),
             ("cudagraph fp32", dict(precision="fp32", compile="cudagraph")),
             ("reduce-overhead bf16", dict(precision="bf16", compile="reduce-overhead")),
@@ -306,7 +307,7 @@ def run_suite(cfg: BenchConfig) -> int:
                                                         trainer=kwargs.get("trainer", True),
                                                         bare=kwargs.get("bare", True), log=say,
                                                         epochs=kwargs.get("epochs"),
-                                                        engine=kwargs.get("engine", "vmap")), 150)
+                                                        engine=kwargs.get("engine", "streams")), 150)
         if result is None:
             continue
         report["variants"][name] = result

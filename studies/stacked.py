@@ -150,11 +150,15 @@ def _default_loss(tasks: list[PretextTask]) -> bool:
     return all(type(t).loss is PretextTask.loss for t in tasks)
 
 
+def _class_labels(targets) -> bool:
+    """Whether the K targets are class labels (1-D long), which one vectorised cross-entropy can take."""
+    return all(isinstance(t, torch.Tensor) and t.dtype == torch.long and t.dim() == 1 for t in targets)
+
+
 def _losses(tasks: list[PretextTask], outputs: torch.Tensor, targets) -> torch.Tensor:
     """The K losses: one vectorised cross-entropy where every task uses the default loss, else per task.
     targets: the K tasks' targets, as a list or (class labels) already stacked as one [K, B] tensor."""
-    if _default_loss(tasks) and all(isinstance(t, torch.Tensor) and t.dtype == torch.long and t.dim() == 1
-                                    for t in targets):
+    if _default_loss(tasks) and _class_labels(targets):
         labels = targets if isinstance(targets, torch.Tensor) else torch.stack(targets)
         flat = F.cross_entropy(outputs.float().flatten(0, 1), labels.flatten(), reduction="none")
         return flat.view(len(tasks), -1).mean(1)
@@ -261,8 +265,7 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
             targets.append(t)
         lr = plan.schedule.lr_at(step)
         stacked_inputs = torch.stack(inputs)
-        if (graphable and graphed is None and x.shape[1] == plan.batch_size
-                and all(isinstance(t, torch.Tensor) and t.dtype == torch.long and t.dim() == 1 for t in targets)):
+        if graphable and graphed is None and x.shape[1] == plan.batch_size and _class_labels(targets):
             graphed = GraphedStep(step_body, optimizer, stacked_inputs, torch.stack(targets), lr,
                                   other_state=[*buffers.values(), loss_sum])
         if graphed is not None and stacked_inputs.shape == graphed.x.shape:

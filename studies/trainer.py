@@ -165,11 +165,12 @@ def evaluate(model, data: ImageData, task: PretextTask, plan: TrainPlan, batch: 
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct_sum, counted = torch.zeros((), device=device), 0
+    normalise = data.normaliser()  # once: off the CPU it builds a table
     with fork_rng(device):
         torch.manual_seed(derive_seed(plan.seed, "eval"))  # fixed draws for stochastic tasks (e.g. rotations)
         for lo in range(0, len(data.test_y), batch):
             idx = torch.arange(lo, min(lo + batch, len(data.test_y)), device=device)
-            inputs, targets = task.batch(data.normalise(data.test_x[idx]), data.test_y[idx], idx)
+            inputs, targets = task.batch(normalise(data.test_x[idx]), data.test_y[idx], idx)
             with autocast(device, plan.precision):
                 out = model(inputs)
             loss_sum += task.loss(out.float(), targets).float() * len(idx)
