@@ -7,12 +7,12 @@ to exactly 0 (not multiplied, so no -0.0).
 
 Optimiser: the reference code restarts SGD at the rewind step (no momentum) and continues the
 learning-rate schedule from k; that is the default ("fresh"). "rewound" instead restores the momentum
-buffers saved at step k, with the pruned entries zeroed so they cannot push a pruned weight.
+buffers saved at step k, with the pruned entries zeroed so they cannot push a pruned weight. Momentum
+travels by parameter name (`momentum_by_name`), so it survives a change of head (a pretext task's own
+head replaced by a fresh classifier) and a change of device or optimiser flavour.
 """
 
 from __future__ import annotations
-
-import copy
 
 import torch
 
@@ -38,20 +38,26 @@ def rewound_state(state: dict, mask: Mask) -> dict:
     return out
 
 
-def masked_optimizer_state(optimizer_state: dict, param_names: list[str], mask: Mask) -> dict:
-    """A copy of an optimiser state dict with every per-parameter tensor of a pruned weight zeroed.
+def momentum_by_name(optimizer_state: dict, param_names: list[str]) -> dict:
+    """{parameter name: momentum buffer} from an SGD state dict (which indexes parameters by position).
 
     param_names: the model's parameter names in the order the optimiser was built with
-    (`model.named_parameters()`), which is how state dicts index parameters.
-    """
+    (`model.named_parameters()`). Parameters that have no momentum yet are left out."""
     indices = [i for group in optimizer_state["param_groups"] for i in group["params"]]
     if len(indices) != len(param_names):
         raise ValueError(f"optimiser state has {len(indices)} parameters, the model {len(param_names)}")
-    out = copy.deepcopy(optimizer_state)
+    out = {}
     for index, name in zip(indices, param_names):
-        if name not in mask or index not in out["state"]:
-            continue
-        for key, value in out["state"][index].items():
-            if isinstance(value, torch.Tensor) and value.shape == mask[name].shape:
-                out["state"][index][key] = torch.where(mask[name].to(value.device), value, torch.zeros_like(value))
+        buffer = optimizer_state["state"].get(index, {}).get("momentum_buffer")
+        if buffer is not None:
+            out[name] = buffer.detach().clone()
+    return out
+
+
+def masked_momentum(momentum: dict, mask: Mask) -> dict:
+    """A copy of {name: momentum buffer} with the entries of pruned weights zeroed, so no momentum pushes them."""
+    out = {}
+    for name, buffer in momentum.items():
+        keep = mask.get(name)
+        out[name] = buffer.clone() if keep is None else torch.where(keep.to(buffer.device), buffer, torch.zeros_like(buffer))
     return out

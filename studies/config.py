@@ -109,8 +109,11 @@ def hashed_fields(cfg) -> dict:
     return out
 
 
-def run_name(kind: str, cfg) -> str:
-    blob = json.dumps({"kind": kind, **hashed_fields(cfg)}, sort_keys=True, default=str)
+def run_name(kind: str, cfg, protocol: int | None = None) -> str:
+    """KIND_HASH over the hashed fields; `protocol` (when given) enters the hash, so runs computed under an
+    earlier protocol of that kind are never reused."""
+    named = {"kind": kind, **hashed_fields(cfg), **({"protocol": protocol} if protocol is not None else {})}
+    blob = json.dumps(named, sort_keys=True, default=str)
     return f"{kind}_{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 

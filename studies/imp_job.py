@@ -4,15 +4,18 @@ Protocol (Frankle et al.; the library is `earlyphase.imp`):
 - Level 0 trains the dense network from its seeded initialisation over [0, T) and saves the rewind
   point at `--rewind_step` k (`level_0/weights_{k}it.pt`: model and optimiser; `0it` = reset).
   With `--rewind_from=PATH` (a run directory holding `rewind_point.pt`, or such a file) that state is
-  the rewind point and level 0's start instead; its mask (sparse pretraining) is level 0's mask, every
-  level trains [0, T) (pretraining does not count as supervised steps) and `--rewind_step` is ignored.
+  the rewind point and level 0's start instead, and k is the step the file stands for (its `step`: a
+  pretraining for k steps replaced the run's first k iterations). Level 0 then trains [k, T) from it,
+  continuing with its momentum buffers (as the dense run continues across step k), and every level
+  trains [k, T) as with rewinding to k; its mask (sparse pretraining) is level 0's mask, and
+  `--rewind_step` is ignored. So a `supervised` rewind point of k steps gives rewinding to k, bit for bit.
 - Level L >= 1 prunes `--prune_fraction` of the surviving weights of level L-1's final weights by one
   global magnitude ranking, resets the survivors to the rewind point, and trains [k, T) under the mask.
   Rewound: every parameter and buffer (BatchNorm gamma/beta and running statistics included); pruned
   weights are exactly 0 and stay 0 (the trainer masks after every optimiser step).
 - Optimiser at the rewind: `fresh` (default, the reference code: new SGD, no momentum) or `rewound`
-  (momentum buffers from step k, pruned entries zeroed; not available with --rewind_from, whose files
-  hold no optimiser). The learning rate is a function of the step, so the schedule continues from k.
+  (momentum buffers from step k, pruned entries zeroed; with --rewind_from, the file's momentum). The
+  learning rate is a function of the step, so the schedule continues from k.
 - Controls per level >= 1 (`--controls`): random_reinit (trunk mask, fresh init from seed
   derive_seed(seed, "reinit", L), fresh optimiser), random_prune_global / random_prune_layerwise (random
   mask of the trunk's global / per-layer density from derive_seed(seed, control, L), from the rewind
@@ -54,9 +57,10 @@ from earlyphase.imp import controls as imp_controls
 from earlyphase.imp import masks as imp_masks
 from earlyphase.imp import perturb as imp_perturb
 from earlyphase.imp.pruning import global_magnitude_prune
-from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_optimizer_state, rewound_state
+from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_momentum, momentum_by_name, rewound_state
 
 from . import checkpoints, schedule, setup, stats
+from .trainer import make_optimizer
 from .augment import derive_seed
 from .config import DATASET_DEFAULTS, TrainConfig, option, parse_overrides, platform, run_dir
 from .wandb_log import logged_run
@@ -105,6 +109,7 @@ class _Run:
     level0_description: str
     rewind_file: dict | None  # the --rewind_from contents
     rewind_from_sha256: str | None
+    rewind_momentum: dict | None  # {name: momentum} at the rewind point (--rewind_from files), else None
     perturbations: tuple = ()
 
 
@@ -133,6 +138,16 @@ def _check_rewind_file(state, path: Path, cfg: ImpConfig, model, names) -> dict:
         detail = (str(err).strip().splitlines()[1:2] or [str(err)])[0].strip()
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
         raise UsageError(f"--rewind_from: {path} does not fit {cfg.model} width {cfg.width}: {detail}") from None
+    step = state.get("step")
+    if not isinstance(step, int) or step < 0:
+        raise UsageError(f"--rewind_from: {path} does not say which step it stands for (made by an earlier earlyphase, "
+                         f"whose pretraining did not count as the run's first k steps): rerun `earlyphase pretrain` to "
+                         f"remake it, or add 'step': K (0 = an initialisation) to the file")
+    momentum = state.get("momentum") or {}
+    params = dict(model.named_parameters())
+    if not isinstance(momentum, dict) or any(n not in params or not isinstance(m, torch.Tensor) or m.shape != params[n].shape
+                                             for n, m in momentum.items()):
+        raise UsageError(f"--rewind_from: {path} holds momentum that does not fit {cfg.model} width {cfg.width}")
     mask = state.get("mask")
     if mask is not None:
         try:
@@ -181,30 +196,33 @@ def prepare(cfg: ImpConfig) -> _Run:
     cfg = dataclasses.replace(cfg, controls=",".join(controls), prune_ignore=",".join(ignored), perturb=",".join(perturbations))
     base_mask = imp_masks.dense_mask(model, names)
 
-    rewind_file = sha = None
+    rewind_file = sha = momentum = None
     if cfg.rewind_from:
-        if cfg.rewind_optimizer != "fresh":
-            raise UsageError("--rewind_optimizer=rewound needs the optimiser state of a dense run; --rewind_from files hold none: use fresh")
         path = _resolve_rewind_from(cfg.rewind_from)
         cfg = dataclasses.replace(cfg, rewind_from=str(Path(cfg.rewind_from).expanduser().resolve()))  # for the records
         rewind_file = _check_rewind_file(checkpoints.load(path), path, cfg, model, names)
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        momentum = rewind_file.get("momentum") or None
+        if cfg.rewind_optimizer == "rewound" and momentum is None:
+            raise UsageError(f"--rewind_optimizer=rewound needs momentum at the rewind point; {path} holds none: use fresh")
         if rewind_file.get("mask") is not None:
             base_mask.update({n: m.clone() for n, m in rewind_file["mask"].items()})
-        if cfg.rewind_step != DATASET_DEFAULTS[cfg.dataset]["rewind_step"]:
-            print(f"earlyphase imp: --rewind_step={cfg.rewind_step} is ignored: --rewind_from sets the rewind point "
-                  f"and every level trains from step 0", file=sys.stderr)
-        start = 0
+        start = rewind_file["step"]
         rewind = f"{path.resolve()} ({rewind_file.get('description', 'no description')})"
         level0 = rewind
+        what = f"the rewind point {path} stands for step {start}it, which"
     else:
         start = setup.parse_step(cfg.rewind_step, per_epoch, "rewind_step").it
-        if start > end.it:
-            raise UsageError(f"--rewind_step={cfg.rewind_step} ({start}it) is beyond the end of training "
-                             f"({cfg.training_steps} = {end.it}it): choose a step within training")
         rewind = (f"reset to initialisation (seed {cfg.seed}), level_0/weights_0it.pt" if start == 0 else
                   f"dense run at step {start}it, level_0/weights_{start}it.pt")
         level0 = f"initialisation (seed {cfg.seed})"
+        what = f"--rewind_step={cfg.rewind_step} ({start}it)"
+    if start >= end.it:
+        raise UsageError(f"{what} is not before the end of training ({cfg.training_steps} = {end.it}it), so every "
+                         f"pruned level would train 0 steps: rewind earlier or train longer")
+    if rewind_file is not None and cfg.rewind_step != DATASET_DEFAULTS[cfg.dataset]["rewind_step"]:
+        print(f"earlyphase imp: --rewind_step={cfg.rewind_step} is ignored: the rewind point stands for step "
+              f"{start}it, where every level starts", file=sys.stderr)
 
     # The run's name: levels/controls are platform fields; rewind_from counts by content, and makes
     # rewind_step irrelevant, so neither the path nor an ignored rewind_step renames the run.
@@ -212,7 +230,7 @@ def prepare(cfg: ImpConfig) -> _Run:
                                 rewind_step=None if sha else cfg.rewind_step)
     return _Run(cfg, device, data, run_dir("imp", named), start, end.it, model, names,
                 [n for n, _ in model.named_parameters()], base_mask, controls, rewind, level0, rewind_file, sha,
-                perturbations=perturbations)
+                momentum, perturbations=perturbations)
 
 
 # ---------------------------------------------------------------------------------------------- masks on disk
@@ -260,12 +278,20 @@ def _tagged(sinks, level: int, kind: str):
 
 
 def _part(r: _Run, part_dir: Path, state: dict, mask: dict, *, start: int, save_at: tuple,
-          optimizer_state, sinks, level: int, kind: str, init_seed: int | None = None) -> Training:
-    """One part (trunk level, control or perturbation) as a training for the scheduler."""
+          momentum: dict | None, sinks, level: int, kind: str, init_seed: int | None = None) -> Training:
+    """One part (trunk level, control or perturbation) as a training for the scheduler; momentum: {name:
+    buffer} the optimiser starts with (None: fresh SGD)."""
     model = setup.make_model(r.cfg, r.data, r.device)
     model.load_state_dict(state)
     plan = setup.make_plan(r.cfg, r.data, r.device, start=start, save_at=save_at,
                            progress=f"imp level {level} {kind}")
+    optimizer_state = None
+    if momentum:  # an SGD state made for this very model and device, so it loads as the trainer's own
+        optimizer = make_optimizer(model, plan)
+        for name, param in model.named_parameters():
+            if name in momentum:
+                optimizer.state[param]["momentum_buffer"] = momentum[name].to(param.device, param.dtype).clone()
+        optimizer_state = optimizer.state_dict()
     pruned = imp_masks.kept(mask) < imp_masks.size(mask)  # a dense level trains exactly like `earlyphase train`
     sinks = _tagged(sinks, level, kind)
     init = _init_state(r, init_seed) if r.cfg.track_steps else None  # the part's original initialisation
@@ -282,32 +308,33 @@ def _part(r: _Run, part_dir: Path, state: dict, mask: dict, *, start: int, save_
 
 
 def _rewind_point(r: _Run) -> tuple[dict, dict | None]:
-    """(model state, optimiser state or None) every level >= 1 and random_prune control starts from."""
+    """(model state, momentum by name or None) every level >= 1 and random_prune control starts from."""
     if r.rewind_file is not None:
-        return r.rewind_file["model"], None
+        return r.rewind_file["model"], r.rewind_momentum
     path = r.out / "level_0" / f"weights_{r.start}it.pt"
     if not path.exists():
         raise UsageError(f"the rewind point {path} is missing although level 0 finished; move level_0 away to retrain it")
     saved = checkpoints.load(path)
-    return saved["model"], saved["optimizer"]
+    return saved["model"], momentum_by_name(saved["optimizer"], r.param_names)
 
 
-def _optimizer_for(r: _Run, rewind_optimizer: dict | None, mask: dict):
-    if r.cfg.rewind_optimizer == "fresh" or rewind_optimizer is None:
+def _momentum_for(r: _Run, rewind_momentum: dict | None, mask: dict) -> dict | None:
+    """The momentum a level >= 1 starts with: none (fresh) or the rewind point's, masked (rewound)."""
+    if r.cfg.rewind_optimizer == "fresh" or not rewind_momentum:
         return None
-    return masked_optimizer_state(rewind_optimizer, r.param_names, mask)
+    return masked_momentum(rewind_momentum, mask)
 
 
-def _control(r: _Run, level: int, control: str, trunk_mask: dict, rewind_model, rewind_opt, sinks) -> Training:
+def _control(r: _Run, level: int, control: str, trunk_mask: dict, rewind_model, rewind_momentum, sinks) -> Training:
     part = r.out / f"level_{level}" / control
     generator = torch.Generator().manual_seed(derive_seed(r.cfg.seed, control, level))
     mask = _ensure_mask(part, r, lambda: imp_controls.control_mask(control, trunk_mask, generator))
     if imp_controls.reinitialises(control):
         fresh = setup.make_model(r.cfg, r.data, torch.device("cpu"), seed=_reinit_seed(r, level))
-        state, optimizer_state = rewound_state(fresh.state_dict(), mask), None
+        state, momentum = rewound_state(fresh.state_dict(), mask), None
     else:
-        state, optimizer_state = rewound_state(rewind_model, mask), _optimizer_for(r, rewind_opt, mask)
-    return _part(r, part, state, mask, start=r.start, save_at=(r.start,), optimizer_state=optimizer_state,
+        state, momentum = rewound_state(rewind_model, mask), _momentum_for(r, rewind_momentum, mask)
+    return _part(r, part, state, mask, start=r.start, save_at=(r.start,), momentum=momentum,
                  sinks=sinks, level=level, kind=control,
                  init_seed=_reinit_seed(r, level) if imp_controls.reinitialises(control) else None)
 
@@ -326,7 +353,7 @@ def _perturb_seed(r: _Run, name: str, level: int) -> int:
     return derive_seed(r.cfg.seed, "perturb", name, level)
 
 
-def _perturbation(r: _Run, level: int, name: str, trunk_mask: dict, rewind_model, rewind_opt, sinks) -> Training:
+def _perturbation(r: _Run, level: int, name: str, trunk_mask: dict, rewind_model, rewind_momentum, sinks) -> Training:
     kind = perturb_kind(name, r.cfg.perturb_noise)
     part = r.out / f"level_{level}" / kind
     mask = _ensure_mask(part, r, lambda: {n: m.clone() for n, m in trunk_mask.items()})
@@ -340,7 +367,7 @@ def _perturbation(r: _Run, level: int, name: str, trunk_mask: dict, rewind_model
                                     init=_init_state(r), noise=r.cfg.perturb_noise)
     except ValueError as err:
         raise UsageError(f"--perturb={name}: {err}") from None
-    return _part(r, part, state, mask, start=r.start, save_at=(r.start,), optimizer_state=_optimizer_for(r, rewind_opt, mask),
+    return _part(r, part, state, mask, start=r.start, save_at=(r.start,), momentum=_momentum_for(r, rewind_momentum, mask),
                  sinks=sinks, level=level, kind=kind)
 
 
@@ -353,27 +380,33 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
     together (they depend only on the previous level); returns (run dir, tickets)."""
     r = prepare(cfg)
     r.out.mkdir(parents=True, exist_ok=True)
+    point = r.rewind_file or {}
     checkpoints.write_json_atomic(r.out / "config.json", {**setup.config_record("imp", r.cfg),
                                                           "rewind_from_sha256": r.rewind_from_sha256,
+                                                          "rewind_step_it": r.start, "training_steps_it": r.end,
+                                                          "rewind_point": {k: point.get(k) for k in ("description", "step",
+                                                                                                     "pretext")} if point else None,
                                                           "perturb_kinds": [perturb_kind(p, r.cfg.perturb_noise)
                                                                             for p in r.perturbations]})
     mask = _trunk_mask(r, 0)
-    if r.rewind_file is not None:
-        state, save_at = rewound_state(r.rewind_file["model"], mask), (0,)
+    if r.rewind_file is not None:  # the run continues from the rewind point at k, momentum included
+        state, save_at = rewound_state(r.rewind_file["model"], mask), (r.start,)
+        start, momentum = r.start, masked_momentum(r.rewind_momentum, mask) if r.rewind_momentum else None
     else:
         state, save_at = setup.make_model(r.cfg, r.data, torch.device("cpu")).state_dict(), tuple(sorted({0, r.start}))
-    yield [_part(r, r.out / "level_0", state, mask, start=0, save_at=save_at, optimizer_state=None,
+        start, momentum = 0, None
+    yield [_part(r, r.out / "level_0", state, mask, start=start, save_at=save_at, momentum=momentum,
                  sinks=sinks, level=0, kind="trunk")]
     write_tickets(r)
     if r.cfg.levels:
-        rewind_model, rewind_opt = _rewind_point(r)
+        rewind_model, rewind_momentum = _rewind_point(r)
     for level in range(1, r.cfg.levels + 1):
         mask = _trunk_mask(r, level)
         parts = [_part(r, r.out / f"level_{level}", rewound_state(rewind_model, mask), mask, start=r.start,
-                       save_at=(r.start,), optimizer_state=_optimizer_for(r, rewind_opt, mask), sinks=sinks,
+                       save_at=(r.start,), momentum=_momentum_for(r, rewind_momentum, mask), sinks=sinks,
                        level=level, kind="trunk")]
-        parts += [_control(r, level, c, mask, rewind_model, rewind_opt, sinks) for c in r.controls]
-        parts += [_perturbation(r, level, p, mask, rewind_model, rewind_opt, sinks) for p in r.perturbations]
+        parts += [_control(r, level, c, mask, rewind_model, rewind_momentum, sinks) for c in r.controls]
+        parts += [_perturbation(r, level, p, mask, rewind_model, rewind_momentum, sinks) for p in r.perturbations]
         yield parts
         write_tickets(r)
     records = write_tickets(r)

@@ -1,26 +1,40 @@
 """`earlyphase pretrain`: train the backbone with a pretext task and save a rewind point.
 
+Protocol (as open_lth's `train_start_step`): pretraining for k steps *replaces* the first k iterations of
+the supervised run. It trains [0, k) with the task, under the optimiser the supervised run would have used
+for those iterations (momentum, weight decay, batch size, and the training schedule's learning rate at
+each step: --lr with its warmup and any milestone before k); `--pretrain_lr` instead sets a constant
+rate. Every IMP level from the rewind point then trains [k, T) with the schedule continuing from k,
+exactly as rewinding to k does, so `supervised` for k steps followed by IMP *is* standard rewinding to k
+(bit for bit on CPU; tests/test_protocol.py).
+
 - The task is looked up by name among the `earlyphase.pretext` entry points (built-in or plugin).
 - Its settings: a built-in task's options are flat fields here, named `{task}_{option}`
   (`--rotation_all_four`, `--simclr_temperature`, ...); a plugin's options go in
   `--pretext_args=key=value,key=value`. Both are checked against what the task declares.
 - The network starts at the seed's initialisation (the dense run's init); a task with its own head
   replaces `.fc` with it (head seeded from (seed, "pretext_head", task)). Training goes through the one
-  trainer (resumable, seeded, progress bar) with a plan from the pretrain fields: `pretrain_steps`,
-  `pretrain_lr` (None: --lr), `pretrain_batch_size` (None: --batch_size), a constant learning rate
-  (no milestones; --warmup_steps, momentum and weight decay as for training). Evaluation reports the
-  task's own test loss and accuracy.
+  trainer (resumable, seeded, progress bar). Evaluation reports the task's own test loss and accuracy.
+- k: `--pretrain_steps` counted in the supervised run's iterations (`40ep` = 40 epochs at --batch_size);
+  pretraining itself runs `--pretrain_steps` at `--pretrain_batch_size` (the same number of iterations
+  unless that batch size differs).
 - Rewind point (`rewind_point.pt` in the run directory, the shared format): the pretrained backbone
-  with a 10-way classifier. A task with its own head gets a fresh classifier, seeded from
-  (seed, "classifier"), so the pretext head never leaks. A task that trains the real classifier
-  (supervised, blur, random labels: head None) keeps it, so `supervised` for k steps is exactly the
-  dense run's weights at k (standard rewinding); `--fresh_classifier` replaces it there too.
+  with a 10-way classifier, `step` = k, the momentum buffers of every parameter that carries over (by
+  name), and `pretext` (task, options, budget). A task with its own head gets a fresh classifier, seeded
+  from (seed, "classifier"), so the pretext head never leaks; the backbone keeps its momentum and the
+  fresh classifier starts without any (decision: the optimiser continues as the dense run's does across
+  step k; the pretext direction it carries decays within ~20 steps at momentum 0.9). A task that trains
+  the real classifier (supervised, blur, random labels: head None) keeps it and its momentum, so
+  `supervised` for k steps is exactly the dense run at k, optimiser included; `--fresh_classifier`
+  replaces it there too.
 - Sparse pretraining: `--mask=PATH` (a mask.pt of an IMP level, or a run directory holding one) trains
   only that subnetwork: the mask multiplies the backbone weights after every step; a pretext head is
   not masked. The rewind point keeps the whole mask, and its classifier (fresh or trained) is masked by
   the mask's fc entries.
 - Run directory: `pretrain_{task}_{hash}`; the hash covers the non-default fields that matter for this
-  task (other tasks' options are left out, the mask enters by content, not path).
+  task (other tasks' options and --training_steps are left out, the mask enters by content, not path)
+  and the protocol version: directories made before pretraining counted as the first k steps (protocol
+  1, when IMP restarted at step 0) are never reused.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ from pathlib import Path
 import torch
 
 from earlyphase.pretext import registry
+from earlyphase.imp.rewinding import masked_momentum, momentum_by_name
 from earlyphase.pretext.base import PretextTask, TaskInfo, coerce_option, parse_args
 
 from . import checkpoints, schedule, setup
@@ -44,7 +59,7 @@ from .wandb_log import logged_run
 from .errors import UsageError
 from .stats import tracker_hooks
 from .schedule import Job, Training
-from .trainer import TrainResult
+from .trainer import TrainPlan, TrainResult
 
 
 
@@ -53,8 +68,9 @@ class PretrainConfig(TrainConfig):
     """Pretraining with a pretext task (`earlyphase pretrain`): a rewind point for `earlyphase imp`."""
 
     pretext: str = option("rotation", "the task: `earlyphase pretext list` shows the installed ones")
-    pretrain_steps: str = option("500it", "length of pretraining, a step string (the paper's k)")
-    pretrain_lr: typing.Optional[float] = option(None, "constant learning rate; None: --lr")
+    pretrain_steps: str = option("500it", "length of pretraining, a step string: the k supervised iterations it replaces")
+    pretrain_lr: typing.Optional[float] = option(None, "a constant learning rate for pretraining; None: the training "
+                                                       "schedule's rate at each of the first k steps")
     pretrain_batch_size: typing.Optional[int] = option(None, "None: --batch_size")
     pretext_args: str = option("", "options of a plugin task: key=value,key=value")
     mask: str = option("", "mask.pt of an IMP level (or its run directory): pretrain that subnetwork")
@@ -64,7 +80,7 @@ class PretrainConfig(TrainConfig):
     simclr_out_dim: int = option(128, "projection head output size")
     simclr_min_scale: float = option(0.2, "smallest area share kept by the random resized crop")
     random_labels_fraction: float = option(1.0, "share of examples given a random label")
-    blur_factor: int = option(4, "down-sampling factor")
+    blur_factor: int = option(0, "down-sampling factor; 0 = auto: the paper's 4 on 32-pixel images, 2 on 8x8 digits")
     blur_gaussian: bool = option(False, "Gaussian smoothing (sigma = factor / 2) before down-sampling")
 
 
@@ -104,7 +120,8 @@ def task_options(cfg: PretrainConfig, task_cls: type[PretextTask]) -> dict:
 
 PRETRAIN_FIELDS = {"pretext", "pretrain_steps", "pretrain_lr", "pretrain_batch_size", "pretext_args", "mask",
                    "fresh_classifier"}
-UNUSED_TRAINING_FIELDS = ("training_steps", "milestone_steps", "gamma")  # pretraining has its own length, constant lr
+UNUSED_TRAINING_FIELDS = ("training_steps",)  # pretraining has its own length; it follows the schedule up to k
+PROTOCOL = 2  # 2: pretraining is the first k steps of the run (IMP trains [k, T)); 1 (unnamed): IMP restarted at 0
 
 
 def unused_fields(cfg: PretrainConfig, task_cls: type[PretextTask]) -> set[str]:
@@ -154,7 +171,8 @@ def validate(cfg: PretrainConfig) -> tuple[PretrainConfig, registry.Plugin, dict
         plugin = registry.load(cfg.pretext)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    setup.parse_step(cfg.pretrain_steps, 1, "pretrain_steps")
+    if setup.parse_step(cfg.pretrain_steps, 1, "pretrain_steps").it < 1:
+        raise UsageError(f"--pretrain_steps={cfg.pretrain_steps}: pretrain for at least 1it (e.g. 500it)")
     if cfg.pretrain_lr is not None and not cfg.pretrain_lr > 0:
         raise UsageError("--pretrain_lr must be positive")
     if cfg.pretrain_batch_size is not None and cfg.pretrain_batch_size < 1:
@@ -164,7 +182,6 @@ def validate(cfg: PretrainConfig) -> tuple[PretrainConfig, registry.Plugin, dict
     plugin_args = {k: v for k, v in options.items() if not flag_for(cfg.pretext, k) and v != plugin.task.options[k]}
     cfg = dataclasses.replace(
         cfg, pretext_args=",".join(f"{k}={v}" for k, v in sorted(plugin_args.items())),
-        pretrain_lr=None if cfg.pretrain_lr == cfg.lr else cfg.pretrain_lr,
         pretrain_batch_size=None if cfg.pretrain_batch_size == cfg.batch_size else cfg.pretrain_batch_size)
     return cfg, plugin, options
 
@@ -173,7 +190,8 @@ def pretrain_dir(cfg: PretrainConfig, task_cls: type[PretextTask], digest: str) 
     defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
     named = dataclasses.replace(cfg, mask=digest, **{n: defaults[n] for n in unused_fields(cfg, task_cls)})
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.pretext)
-    return Path(cfg.out).expanduser() / run_name("pretrain", named).replace("pretrain_", f"pretrain_{safe}_", 1)
+    name = run_name("pretrain", named, protocol=PROTOCOL)
+    return Path(cfg.out).expanduser() / name.replace("pretrain_", f"pretrain_{safe}_", 1)
 
 
 def task_info(cfg: PretrainConfig, data) -> TaskInfo:
@@ -183,21 +201,40 @@ def task_info(cfg: PretrainConfig, data) -> TaskInfo:
 
 
 # -------------------------------------------------------------------------------------------- run
-def rewind_point(cfg: PretrainConfig, model, task_head: bool, mask: dict | None, data, description: str) -> dict:
-    """The pretrained network with a 10-way classifier (fresh where the task had its own head).
+def rewind_point(cfg: PretrainConfig, model, momentum: dict, task_head: bool, mask: dict | None, data,
+                 step: int, pretext: dict, description: str) -> dict:
+    """The pretrained network with a 10-way classifier (fresh where the task had its own head), the step k it
+    stands for, and the momentum of every parameter that carries over (the module docstring says which).
 
     Built on the CPU, so the fresh classifier's draws are the same whichever device trained."""
     model = model.cpu()
-    if task_head or cfg.fresh_classifier:
+    fresh = task_head or cfg.fresh_classifier
+    if fresh:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(cfg.seed, "classifier"))
             model.reset_classifier(data.num_classes)
+        momentum = {n: m for n, m in momentum.items() if not n.startswith("fc.")}
     state = checkpoints.state_dict_cpu(model)
     for name in ("fc.weight", "fc.bias"):
         if mask and name in mask:
             state[name] = state[name] * mask[name]
-    return {"model": state, "mask": mask, "description": description,
-            "arch": {"model": cfg.model, "width": cfg.width, "num_classes": data.num_classes}}
+    momentum = masked_momentum({n: m.cpu() for n, m in momentum.items()}, mask or {})
+    return {"model": state, "mask": mask, "description": description, "step": step, "momentum": momentum,
+            "pretext": pretext, "arch": {"model": cfg.model, "width": cfg.width, "num_classes": data.num_classes}}
+
+
+def pretrain_plan(cfg: PretrainConfig, data, device: torch.device, progress: str) -> tuple[TrainPlan, int]:
+    """(the pretraining's plan, k): [0, pretrain_steps) at the pretraining batch size, under the training
+    schedule (or a constant --pretrain_lr); k is --pretrain_steps in the supervised run's iterations."""
+    per_epoch = data.iterations_per_epoch(cfg.batch_size)
+    batch = cfg.pretrain_batch_size or cfg.batch_size
+    end = setup.parse_step(cfg.pretrain_steps, data.iterations_per_epoch(batch), "pretrain_steps").it
+    rates = setup.schedule(cfg, per_epoch)
+    if cfg.pretrain_lr is not None:
+        rates = dataclasses.replace(rates, lr=cfg.pretrain_lr, milestones=())
+    plan = setup.plan_for(cfg, device, schedule=rates, batch_size=batch, start=0, end=end, save_at=(end,),
+                          progress=progress)
+    return plan, setup.parse_step(cfg.pretrain_steps, per_epoch, "pretrain_steps").it
 
 
 def run(cfg: PretrainConfig, sinks=()) -> tuple[Path, TrainResult]:
@@ -215,10 +252,8 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
         raise UsageError(f"--pretext={cfg.pretext}: {err}") from None
     model = setup.make_model(cfg, data, device)
     mask = load_mask(cfg.mask, model) if cfg.mask else None
-    plan_cfg = dataclasses.replace(cfg, training_steps=cfg.pretrain_steps, milestone_steps="",
-                                   lr=cfg.pretrain_lr or cfg.lr, batch_size=cfg.pretrain_batch_size or cfg.batch_size)
     out = pretrain_dir(cfg, plugin.task, mask_digest(mask))
-    plan = setup.make_plan(plan_cfg, data, device, progress=f"pretrain {cfg.pretext} {out.name}")
+    plan, k = pretrain_plan(cfg, data, device, progress=f"pretrain {cfg.pretext} {out.name}")
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "pretext_head", cfg.pretext))
@@ -227,21 +262,28 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
         model.fc = head.to(device)
     # A pretext head is not part of the subnetwork: only the backbone (and a kept classifier) is masked.
     train_mask = {k: v for k, v in mask.items() if head is None or not k.startswith("fc.")} if mask else None
+    pretext = {"name": cfg.pretext, "options": task.settings(), "pretrain_steps": cfg.pretrain_steps, "step": k,
+               "pretrain_iterations": plan.end, "target": plugin.target, "distribution": plugin.distribution,
+               "mask_digest": mask_digest(mask), "seed": cfg.seed, "protocol": PROTOCOL}
 
     out.mkdir(parents=True, exist_ok=True)
     checkpoints.write_json_atomic(out / "config.json", {
         **setup.config_record("pretrain", cfg), "pretext_options": options, "pretext_target": plugin.target,
-        "pretext_distribution": plugin.distribution, "mask_digest": mask_digest(mask)})
+        "pretext_distribution": plugin.distribution, "mask_digest": mask_digest(mask), "rewind_step_it": k,
+        "protocol": PROTOCOL})
     hooks = tracker_hooks(cfg, model, plan, data, out, task=task, mask=train_mask, sinks=sinks)
     (result,) = yield [Training(model, data, plan, out, task=task, mask=train_mask, sinks=sinks, step_hooks=hooks)]
 
     path = out / "rewind_point.pt"
-    if not path.exists():  # built from final.pt, so a run killed after training still gets one
-        model.load_state_dict(checkpoints.load(out / "final.pt", map_location=device)["model"])
-        settings = ", ".join(f"{k}={v}" for k, v in options.items())
+    if not path.exists():  # built from the weights saved at the end, so a run killed after training still gets one
+        saved = checkpoints.load(out / f"weights_{plan.end}it.pt", map_location=device)
+        model.load_state_dict(saved["model"])
+        momentum = momentum_by_name(saved["optimizer"], [n for n, _ in model.named_parameters()])
+        settings = ", ".join(f"{k}={v}" for k, v in task.settings().items())
         description = (f"{cfg.pretext}({settings}) pretraining for {cfg.pretrain_steps} from seed {cfg.seed}"
                        + (f", sparse (mask {mask_digest(mask)})" if mask else ""))
-        checkpoints.save_atomic(rewind_point(cfg, model, head is not None, mask, data, description), path)
+        point = rewind_point(cfg, model, momentum, head is not None, mask, data, k, pretext, description)
+        checkpoints.save_atomic(point, path)
     result.extras["rewind_point"] = path
     return out, result
 

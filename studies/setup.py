@@ -92,17 +92,29 @@ def training_steps(cfg: TrainConfig, data: ImageData) -> tuple[int, Step]:
     return per_epoch, end
 
 
-def make_plan(cfg: TrainConfig, data: ImageData, device: torch.device, *, start: int = 0,
-              save_at: tuple = (), seed: int | None = None, progress: str = "") -> TrainPlan:
-    per_epoch, end = training_steps(cfg, data)
+def schedule(cfg: TrainConfig, per_epoch: int) -> Schedule:
+    """The learning rate as a function of the step: --lr, x --gamma at each milestone, --warmup_steps."""
     milestones = tuple(parse_step(t, per_epoch, "milestone_steps").it for t in filter(None, cfg.milestone_steps.split(",")))
     warmup = parse_step(cfg.warmup_steps, per_epoch, "warmup_steps").it
-    return TrainPlan(seed=cfg.seed if seed is None else seed, batch_size=cfg.batch_size,
-                     schedule=Schedule(cfg.lr, milestones, cfg.gamma, warmup), start=start, end=end.it,
-                     momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
+    return Schedule(cfg.lr, milestones, cfg.gamma, warmup)
+
+
+def plan_for(cfg: TrainConfig, device: torch.device, *, schedule: Schedule, batch_size: int, start: int, end: int,
+             save_at: tuple = (), seed: int | None = None, progress: str = "") -> TrainPlan:
+    """A TrainPlan with the config's optimiser, augmentation, precision and cadence fields."""
+    return TrainPlan(seed=cfg.seed if seed is None else seed, batch_size=batch_size, schedule=schedule, start=start,
+                     end=end, momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
                      precision=resolve_precision(cfg.precision, device), eval_every=cfg.eval_every,
                      checkpoint_every=cfg.checkpoint_every, save_at=tuple(save_at), progress=progress,
                      compile=cfg.compile)
+
+
+def make_plan(cfg: TrainConfig, data: ImageData, device: torch.device, *, start: int = 0,
+              save_at: tuple = (), seed: int | None = None, progress: str = "") -> TrainPlan:
+    """The plan of a supervised training [start, T) under the config's schedule."""
+    per_epoch, end = training_steps(cfg, data)
+    return plan_for(cfg, device, schedule=schedule(cfg, per_epoch), batch_size=cfg.batch_size, start=start,
+                    end=end.it, save_at=save_at, seed=seed, progress=progress)
 
 
 def make_model(cfg: TrainConfig, data: ImageData, device: torch.device, seed: int | None = None) -> models.CifarResNet:

@@ -117,9 +117,11 @@ def test_rewound_state_and_masked_momentum():
         else:
             assert torch.equal(rewound[key], value), key  # BN params and buffers unchanged
     params = [n for n, _ in model.named_parameters()]
-    masked = rewinding.masked_optimizer_state(opt.state_dict(), params, mask)
-    for i, name in enumerate(params):
-        before, after = opt.state_dict()["state"][i]["momentum_buffer"], masked["state"][i]["momentum_buffer"]
+    momentum = rewinding.momentum_by_name(opt.state_dict(), params)
+    assert list(momentum) == params and torch.equal(momentum["fc.bias"], opt.state[model.fc.bias]["momentum_buffer"])
+    masked = rewinding.masked_momentum(momentum, mask)
+    for name in params:
+        before, after = momentum[name], masked[name]
         if name in mask:
             assert (after[~mask[name]] == 0).all() and torch.equal(after[mask[name]], before[mask[name]])
         else:
@@ -277,11 +279,12 @@ def test_rewind_from_a_sparse_pretrained_state(out, tmp_path):
         model.bn.running_mean.add_(0.25)
     pretext = tmp_path / "pretext_run"
     pretext.mkdir()
-    torch.save({"model": model.state_dict(), "mask": sparse, "description": "rotation 3ep",
+    torch.save({"model": model.state_dict(), "mask": sparse, "description": "rotation 3ep", "step": 3,
                 "arch": {"model": "cifar_resnet20", "width": 4, "num_classes": 10}}, pretext / "rewind_point.pt")
 
     run_dir, records = imp_job.run(tiny(out, levels=1, rewind_from=str(pretext), rewind_step="7it"))
-    assert [r["start_step"] for r in records] == [0, 0] and all(r["end_step"] == 23 for r in records)
+    # the file stands for step 3: every level, level 0 included, trains [3, T) (no momentum in the file: fresh SGD)
+    assert [r["start_step"] for r in records] == [3, 3] and all(r["end_step"] == 23 for r in records)
     assert all(str(pretext / "rewind_point.pt") in r["rewind"] and "rotation 3ep" in r["rewind"] for r in records)
     level0 = load(run_dir / "level_0" / "mask.pt")
     assert torch.equal(level0["blocks.0.conv1.weight"], sparse["blocks.0.conv1.weight"])
@@ -289,7 +292,7 @@ def test_rewind_from_a_sparse_pretrained_state(out, tmp_path):
     level1 = load(run_dir / "level_1" / "mask.pt")
     assert masks.is_nested(level1, level0)
     for part, mask in (("level_0", level0), ("level_1", level1)):
-        start = load(run_dir / part / "weights_0it.pt")["model"]
+        start = load(run_dir / part / "weights_3it.pt")["model"]
         for key, value in model.state_dict().items():
             keep = mask.get(key, torch.ones_like(value, dtype=torch.bool))
             assert torch.equal(start[key][keep], value[keep]) and (start[key][~keep] == 0).all(), (part, key)

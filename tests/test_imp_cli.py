@@ -38,9 +38,11 @@ def test_prints_the_table_then_the_run_dir_last(out, capsys):
     assert stderr.count("already finished") == 3
 
 
-def _rewind_file(path, width, arch=True):
+def _rewind_file(path, width, arch=True, step=2):
     model = models.create("cifar_resnet20", width=width)
     state = {"model": model.state_dict(), "mask": None, "description": "test"}
+    if step is not None:
+        state["step"] = step
     if arch:
         state["arch"] = {"model": "cifar_resnet20", "width": width, "num_classes": 10}
     torch.save(state, path)
@@ -52,21 +54,25 @@ def _rewind_file(path, width, arch=True):
     (["--prune_fraction=1"], "strictly between 0 and 1"),
     (["--prune_fraction=1.5"], "strictly between 0 and 1"),
     (["--levels=-1"], "--levels=-1"),
-    (["--rewind_step=2ep"], "beyond the end of training"),
+    (["--rewind_step=2ep"], "(46it) is not before the end of training (1ep = 23it)"),
     (["--rewind_step=soon"], "--rewind_step"),
     (["--rewind_from=/nonexistent/run"], "no rewind point there"),
     (["--rewind_from=WIDTH8"], "width=8 but this run builds width=4"),
     (["--rewind_from=NOARCH8"], "does not fit cifar_resnet20 width 4"),
     (["--rewind_from=CORRUPT"], "corrupt"),
     (["--rewind_from=NOTAPOINT"], "is not a rewind point"),
-    (["--rewind_from=GOOD", "--rewind_optimizer=rewound"], "use fresh"),
+    (["--rewind_from=GOOD", "--rewind_optimizer=rewound"], "holds none: use fresh"),
+    (["--rewind_from=NOSTEP"], "does not say which step it stands for"),
+    (["--rewind_from=LATE"], "stands for step 23it, which is not before the end of training"),
+    (["--rewind_step=23it"], "--rewind_step=23it (23it) is not before the end of training"),
     (["--rewind_optimizer=momentum"], "choose fresh or rewound"),
     (["--controls=random_reinit,random_prune"], "unknown control 'random_prune'"),
     (["--prune_ignore=bn.weight"], "not a prunable weight"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(out, tmp_path, capsys, args, message):
     files = {"WIDTH8": _rewind_file(tmp_path / "w8.pt", 8), "NOARCH8": _rewind_file(tmp_path / "n8.pt", 8, arch=False),
-             "GOOD": _rewind_file(tmp_path / "good.pt", 4), "CORRUPT": tmp_path / "bad.pt", "NOTAPOINT": tmp_path / "np.pt"}
+             "GOOD": _rewind_file(tmp_path / "good.pt", 4), "CORRUPT": tmp_path / "bad.pt", "NOTAPOINT": tmp_path / "np.pt",
+             "NOSTEP": _rewind_file(tmp_path / "nostep.pt", 4, step=None), "LATE": _rewind_file(tmp_path / "late.pt", 4, step=23)}
     files["CORRUPT"].write_bytes(b"not a checkpoint")
     torch.save({"weights": 1}, files["NOTAPOINT"])
     args = [a.split("=")[0] + "=" + str(files[a.split("=")[1]]) if a.split("=")[1] in files else a for a in args]

@@ -2,6 +2,7 @@
 (never the global environment) and used through the real `earlyphase` command: listed, pretrained, and its
 rewind point fed to `earlyphase imp`. A broken plugin installed beside it is reported, and harms nothing."""
 
+import json
 import os
 import re
 import subprocess
@@ -74,10 +75,12 @@ def test_third_party_plugin_end_to_end(tmp_path):
     assert final["fc.weight"].shape == (2, 16) and point["model"]["fc.weight"].shape == (10, 16)
     assert "upside_down(p=0.25)" in point["description"]
 
-    imp = earlyphase(site, "imp", f"--rewind_from={run_dir}", "--levels=1", "--width=4", "--training_steps=4it",
+    imp = earlyphase(site, "imp", f"--rewind_from={run_dir}", "--levels=1", "--width=4", "--training_steps=8it",
                      "--milestone_steps=", "--prune_fraction=0.5", f"--out={out}")
     assert imp.returncode == 0, imp.stderr
     imp_dir = Path(imp.stdout.strip().splitlines()[-1])
     assert (imp_dir / "tickets.json").is_file() and (imp_dir / "level_1" / "summary.json").is_file()
-    level0 = torch.load(imp_dir / "level_0" / "weights_0it.pt", weights_only=True)["model"]
-    assert all(torch.equal(level0[k], v) for k, v in point["model"].items())  # IMP started from the rewind point
+    # IMP started from the rewind point at its step (4 pretraining steps stand for the run's first 4)
+    assert [r["start_step"] for r in json.loads((imp_dir / "tickets.json").read_text())] == [4, 4]
+    level0 = torch.load(imp_dir / "level_0" / "weights_4it.pt", weights_only=True)["model"]
+    assert all(torch.equal(level0[k], v) for k, v in point["model"].items())

@@ -93,9 +93,11 @@ def test_run_names_cover_the_task_and_its_options_only(out):
 
     base = name(pretext="blur")
     assert base.startswith("pretrain_blur_")
-    assert name(pretext="blur", blur_factor=2) != base
+    assert name(pretext="blur", blur_factor=3) != base
     assert name(pretext="blur", simclr_temperature=0.1, training_steps="2ep") == base  # cannot change this run
-    assert name(pretext="blur", pretrain_lr=0.1, pretrain_batch_size=64) == base  # the dataset's lr and batch
+    assert name(pretext="blur", pretrain_batch_size=64) == base  # the dataset's batch size
+    # the pretraining follows the training schedule: its milestones name it, and a constant rate is another run
+    assert name(pretext="blur", milestone_steps="1it") != base and name(pretext="blur", pretrain_lr=0.1) != base
     assert name(pretext="random_labels") != name(pretext="random_labels", random_labels_fraction=0.5)
 
 
@@ -116,7 +118,7 @@ def test_usage_errors_are_one_line_exit_2(out, capsys):
     for flags, message in [
         (["--pretext=simclr", "--pretext_args=temperature=0.1"], "--simclr_temperature"),
         (["--pretext=rotation", "--pretext_args=angle=3"], "rotation has no option 'angle'; it takes: all_four"),
-        (["--pretext=blur", "--blur_factor=0"], "blur factor=0"),
+        (["--pretext=blur", "--blur_factor=9"], "blur factor=9"),
         (["--pretext=rotation", "--pretrain_steps=7"], "--pretrain_steps"),
         (["--pretext=rotation", "--mask=/nonexistent"], "no mask file"),
     ]:
