@@ -1,7 +1,8 @@
 """The report's analysis figures: early-phase statistics against iteration, and perturbed tickets.
 
-Each figure is a callable (runs_dir, out_dir) -> PNG file name, or None when no run has the data, for
-`report.write_report(..., extra_figures=...)`; `figures(imp_dirs)` lists them (write_report's default).
+Each figure is a callable (conditions, out_dir) -> PNG file name, or None when no run has the data, for
+`report.write_report(..., extra_figures=...)`; `figures()` lists them (write_report's default). The
+conditions are studies.report_data's: every run directory read here is one of theirs.
 
 - `early_phase_stats.png`: whole-network statistics (stats.jsonl, see studies.stats) against the
   iteration on a log axis, one panel per statistic, one colour per condition: its dense level 0
@@ -23,7 +24,8 @@ import math
 import statistics
 from pathlib import Path
 
-from . import report
+from .checkpoints import save_figure_atomic
+from .report_data import curve, read_json
 from .stats import read_stats
 
 PANELS = (("train_loss", "training loss"), ("test_accuracy", "test accuracy"), ("grad_norm", "gradient L2 norm"),
@@ -47,13 +49,15 @@ def mean_series(runs: list[list[dict]]) -> dict[str, list[tuple[int, float]]]:
 
 
 def _pretrain_dir(imp_dir: Path) -> Path | None:
-    config = report._read_json(Path(imp_dir) / "config.json") or {}
+    """The pretraining an IMP run rewound to: its copy beside the run when there is one (a copied or moved runs
+    folder shows its own data), else the path the run recorded."""
+    config = read_json(Path(imp_dir) / "config.json") or {}
     if not config.get("rewind_from"):
         return None
     path = Path(config["rewind_from"]).expanduser()
-    if not path.is_absolute() and not path.exists():
-        path = Path(imp_dir).parent / path
-    return path if path.is_dir() else path.parent
+    folder = path.parent if path.suffix == ".pt" else path
+    local = Path(imp_dir).parent / folder.name
+    return local if local.is_dir() else folder
 
 
 def _level_dirs(imp_dir: Path) -> dict[int, Path]:
@@ -105,7 +109,7 @@ def _plot_stats(series: list[dict], path: Path, title: str) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.04 + 0.025 * math.ceil(len(labels) / 4), 1, 1))
-    fig.savefig(path, dpi=110)
+    save_figure_atomic(fig, path)
     plt.close(fig)
 
 
@@ -118,10 +122,9 @@ def _colours():
     return plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
-def stats_figure(imp_dirs=None):
+def stats_figure():
     """The dense-phase figure: level 0 of every condition and its pretraining."""
-    def make(runs_dir: Path, out_dir: Path) -> str | None:
-        conditions, _ = report.collect(runs_dir, imp_dirs)
+    def make(conditions: list, out_dir: Path) -> str | None:
         colours, series = _colours(), []
         for i, cond in enumerate(conditions):
             colour = colours[i % len(colours)]
@@ -142,10 +145,9 @@ def stats_figure(imp_dirs=None):
     return make
 
 
-def ticket_stats_figure(imp_dirs=None):
+def ticket_stats_figure():
     """The sparse-phase figure: each condition's deepest level >= 1 with statistics in every seed."""
-    def make(runs_dir: Path, out_dir: Path) -> str | None:
-        conditions, _ = report.collect(runs_dir, imp_dirs)
+    def make(conditions: list, out_dir: Path) -> str | None:
         colours, series = _colours(), []
         for i, cond in enumerate(conditions):
             with_stats = [{lvl for lvl, d in _level_dirs(run).items() if lvl >= 1 and read_stats(d)} for run in cond.runs]
@@ -166,16 +168,15 @@ def ticket_stats_figure(imp_dirs=None):
     return make
 
 
-def perturbation_figure(imp_dirs=None):
+def perturbation_figure():
     """Accuracy vs density: unperturbed ticket and each perturbation, one panel per condition."""
-    def make(runs_dir: Path, out_dir: Path) -> str | None:
+    def make(conditions: list, out_dir: Path) -> str | None:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         import matplotlib.ticker
 
-        conditions, _ = report.collect(runs_dir, imp_dirs)
         perturbed = [c for c in conditions if any(r["kind"].startswith("perturb_") for r in c.records)]
         if not perturbed:
             return None
@@ -187,12 +188,12 @@ def perturbation_figure(imp_dirs=None):
             order = list(dict.fromkeys(r["kind"] for r in cond.records))  # tickets.json's canonical order
             kinds = ["trunk"] + [k for k in order if k.startswith("perturb_")] + [k for k in order if k not in ("trunk",) and not k.startswith("perturb_")]
             for j, kind in enumerate(kinds):
-                pts = [p for p in report.curve(cond.records, kind) if kind != "trunk" or p["level"] >= 1]
+                pts = [p for p in curve(cond.records, kind) if kind != "trunk" or p["level"] >= 1]
                 if not pts:
                     continue
                 x = [100 * p["density"] for p in pts]
                 m = [100 * p["mean"] for p in pts]
-                s = [100 * p["std"] for p in pts]
+                s = [100 * (p["std"] or 0.0) for p in pts]
                 control = kind != "trunk" and not kind.startswith("perturb_")
                 colour = "black" if kind == "trunk" else "grey" if control else colours[(j - 1) % len(colours)]
                 label = "unperturbed ticket" if kind == "trunk" else f"control: {kind}" if control else kind.removeprefix("perturb_")
@@ -214,12 +215,12 @@ def perturbation_figure(imp_dirs=None):
         fig.suptitle("Perturbed rewind points vs the unperturbed ticket\n(mean +- std over seeds; dotted: controls)", fontsize=10)
         fig.tight_layout()
         name = "perturbations.png"
-        fig.savefig(Path(out_dir) / name, dpi=110)
+        save_figure_atomic(fig, Path(out_dir) / name)
         plt.close(fig)
         return name
     return make
 
 
-def figures(imp_dirs=None) -> list:
-    """The analysis figures of a report over `imp_dirs` (None: every IMP run below runs_dir)."""
-    return [stats_figure(imp_dirs), ticket_stats_figure(imp_dirs), perturbation_figure(imp_dirs)]
+def figures() -> list:
+    """The analysis figures of a report."""
+    return [stats_figure(), ticket_stats_figure(), perturbation_figure()]

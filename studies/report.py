@@ -1,377 +1,376 @@
-"""Comparison reports from local run records: which condition stands in for standard rewinding, and where.
+"""`earlyphase report FOLDER [FOLDER ...] [-o OUT_DIR]`: the comparison, from local run records, offline.
 
-`earlyphase report RUNS_DIR [-o OUT_DIR] [--reference=LABEL]` reads every IMP run below RUNS_DIR
-(`imp_*/config.json` + `tickets.json`) and writes report.md, report.html (self-contained, figures
-embedded) and PNG figures. It needs no network.
-
-Conditions are derived from each IMP run's own config, so runs made by a study, a sweep or by hand are
-all understood: no `rewind_from` and rewind step 0 -> `reset`; no `rewind_from` otherwise -> `rewind K`;
-a `rewind_from` made by `earlyphase pretrain` -> the pretext name and its budget (`rotation 400it`, with
-`sparse` for masked pretraining). Runs that differ only in their seed form one condition (mean and
-sample standard deviation over seeds). The reference condition for differences is `--reference`, else the
-`rewind` condition with the most seeds (ties: the smallest K).
+Reads the IMP runs below the folders (a study directory reads exactly its own runs; runs folders of
+several machines are merged: studies.report_data), compares conditions like for like with paired
+intervals (studies.paired) and writes, into OUT_DIR (default FOLDER/report):
+- report.md and report.html (self-contained: figures embedded; rendered with Python-Markdown):
+  the findings in sentences (studies.findings), the ticket table (one row per condition, one column
+  per density: mean +- sample std over seeds, and the paired difference to the condition's reference
+  with its 95% interval; `*` marks an interval that excludes 0 with 3 or more seeds), the controls
+  table, each condition's settings, and the incomplete or excluded runs;
+- report.json: the same numbers (conditions, comparisons with every difference and interval, findings);
+- accuracy_vs_density.png: one panel per question (rewinding vs reset; each pretext condition vs
+  rewinding at its own k, with reset and the other rewinding runs as thin reference lines), mean and
+  95% interval band of the mean over seeds; paired_differences.png: the paired differences with their
+  intervals, one panel per question; and the analysis figures where runs have the data
+  (studies.analysis_report: early-phase statistics, perturbations).
+Every file is written atomically (a temporary file, then a rename).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import html
 import json
 import math
-import statistics
-from dataclasses import dataclass, field
+import re
 from pathlib import Path
 
+from .checkpoints import save_figure_atomic, write_json_atomic, write_text_atomic
 from .errors import UsageError
+from .findings import density, findings, points
+from .paired import CONFIDENCE, MIN_SEEDS, Comparison, comparisons
+from .report_data import Condition, collect, curve
 
 TABLE_DENSITIES = (1.0, 0.512, 0.262, 0.168, 0.086)
-# config fields that say nothing about the condition itself
-_NOT_CONDITION = {"seed", "out", "rewind_from", "device", "data_dir", "download", "levels", "controls",
-                  "eval_every", "checkpoint_every", "wandb", "wandb_project", "wandb_entity", "wandb_group", "kind",
-                  "rewind_from_sha256", "mask", "mask_digest", "compile", "concurrent", "preset",
-                  "perturb", "perturb_noise", "perturb_kinds", "track_steps"}
+USAGE = "usage: earlyphase report FOLDER [FOLDER ...] [-o OUT_DIR]"
 
 
-@dataclass
-class Condition:
-    label: str
-    key: str
-    details: dict
-    records: list = field(default_factory=list)  # ticket records, each with "seed"
-    runs: list = field(default_factory=list)
+# ------------------------------------------------------------------------------------------ table columns
+def _nearest(points_: list[dict], target: float) -> dict | None:
+    """The point whose density is nearest to `target` on a log scale."""
+    return min(points_, key=lambda p: abs(math.log(p["density"]) - math.log(target)), default=None)
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+def table_levels(conditions: list[Condition]) -> list[tuple[int, float]]:
+    """(level, density) columns: the levels nearest the paper's table densities, and the sparsest level run."""
+    points_ = {}
+    for c in conditions:
+        for p in curve(c.records):
+            points_.setdefault(p["level"], p)
+    candidates = sorted(points_.values(), key=lambda p: p["level"])
+    chosen = {p["level"] for t in TABLE_DENSITIES if (p := _nearest(candidates, t))}
+    if candidates:
+        chosen.add(candidates[-1]["level"])
+    return [(lvl, points_[lvl]["density"]) for lvl in sorted(chosen)]
 
 
-def _pretrain_config(rewind_from: str, imp_dir: Path) -> dict | None:
-    path = Path(rewind_from).expanduser()
-    if not path.is_absolute() and not path.exists():
-        path = imp_dir.parent / path
-    folder = path if path.is_dir() else path.parent
-    return _read_json(folder / "config.json")
+# ------------------------------------------------------------------------------------------ cells
+def _value(p: dict | None) -> str:
+    if p is None:
+        return "-"
+    return f"{100 * p['mean']:.2f}" + (f" ± {100 * p['std']:.2f}" if p["std"] is not None else "")
 
 
-def describe_condition(config: dict, imp_dir: Path) -> tuple[str, dict]:
-    """(label, details) of an IMP run's condition, from its config (and its rewind point's config)."""
-    details = {k: v for k, v in config.items() if k not in _NOT_CONDITION}
-    if config.get("rewind_from"):
-        pre = _pretrain_config(config["rewind_from"], imp_dir) or {}
-        name = pre.get("pretext", Path(config["rewind_from"]).name)
-        budget = pre.get("pretrain_steps") or ""
-        sparse = " sparse" if pre.get("mask") else ""
-        details.update({f"pretrain.{k}": v for k, v in pre.items() if k not in _NOT_CONDITION})
-        details["pretrain.sparse"] = bool(pre.get("mask"))
-        return f"{name} {budget}{sparse}".strip(), details
-    step = str(config.get("rewind_step", "0it"))
-    return ("reset" if step in ("0it", "0ep", "0ep0it") else f"rewind {step}"), details
+def _diff(comparison: Comparison | None, level: int) -> str:
+    if comparison is None:
+        return ""
+    d = next((d for d in comparison.differences if d.level == level), None)
+    if d is None:
+        return ""
+    bounds = f" [{points(d.low)}, {points(d.high)}]" if d.low is not None else ""
+    return f" ({points(d.mean)}{bounds}{'*' if d.called else ''})"
 
 
-def imp_runs(runs_dir: Path) -> list[Path]:
-    """The IMP runs a report covers: a study's own (its study.json), else every imp_* below runs_dir."""
-    study = _read_json(Path(runs_dir) / "study.json")
-    if study and all("imp_dir" in u for u in study.get("units", [])):
-        return [Path(u["imp_dir"]) for u in study["units"]]
-    return [p.parent for p in sorted(Path(runs_dir).rglob("imp_*/config.json"))]
+def _by_level(records: list[dict], kind: str = "trunk") -> dict:
+    return {p["level"]: p for p in curve(records, kind)}
 
 
-def collect(runs_dir: Path, imp_dirs=None) -> tuple[list[Condition], list[dict]]:
-    """Conditions with their ticket records, and the incomplete runs (listed, never dropped silently)."""
-    conditions: dict[str, Condition] = {}
-    incomplete = []
-    for imp_dir in (imp_runs(runs_dir) if imp_dirs is None else [Path(d) for d in imp_dirs]):
-        config_path = imp_dir / "config.json"
-        config = _read_json(config_path)
-        if config is None:
-            incomplete.append({"run": str(imp_dir), "why": "config.json unreadable"})
-            continue
-        label, details = describe_condition(config, imp_dir)
-        key = json.dumps(details, sort_keys=True, default=str)
-        cond = conditions.setdefault(key, Condition(label, key, details))
-        tickets = _read_json(imp_dir / "tickets.json")
-        if not tickets:
-            incomplete.append({"run": str(imp_dir), "condition": label, "seed": config.get("seed"), "why": "no tickets.json yet"})
-            continue
-        cond.runs.append(str(imp_dir))
-        cond.records += [{**r, "seed": r.get("seed", config.get("seed"))} for r in tickets]
-        done = {r["level"] for r in tickets if r.get("kind") == "trunk"}
-        wanted = set(range(int(config.get("levels", 0)) + 1))
-        missing = sorted(wanted - done)
-        controls = [c for c in str(config.get("controls") or "").split(",") if c] + list(config.get("perturb_kinds") or [])
-        missing_controls = [(lvl, c) for lvl in sorted(done - {0}) for c in controls
-                            if not any(r["level"] == lvl and r["kind"] == c for r in tickets)]
-        if missing or missing_controls:
-            why = []
-            if missing:
-                why.append(f"levels {missing} not finished")
-            if missing_controls:
-                why.append(f"{len(missing_controls)} controls not finished")
-            incomplete.append({"run": str(imp_dir), "condition": label, "seed": config.get("seed"), "why": "; ".join(why)})
-    result = list(conditions.values())
-    labels = [c.label for c in result]
-    for c in result:  # same label, different settings: tell them apart
-        if labels.count(c.label) > 1:
-            c.label = f"{c.label} [{hashlib.sha256(c.key.encode()).hexdigest()[:6]}]"
-    return sorted(result, key=lambda c: c.label), incomplete
+def _settings(conditions: list[Condition]) -> list[list[Condition]]:
+    groups: dict[str, list[Condition]] = {}
+    for c in conditions:
+        groups.setdefault(c.setting, []).append(c)
+    return list(groups.values())
 
 
-# ------------------------------------------------------------------------------------------ aggregation
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+def ticket_table(conditions: list[Condition], found: list[Comparison]) -> list[str]:
+    lines = []
+    groups = _settings(conditions)
+    for i, group in enumerate(groups):
+        columns = table_levels(group)
+        if len(groups) > 1:
+            lines += [f"Setting {i + 1} of {len(groups)} ({', '.join(c.label for c in group)}):", ""]
+        lines += ["| condition | k | seeds | compared with | " + " | ".join(density(d) for _, d in columns) + " |",
+                  "|---|---|---|---|" + "---|" * len(columns)]
+        for c in group:
+            row = next((x for x in found if x.subject is c and x.question in ("pretext", "rewind_vs_reset")), None)
+            seeds = len({r["seed"] for r in c.records})
+            values = _by_level(c.records)
+            cells = [_value(values.get(lvl)) + _diff(row, lvl) for lvl, _ in columns]
+            reference = row.reference.label if row else ""
+            lines.append(f"| {c.label} | {c.k if c.k is not None else '?'}it | {seeds} | {reference} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
-def curve(records: list[dict], kind: str = "trunk") -> list[dict]:
-    """Per level: mean density, mean/std accuracy over seeds, and n."""
-    levels = sorted({r["level"] for r in records if r["kind"] == kind})
+def control_table(found: list[Comparison]) -> list[str]:
+    controls = [c for c in found if c.question == "control"]
+    if not controls:
+        return ["No controls were run.", ""]
+    columns = sorted({(d.level, d.density) for c in controls for d in c.differences})
+    levels = [lvl for lvl, _ in columns]
+    lines = ["| condition | control | " + " | ".join(f"level {lvl}, {density(d)}" for lvl, d in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for c in controls:
+        values = _by_level(c.reference.records, c.reference_kind)
+        cells = [_value(values.get(lvl)) + _diff(c, lvl) for lvl in levels]
+        lines.append(f"| {c.subject.label} | {c.reference_kind} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+# ------------------------------------------------------------------------------------------ figures
+def _band(records: list[dict], kind: str = "trunk") -> list[tuple[float, float, float, float]]:
+    """(density %, mean %, low %, high %) per level: the mean and its 95% t interval over seeds."""
+    from scipy import stats
+
     out = []
-    for level in levels:
-        rows = [r for r in records if r["kind"] == kind and r["level"] == level and r.get("test_accuracy") is not None]
-        if not rows:
-            continue
-        mean, std = mean_std([r["test_accuracy"] for r in rows])
-        out.append({"level": level, "density": statistics.fmean(r["density"] for r in rows), "mean": mean, "std": std, "n": len(rows)})
+    for p in curve(records, kind):
+        half = 0.0
+        if p["n"] > 1 and p["std"]:
+            half = stats.t.ppf(0.5 + CONFIDENCE / 2, p["n"] - 1) * p["std"] / math.sqrt(p["n"])
+        out.append((100 * p["density"], 100 * p["mean"], 100 * (p["mean"] - half), 100 * (p["mean"] + half)))
     return out
 
 
-def nearest(points: list[dict], density: float) -> dict | None:
-    """The point whose density is nearest to `density` on a log scale."""
-    if not points:
-        return None
-    return min(points, key=lambda p: abs(math.log(p["density"]) - math.log(density)))
+def _panels(found: list[Comparison]) -> list[Comparison]:
+    """One panel per question of conditions: all rewinding-vs-reset of a setting together, each pretext alone."""
+    panels, seen = [], set()
+    for c in found:
+        if c.question == "rewind_vs_reset":
+            if c.reference.setting not in seen:
+                seen.add(c.reference.setting)
+                panels.append(c)
+        elif c.question == "pretext":
+            panels.append(c)
+    return panels
 
 
-def pick_reference(conditions: list[Condition], requested: str | None) -> Condition | None:
-    if requested:
-        for c in conditions:
-            if c.label == requested:
-                return c
-        raise UsageError(f"--reference={requested}: no such condition; have {', '.join(c.label for c in conditions)}")
-    rewinds = [c for c in conditions if c.label.startswith("rewind ")]
-    if not rewinds:
-        return None
-    seeds = lambda c: len({r["seed"] for r in c.records})  # noqa: E731
-    return sorted(rewinds, key=lambda c: (-seeds(c), _step_it(c.label)))[0]
-
-
-def _step_it(label: str) -> float:
-    text = label.split()[-1]
-    return float(text[:-2]) if text.endswith("it") and text[:-2].isdigit() else math.inf
-
-
-def density_table(conditions: list[Condition], reference: Condition | None, densities=TABLE_DENSITIES) -> list[dict]:
-    """Rows: condition x target density -> nearest level's mean +- std, difference to the reference, and
-    whether the two means lie within one std (the larger of the two) of each other. A level nearest to
-    several targets is shown once; the sparsest level run is added when it lies below every target."""
-    ref_curve = curve(reference.records) if reference else []
-    rows = []
-    for cond in conditions:
-        points = curve(cond.records)
-        shown = set()
-        lowest = min((p["density"] for p in points), default=None)
-        for target in (*densities, *([lowest] if lowest is not None and lowest < min(densities) else [])):
-            point = nearest(points, target)
-            if point is None or point["level"] in shown:  # coarse pruning: one row per level
-                continue
-            shown.add(point["level"])
-            row = {"condition": cond.label, "target": target, **point}
-            ref = nearest(ref_curve, point["density"]) if reference else None
-            if ref is not None and cond is not reference:
-                row["diff"] = point["mean"] - ref["mean"]
-                row["within_std"] = abs(row["diff"]) <= max(point["std"], ref["std"])
-            rows.append(row)
-    return rows
-
-
-# ------------------------------------------------------------------------------------------ output
-def _plot(conditions: list[Condition], reference: Condition | None, path: Path) -> None:
+def _grid(n: int):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.7 * rows + 0.5), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return plt, fig, list(axes.flat)[:n]
+
+
+def _density_axis(ax, densities: list[float]) -> None:
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, cond in enumerate(conditions):
-        colour = colours[i % len(colours)]
-        for kind in sorted({r["kind"] for r in cond.records}):
-            pts = curve(cond.records, kind)
-            if not pts:
-                continue
-            x = [100 * p["density"] for p in pts]
-            m = [100 * p["mean"] for p in pts]
-            s = [100 * p["std"] for p in pts]
-            style = "-" if kind == "trunk" else "--"
-            label = cond.label if kind == "trunk" else f"{cond.label}: {kind}"
-            ax.plot(x, m, style, color=colour, marker="o" if kind == "trunk" else None, ms=3, label=label)
-            ax.fill_between(x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=colour, alpha=0.15)
-    dense_from = reference or (conditions[0] if conditions else None)
-    dense = [p for p in curve(dense_from.records) if p["level"] == 0] if dense_from else []
-    if dense:
-        ax.axhline(100 * dense[0]["mean"], color="grey", lw=0.8, ls=":", label=f"dense ({dense_from.label})")
     ax.set_xscale("log")
-    levels = sorted({float(f"{100 * r['density']:.2g}") for c in conditions for r in c.records
-                     if r.get("density") and r.get("kind") == "trunk"}, reverse=True)
-    if levels:
-        ticks = levels[::max(1, -(-len(levels) // 10))]  # the densities run, at most ~10 labels
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ticks = sorted({float(f"{d:.3g}") for d in densities}, reverse=True)
+    ticks = ticks[::max(1, -(-len(ticks) // 8))]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.invert_xaxis()
-    ax.set_xlabel("weights remaining (%)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Ticket accuracy vs density (mean +- std over seeds)")
+    ax.set_xlabel("weights remaining (%)", fontsize=8)
+    ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="lower left")
+
+
+def accuracy_figure(conditions: list[Condition], found: list[Comparison], path: Path) -> bool:
+    panels = _panels(found)
+    if not panels:
+        return False
+    plt, fig, axes = _grid(len(panels))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, panel in zip(axes, panels):
+        group = [c for c in conditions if c.setting == panel.subject.setting]
+        if panel.question == "rewind_vs_reset":
+            shown = [c for c in group if c.kind in ("reset", "rewind")]
+            title = "rewinding vs reset"
+        else:
+            shown = [panel.subject, panel.reference]
+            title = f"{panel.subject.label} vs {panel.reference.label} (same k)"
+        for c in group:  # the paper's baselines stay as thin reference lines
+            if c.kind in ("reset", "rewind") and c not in shown:
+                pts = _band(c.records)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "--", color="grey", lw=0.8, alpha=0.7)
+                ax.annotate(c.label, (pts[-1][0], pts[-1][1]), fontsize=6, color="grey")
+        densities = []
+        for i, c in enumerate(shown):  # the reference in black, what is compared with it in colour
+            pts = _band(c.records)
+            colour = "black" if c is panel.reference else colours[i % len(colours)]
+            x = [p[0] for p in pts]
+            densities += x
+            ax.plot(x, [p[1] for p in pts], "-o", color=colour, ms=3, label=c.label)
+            ax.fill_between(x, [p[2] for p in pts], [p[3] for p in pts], color=colour, alpha=0.12)
+        _density_axis(ax, densities)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("test accuracy (%)", fontsize=8)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"Ticket accuracy: mean over seeds with its {CONFIDENCE:.0%} interval (unpaired; the paired "
+                 f"differences are in the next figure); grey dashed: the other reset and rewinding runs", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path)
     plt.close(fig)
+    return True
 
 
-def _fmt(p: float | None) -> str:
-    return "-" if p is None else f"{100 * p:.2f}"
+def difference_figure(found: list[Comparison], path: Path) -> bool:
+    shown = [c for c in found if c.differences]
+    if not shown:
+        return False
+    plt, fig, axes = _grid(len(shown))
+    for ax, c in zip(axes, shown):
+        ds = c.differences
+        x = [100 * d.density for d in ds]
+        y = [100 * d.mean for d in ds]
+        low = [100 * (d.mean - d.low) if d.low is not None else 0 for d in ds]
+        high = [100 * (d.high - d.mean) if d.high is not None else 0 for d in ds]
+        ax.axhline(0, color="black", lw=0.8)
+        ax.errorbar(x, y, yerr=[low, high], fmt="none", ecolor="tab:blue", capsize=3, lw=1)
+        called = [d.called for d in ds]
+        ax.plot([a for a, k in zip(x, called) if k], [b for b, k in zip(y, called) if k], "o", color="tab:blue", ms=5)
+        ax.plot([a for a, k in zip(x, called) if not k], [b for b, k in zip(y, called) if not k], "o", ms=5,
+                markerfacecolor="white", color="tab:blue")
+        _density_axis(ax, x)
+        what = (f"{c.subject.label}: ticket minus {c.reference_kind}" if c.question == "control"
+                else f"{c.subject_label}\nminus {c.reference_label}")
+        ax.set_title(f"{what} (n = {c.n})", fontsize=8)
+        ax.set_ylabel("difference (points)", fontsize=8)
+    fig.suptitle(f"Paired differences by seed with {CONFIDENCE:.0%} t intervals; filled: the interval excludes 0 "
+                 f"with {MIN_SEEDS}+ seeds", fontsize=9)
+    fig.tight_layout()
+    save_figure_atomic(fig, path)
+    plt.close(fig)
+    return True
 
 
-def render_markdown(conditions, reference, rows, incomplete, figures: list[str]) -> str:
-    lines = ["# earlyphase report", ""]
-    lines += [f"Reference for differences: **{reference.label}**." if reference else "No standard-rewinding condition found: no differences.", ""]
+# ------------------------------------------------------------------------------------------ documents
+def render_markdown(conditions, found, notes, incomplete, figures: list[str]) -> str:
+    excluded = [i for i in incomplete if i.get("excluded")]
+    lines = ["# earlyphase report", "", "## Findings", ""]
+    lines += [f"- {s}" for s in findings(found, notes, excluded)]
+    lines += ["", f"Differences are paired by seed (same initialisation and data order): the mean of the per-seed "
+                  f"differences in accuracy points and its {CONFIDENCE:.0%} t interval; a difference is called only "
+                  f"when the interval excludes 0 with {MIN_SEEDS} or more seeds. Comparisons stay within one setting "
+                  f"and one k: a pretext condition against supervised rewinding to its own k, rewinding against "
+                  f"reset, each ticket against its controls.", ""]
     for fig in figures:
         lines += [f"![{fig}]({fig})", ""]
-    lines += ["## Accuracy at fixed densities", "",
-              "Test accuracy (%), mean +- std over seeds, at the level nearest each target density; "
-              "diff is to the reference; `~` marks a condition within one std of it.", "",
-              "| condition | target density | density | level | accuracy | n | diff | |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        diff = f"{100 * r['diff']:+.2f}" if "diff" in r else ""
-        mark = "~" if r.get("within_std") else ""
-        lines.append(f"| {r['condition']} | {100 * r['target']:.1f}% | {100 * r['density']:.1f}% | {r['level']} | "
-                     f"{_fmt(r['mean'])} +- {_fmt(r['std'])} | {r['n']} | {diff} | {mark} |")
-    lines += ["", "## Controls", ""]
-    control_rows = [(c.label, k, p) for c in conditions for k in sorted({r["kind"] for r in c.records} - {"trunk"})
-                    for p in curve(c.records, k)]
-    if control_rows:
-        # beside each control or perturbation: the unperturbed ticket of the same level, and the difference
-        ticket = {(c.label, p["level"]): p["mean"] for c in conditions for p in curve(c.records)}
-        lines += ["Controls and perturbed rewind points (`perturb_*`); ticket = the same level's unperturbed ticket, "
-                  "diff = accuracy - ticket.", "",
-                  "| condition | control | level | density | accuracy | n | ticket | diff |", "|---|---|---|---|---|---|---|---|"]
-        for c, k, p in control_rows:
-            t = ticket.get((c, p["level"]))
-            diff = f"{100 * (p['mean'] - t):+.2f}" if t is not None else ""
-            lines.append(f"| {c} | {k} | {p['level']} | {100 * p['density']:.1f}% | {_fmt(p['mean'])} +- {_fmt(p['std'])} | "
-                         f"{p['n']} | {_fmt(t)} | {diff} |")
-    else:
-        lines.append("No controls were run.")
-    lines += ["", "## Conditions", ""]
+    lines += ["## Tickets", "",
+              "Test accuracy (%) by density: mean ± sample std over seeds; in brackets the paired difference to the "
+              "condition in *compared with* and its 95% interval (`*`: the interval excludes 0, n ≥ 3).", ""]
+    lines += ticket_table(conditions, found)
+    lines += ["## Controls", "",
+              "Controls and perturbed rewind points: accuracy (%) mean ± std; in brackets the ticket's paired "
+              "advantage over it (ticket − control) and its 95% interval.", ""]
+    lines += control_table(found)
+    lines += ["## Conditions", ""]
     for c in conditions:
         seeds = sorted({r["seed"] for r in c.records})
         shown = {k: v for k, v in c.details.items() if v not in (None, "")}
-        lines += [f"### {c.label}", "", f"seeds: {seeds}; runs: {len(c.runs)}", "",
+        lines += [f"### {c.label}", "", f"k = {c.k}it; seeds: {seeds}; runs: {len(c.runs)}", "",
                   "```", json.dumps(shown, indent=1, sort_keys=True, default=str), "```", ""]
-    lines += ["## Incomplete runs", ""]
+    lines += ["## Incomplete and excluded runs", ""]
     lines += [f"- {i['run']}: {i.get('condition', '?')} seed {i.get('seed', '?')}: {i['why']}" for i in incomplete] or ["None."]
     return "\n".join(lines) + "\n"
 
 
-def render_html(markdown: str, out_dir: Path) -> str:
-    """A self-contained page: the markdown's tables and text, figures embedded as base64 PNG."""
-    body, in_code, in_table = [], False, False
-    for line in markdown.splitlines():
-        if line.startswith("```"):
-            body.append("</pre>" if in_code else "<pre>")
-            in_code = not in_code
-            continue
-        if in_code:
-            body.append(html.escape(line))
-            continue
-        if line.startswith("|"):
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= set("-"):
-                continue
-            tag = "th" if not in_table else "td"
-            body.append(("<table>" if not in_table else "") + "<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
-            in_table = True
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("!["):
-            name = line[line.index("(") + 1:-1]
-            data = base64.b64encode((out_dir / name).read_bytes()).decode()
-            body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line).replace('**', '')}</p>")
-    if in_table:
-        body.append("</table>")
-    style = "body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>earlyphase report</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+def render_html(markdown_text: str, out_dir: Path) -> str:
+    """A self-contained page: Python-Markdown's rendering, figures embedded as base64 PNG."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+
+    def embed(match: re.Match) -> str:
+        path = out_dir / match.group(1)
+        if not path.is_file():
+            return match.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    body = re.sub(r'src="([^"/]+\.png)"', embed, body)
+    style = ("body{font-family:sans-serif;max-width:72em;margin:auto;padding:0 1em}table{border-collapse:collapse;"
+             "font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
+             "pre{background:#f6f6f6;padding:4px}code{background:#f6f6f6}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>earlyphase report</title><style>{style}</style>"
+            f"</head><body>\n{body}\n</body></html>\n")
 
 
-def write_report(runs_dir: Path, out_dir: Path, reference: str | None = None, extra_figures=None, imp_dirs=None) -> Path:
-    """Write report.md, report.html and the figures into out_dir; returns out_dir.
+def _json(conditions, found, notes, incomplete) -> dict:
+    def diff(d):
+        return {"level": d.level, "density": d.density, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
+                "called": d.called, "seeds": d.seeds}
 
-    extra_figures: None = the standard analyses (studies.analysis_report: early-phase statistics and
-    perturbations, each drawn only where runs have them); () = none."""
-    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    if not runs_dir.is_dir():
-        raise UsageError(f"no runs folder at {runs_dir}: pass the --out folder of your runs")
-    conditions, incomplete = collect(runs_dir, imp_dirs)
-    if not conditions:
-        raise UsageError(f"no IMP runs under {runs_dir}: run `earlyphase study` or `earlyphase imp` first")
-    ref = pick_reference(conditions, reference)
+    return {"conditions": [{"label": c.label, "kind": c.kind, "k": c.k, "seeds": sorted({r["seed"] for r in c.records}),
+                            "curve": curve(c.records), "runs": [str(r) for r in c.runs]} for c in conditions],
+            "comparisons": [{"question": c.question, "subject": c.subject_label, "reference": c.reference_label,
+                             "differences": [diff(d) for d in c.differences]} for c in found],
+            "findings": findings(found, notes, [i for i in incomplete if i.get("excluded")]),
+            "confidence": CONFIDENCE, "min_seeds": MIN_SEEDS, "incomplete": incomplete}
+
+
+def write_report(folders, out_dir: Path, extra_figures=None) -> Path:
+    """Write report.md, report.html, report.json and the figures into out_dir; returns out_dir.
+
+    folders: a study directory or runs folders (several are merged). extra_figures: None = the standard
+    analyses (studies.analysis_report), each drawn only where runs have the data; () = none."""
+    folders = [Path(f) for f in ([folders] if isinstance(folders, (str, Path)) else folders)]
+    for folder in folders:
+        if not folder.is_dir():
+            raise UsageError(f"no runs folder at {folder}: pass the --out folder of your runs or a study directory")
+    conditions, incomplete = collect(folders)
+    if not any(c.records for c in conditions):
+        pending = f" ({len(incomplete)} runs or units not finished)" if incomplete else ""
+        raise UsageError(f"no finished IMP level under {', '.join(map(str, folders))}{pending}: run or finish "
+                         f"`earlyphase study` or `earlyphase imp` there first")
+    conditions = [c for c in conditions if c.records]
+    found, notes = comparisons(conditions)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = ["accuracy_vs_density.png"]
-    _plot(conditions, ref, out_dir / figures[0])
+    figures = []
+    if accuracy_figure(conditions, found, out_dir / "accuracy_vs_density.png"):
+        figures.append("accuracy_vs_density.png")
+    if difference_figure(found, out_dir / "paired_differences.png"):
+        figures.append("paired_differences.png")
     if extra_figures is None:
-        from .analysis_report import figures as analysis_figures  # imports this module: import late
+        from .analysis_report import figures as analysis_figures
 
-        extra_figures = analysis_figures(imp_dirs)
-    for make in extra_figures:  # analyses add their own figures: callables (runs_dir, out_dir) -> file name | None
-        name = make(runs_dir, out_dir)
+        extra_figures = analysis_figures()
+    for make in extra_figures:  # callables (conditions, out_dir) -> file name | None
+        name = make(conditions, out_dir)
         if name:
             figures.append(name)
-    rows = density_table(conditions, ref)
-    markdown = render_markdown(conditions, ref, rows, incomplete, figures)
-    (out_dir / "report.md").write_text(markdown)
-    (out_dir / "report.html").write_text(render_html(markdown, out_dir))
-    (out_dir / "report.json").write_text(json.dumps({"reference": ref.label if ref else None, "table": rows,
-                                                      "incomplete": incomplete}, indent=1, default=str))
+    markdown_text = render_markdown(conditions, found, notes, incomplete, figures)
+    write_text_atomic(out_dir / "report.md", markdown_text)
+    write_text_atomic(out_dir / "report.html", render_html(markdown_text, out_dir))
+    write_json_atomic(out_dir / "report.json", _json(conditions, found, notes, incomplete))
     return out_dir
 
 
 def main(argv: list[str]) -> int:
-    """earlyphase report RUNS_DIR [-o OUT_DIR] [--reference=LABEL]"""
-    positional, out, reference = [], None, None
+    """earlyphase report FOLDER [FOLDER ...] [-o OUT_DIR]"""
+    positional, out = [], None
     args = iter(argv)
     for arg in args:
         if arg in ("-o", "--out_dir", "--output"):
             out = next(args, None)
-            if out is None:
+            if out is None or out.startswith("-"):
                 raise UsageError(f"{arg} needs a folder: -o OUT_DIR")
         elif arg.startswith(("--out_dir=", "--output=")):
             out = arg.split("=", 1)[1]
-        elif arg.startswith("--reference="):
-            reference = arg.split("=", 1)[1]
+        elif arg.startswith("--reference"):
+            raise UsageError("--reference is gone: every condition is compared with its like (a pretext condition with "
+                             "rewinding to its own k, rewinding with reset); " + USAGE)
+        elif arg in ("-h", "--help"):
+            print(USAGE + "\n\n" + __doc__.split("\n\n")[1])
+            return 0
         elif arg.startswith("-"):
-            raise UsageError(f"unknown option {arg}: usage: earlyphase report RUNS_DIR [-o OUT_DIR] [--reference=LABEL]")
+            raise UsageError(f"unknown option {arg}: {USAGE}")
         else:
             positional.append(arg)
-    if len(positional) != 1:
-        raise UsageError("usage: earlyphase report RUNS_DIR [-o OUT_DIR] [--reference=LABEL]")
-    runs_dir = Path(positional[0]).expanduser()
-    out_dir = write_report(runs_dir, Path(out).expanduser() if out else runs_dir / "report", reference)
+    if not positional:
+        raise UsageError(USAGE)
+    folders = [Path(p).expanduser() for p in positional]
+    if out is None and len(folders) > 1:
+        raise UsageError(f"several folders need -o OUT_DIR for the merged report: {USAGE}")
+    out_dir = write_report(folders, Path(out).expanduser() if out else folders[0] / "report")
     print(f"report: {out_dir / 'report.md'} and report.html")
     print(out_dir)
     return 0

@@ -29,6 +29,7 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from . import imp_job, pretrain_job, schedule
 from .checkpoints import write_json_atomic
@@ -41,10 +42,11 @@ from .report import write_report
 from .schedule import Job
 
 PRESETS = {
-    # 2 seeds x 7 conditions x 4 trainings (+ 3 controls per seed), about 2 s each on 2 CPU cores.
-    "quick": dict(dataset="digits", seeds="0,1", width=12, batch_size=128, training_steps="5ep",
-                  milestone_steps="3ep,4ep", eval_every=5, levels=3, prune_fraction=0.75, rewind_step="12it",
-                  pretrain_steps="24it", controls="random_reinit", control_conditions="rewind"),
+    # 3 seeds (the fewest that allow a paired interval) x 6 IMP runs of 4 trainings (+ 3 controls per seed); one k for
+    # every condition, 4.3% of T (the paper: 500 of 62,560 iterations, 0.8%); see the README for the measurements.
+    "quick": dict(dataset="digits", seeds="0,1,2", width=12, batch_size=64, training_steps="8ep",
+                  milestone_steps="4ep,6ep", eval_every=8, levels=3, prune_fraction=0.75, rewind_step="8it",
+                  pretrain_steps="8it", controls="random_reinit", control_conditions="rewind"),
     "paper": dict(dataset="cifar10", seeds="0,1,2", levels=8, prune_fraction=0.2, rewind_step="500it",
                   pretrain_steps="500it", pretrain_budgets="rotation=40ep,simclr=40ep,random_labels=500it,blur=500it",
                   controls="random_reinit,random_prune_layerwise", control_conditions="rewind", eval_every=4),
@@ -83,28 +85,85 @@ def available_conditions() -> list[str]:
     return list(BASELINES) + [p.name for p in registry.discover() if p.task is not None]
 
 
-def plan_units(cfg: StudyConfig) -> list[dict]:
-    """The study's units in order: one per (condition, seed), validated before anything runs."""
-    known = available_conditions()
-    wanted = known if cfg.conditions.strip() == "all" else _split(cfg.conditions)
-    unknown = [c for c in wanted if c not in known]
-    if unknown or not wanted:
-        raise UsageError(f"--conditions: unknown {', '.join(unknown) or '(none given)'}; available: {', '.join(known)} (or all)")
+def _names(flag: str, text: str, known: list[str]) -> list[str]:
+    """The condition names of a flag (`all` = every known one), each known and given once."""
+    names = known if text.strip() == "all" else _split(text)
+    unknown = [c for c in names if c not in known]
+    if unknown:
+        raise UsageError(f"--{flag}: unknown {', '.join(unknown)}; available: {', '.join(known)} (or all)")
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise UsageError(f"--{flag}: {', '.join(twice)} given twice; name each condition once")
+    return names
+
+
+def _seeds(text: str) -> list[int]:
     try:
-        seeds = [int(s) for s in _split(cfg.seeds)]
+        seeds = [int(s) for s in _split(text)]
     except ValueError:
-        raise UsageError(f"--seeds={cfg.seeds}: write integers, e.g. --seeds=0,1,2") from None
+        raise UsageError(f"--seeds={text}: write integers, e.g. --seeds=0,1,2") from None
     if not seeds:
-        raise UsageError("--seeds: give at least one seed, e.g. --seeds=0")
+        raise UsageError("--seeds: give at least one seed, e.g. --seeds=0,1,2")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise UsageError(f"--seeds={text}: seed {twice[0]} is given twice; each seed is one replicate")
+    return seeds
+
+
+def _budgets(cfg: StudyConfig, known: list[str]) -> dict:
     budgets = {}
     for item in _split(cfg.pretrain_budgets):
         name, eq, steps = item.partition("=")
-        if not eq or name not in known:
-            raise UsageError(f"--pretrain_budgets: {item!r} is not name=steps with a known task (e.g. rotation=2ep)")
+        if not eq or name not in known or name in BASELINES:
+            raise UsageError(f"--pretrain_budgets: {item!r} is not name=steps with a pretext task (e.g. rotation=2ep)")
+        if name in budgets:
+            raise UsageError(f"--pretrain_budgets: {name} is given twice; give each task one budget")
         budgets[name] = steps
-    with_controls = known if cfg.control_conditions.strip() == "all" else _split(cfg.control_conditions)
-    return [{"condition": c, "seed": s, "pretrain_steps": budgets.get(c, cfg.pretrain_steps),
-             "controls": cfg.controls if c in with_controls else ""} for c in wanted for s in seeds]
+    return budgets
+
+
+def plan_units(cfg: StudyConfig) -> list[dict]:
+    """The study's units in order, one per (IMP run, seed); validated before anything runs.
+
+    Like for like: a pretext condition pretrained for k steps replaces the run's first k iterations, so it is
+    compared with rewinding to the same k, which the study runs too (`reference_for`). `supervised` for k
+    steps *is* rewinding to k (same weights, momentum and levels), so it is that unit, not a second one.
+    Each unit: condition (reset, rewind or a pretext task), seed, rewind_step (reset and rewind) or
+    pretrain_steps (pretext), controls, and `asked_by`: the conditions that asked for it."""
+    known = available_conditions()
+    wanted = _names("conditions", cfg.conditions, known)
+    if not wanted:
+        raise UsageError(f"--conditions: give at least one; available: {', '.join(known)} (or all)")
+    with_controls = set(_names("control_conditions", cfg.control_conditions, known))
+    budgets = _budgets(cfg, known)
+    runs: dict[tuple, dict] = {}
+
+    def add(condition: str, steps: str, asked_by: str, reference_for: str | None = None) -> None:
+        unit = runs.setdefault((condition, steps), {"condition": condition, "steps": steps, "asked_by": [],
+                                                    "reference_for": [], "controls": False})
+        unit["asked_by"] += [] if reference_for else [asked_by]
+        unit["reference_for"] += [reference_for] if reference_for else []
+        unit["controls"] |= asked_by in with_controls and not reference_for
+
+    for c in wanted:
+        if c == "reset":
+            add("reset", "0it", c)
+        elif c == "rewind":
+            add("rewind", cfg.rewind_step, c)
+        elif c == "supervised":
+            add("rewind", budgets.get(c, cfg.pretrain_steps), c)
+        else:
+            budget = budgets.get(c, cfg.pretrain_steps)
+            add(c, budget, c)
+            add("rewind", budget, c, reference_for=c)
+    units = []
+    for run in runs.values():
+        for seed in _seeds(cfg.seeds):
+            step_field = "rewind_step" if run["condition"] in BASELINES else "pretrain_steps"
+            units.append({"condition": run["condition"], "seed": seed, step_field: run["steps"],
+                          "controls": cfg.controls if run["controls"] else "", "asked_by": run["asked_by"],
+                          "reference_for": run["reference_for"]})
+    return units
 
 
 def _fields_of(cls, cfg) -> dict:
@@ -114,21 +173,21 @@ def _fields_of(cls, cfg) -> dict:
 def unit_configs(cfg: StudyConfig, unit: dict) -> tuple[PretrainConfig | None, ImpConfig]:
     imp = ImpConfig(**_fields_of(ImpConfig, cfg))
     imp = dataclasses.replace(imp, seed=unit["seed"], controls=unit["controls"])
-    if unit["condition"] == "reset":
-        return None, dataclasses.replace(imp, rewind_step="0it", rewind_from=None)
-    if unit["condition"] == "rewind":
-        return None, dataclasses.replace(imp, rewind_from=None)
+    if unit["condition"] in BASELINES:
+        return None, dataclasses.replace(imp, rewind_step=unit["rewind_step"], rewind_from=None)
     pre = PretrainConfig(**_fields_of(PretrainConfig, cfg))
     pre = dataclasses.replace(pre, seed=unit["seed"], pretext=unit["condition"], pretrain_steps=unit["pretrain_steps"])
     return pre, dataclasses.replace(imp, rewind_step=None)  # the pretrained point is the rewind point
 
 
 def validate_units(cfg: StudyConfig, units: list[dict]) -> None:
-    """Check every unit's configs up front, so a typo fails before hours of work, not after."""
+    """Check every unit's configs up front, so a typo fails before hours of work, not after. A pretext unit's
+    IMP run starts at its pretraining's k: checked as rewinding to that step (what k resolves to)."""
     for unit in units:
         pre, imp = unit_configs(cfg, unit)
         if pre is not None:
             pretrain_job.validate(pre)
+            imp = dataclasses.replace(imp, rewind_step=pre.pretrain_steps)
         imp_job.prepare(dataclasses.replace(imp, rewind_from=None))  # checks only; writes nothing
 
 
@@ -151,11 +210,11 @@ def work(cfg: StudyConfig) -> Job:
         if pre is not None:
             with logger.router(f"{name}: pretrain", dataclasses.asdict(pre), "pretrain") as sink:
                 pre_dir, _ = yield from pretrain_job.work(pre, sinks=[sink])
-            unit["pretrain_dir"] = str(pre_dir)
+            unit["pretrain_dir"] = _relative(pre_dir, out.parent)
             imp = dataclasses.replace(imp, rewind_from=str(pre_dir))
         with logger.router(name, dataclasses.asdict(imp)) as sink:
             imp_dir, _ = yield from imp_job.work(imp, sinks=[sink])
-        unit["imp_dir"] = str(imp_dir)
+        unit["imp_dir"] = _relative(imp_dir, out.parent)
         write_json_atomic(out / "study.json", record)
 
     jobs = [unit_job(i, unit) for i, unit in enumerate(units, 1)]
@@ -163,9 +222,18 @@ def work(cfg: StudyConfig) -> Job:
         yield from (schedule.gather(jobs) if cfg.concurrent > 1 else schedule.chain(jobs))
     finally:
         logger.close()
-    report_dir = write_report(out.parent, out / "report", imp_dirs=[u["imp_dir"] for u in units])
+    report_dir = write_report([out], out / "report")
     print(f"study done in {time.monotonic() - started:.0f}s: report at {report_dir / 'report.md'}", file=sys.stderr)
     return out, report_dir
+
+
+def _relative(run: Path, runs_folder: Path) -> str:
+    """A run's directory as study.json keeps it: relative to the runs folder, so a copied or moved folder
+    reports its own runs (absolute only for a run outside it)."""
+    try:
+        return Path(run).resolve().relative_to(Path(runs_folder).resolve()).as_posix()
+    except ValueError:
+        return str(Path(run).resolve())
 
 
 def run(cfg: StudyConfig) -> tuple:

@@ -1,19 +1,33 @@
+"""Reports from synthetic records with known answers: conditions, like-for-like pairing, intervals, findings."""
+
 import json
+import math
+import shutil
 import statistics
 
 import pytest
 
-from earlyphase.studies import cli, report
+from earlyphase.studies import cli, findings, paired, report, report_data
+
+T_975_2 = 4.302652729749462  # Student's t, 97.5% quantile, 2 degrees of freedom (3 seeds), from tables
+DENSITIES = (1.0, 0.5, 0.25, 0.125)
 
 
-def write_imp(root, name, config, accuracies, densities=(1.0, 0.5, 0.25, 0.125), controls=None):
+def write_imp(root, name, seed, accuracies, *, k=24, controls=None, pretext=None, densities=DENSITIES, **config):
+    """An IMP run directory as `earlyphase imp` writes it (config.json, tickets.json), without training."""
     d = root / name
     d.mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps({"kind": "imp", "levels": len(accuracies) - 1, **config}))
-    tickets = [{"level": i, "kind": "trunk", "density": densities[i], "test_accuracy": a, "seed": config["seed"]}
+    base = {"kind": "imp", "seed": seed, "levels": len(accuracies) - 1, "dataset": "digits", "training_steps": "60it",
+            "rewind_step": f"{k}it", "rewind_step_it": k, **config}
+    if pretext:
+        base.update(rewind_step=None, rewind_from=f"/elsewhere/pretrain_{pretext}_{seed}",
+                    rewind_point={"step": k, "description": f"{pretext} seed {seed}",
+                                  "pretext": {"name": pretext, "pretrain_steps": f"{k}it", "options": {}, "seed": seed}})
+    (d / "config.json").write_text(json.dumps(base))
+    tickets = [{"level": i, "kind": "trunk", "density": densities[i], "test_accuracy": a, "seed": seed}
                for i, a in enumerate(accuracies)]
     for kind, accs in (controls or {}).items():
-        tickets += [{"level": i + 1, "kind": kind, "density": densities[i + 1], "test_accuracy": a, "seed": config["seed"]}
+        tickets += [{"level": i + 1, "kind": kind, "density": densities[i + 1], "test_accuracy": a, "seed": seed}
                     for i, a in enumerate(accs)]
     (d / "tickets.json").write_text(json.dumps(tickets))
     return d
@@ -21,70 +35,204 @@ def write_imp(root, name, config, accuracies, densities=(1.0, 0.5, 0.25, 0.125),
 
 @pytest.fixture
 def runs(tmp_path):
+    """Three seeds of reset, rewind 24it (+ random_reinit), rotation at 24it and rotation at 48it (no reference)."""
     root = tmp_path / "runs"
-    write_imp(root, "imp_r0", {"seed": 0, "rewind_step": "24it"}, [0.90, 0.90, 0.88, 0.80],
-              controls={"random_reinit": [0.85, 0.70, 0.50]})
-    write_imp(root, "imp_r1", {"seed": 1, "rewind_step": "24it"}, [0.92, 0.90, 0.86, 0.82],
-              controls={"random_reinit": [0.87, 0.72, 0.52]})
-    write_imp(root, "imp_z0", {"seed": 0, "rewind_step": "0it"}, [0.90, 0.89, 0.80, 0.60])
-    write_imp(root, "imp_z1", {"seed": 1, "rewind_step": "0it"}, [0.92, 0.85, 0.78, 0.64])
-    pre = root / "pretrain_x"
-    pre.mkdir()
-    (pre / "config.json").write_text(json.dumps({"kind": "pretrain", "pretext": "rotation", "pretrain_steps": "400it", "seed": 0}))
-    write_imp(root, "imp_p0", {"seed": 0, "rewind_step": "500it", "rewind_from": str(pre)}, [0.91, 0.89, 0.87, 0.81])
-    broken = root / "imp_broken"
-    broken.mkdir()
-    (broken / "config.json").write_text(json.dumps({"kind": "imp", "seed": 2, "rewind_step": "0it", "levels": 3}))
-    partial = write_imp(root, "imp_z2", {"seed": 2, "rewind_step": "0it"}, [0.9, 0.8])
-    cfg = json.loads((partial / "config.json").read_text())
-    (partial / "config.json").write_text(json.dumps({**cfg, "levels": 3}))
-    return root
+    rewind = {0: [0.90, 0.90, 0.88, 0.80], 1: [0.92, 0.90, 0.86, 0.82], 2: [0.91, 0.91, 0.87, 0.84]}
+    reinit = {0: [0.85, 0.70, 0.50], 1: [0.87, 0.72, 0.52], 2: [0.86, 0.71, 0.60]}
+    reset = {0: [0.90, 0.89, 0.80, 0.60], 1: [0.92, 0.85, 0.78, 0.64], 2: [0.91, 0.90, 0.86, 0.83]}
+    rotation = {0: [0.91, 0.89, 0.87, 0.70], 1: [0.92, 0.91, 0.85, 0.73], 2: [0.90, 0.90, 0.88, 0.75]}
+    for s in range(3):
+        write_imp(root, f"imp_rewind{s}", s, rewind[s], controls={"random_reinit": reinit[s]})
+        write_imp(root, f"imp_reset{s}", s, reset[s], k=0)
+        write_imp(root, f"imp_rot{s}", s, rotation[s], pretext="rotation")
+        write_imp(root, f"imp_rotlong{s}", s, rotation[s], k=48, pretext="rotation")
+    return root, {"rewind": rewind, "reinit": reinit, "reset": reset, "rotation": rotation}
 
 
-def test_conditions_are_derived_from_configs(runs):
-    conditions, incomplete = report.collect(runs)
-    assert [c.label for c in conditions] == ["reset", "rewind 24it", "rotation 400it"]
-    assert {i["run"].split("/")[-1] for i in incomplete} == {"imp_broken", "imp_z2"}
-    assert any("levels [2, 3] not finished" in i["why"] for i in incomplete)
+def by_label(conditions):
+    return {c.label: c for c in conditions}
 
 
-def test_aggregation_has_known_answers(runs):
-    conditions, _ = report.collect(runs)
-    reset = conditions[0]
-    points = report.curve(reset.records)
-    level2 = points[2]
-    # three seeds at level 2? no: seed 2 stopped at level 1, so level 2 has seeds 0 and 1
-    assert level2["n"] == 2 and level2["mean"] == pytest.approx(0.79) and level2["std"] == pytest.approx(statistics.stdev([0.80, 0.78]))
-    assert points[1]["n"] == 3 and points[1]["mean"] == pytest.approx((0.89 + 0.85 + 0.8) / 3)
-    ref = report.pick_reference(conditions, None)
-    assert ref.label == "rewind 24it"
-    rows = report.density_table(conditions, ref, densities=(1.0, 0.3, 0.1))
-    by = {(r["condition"], r["target"]): r for r in rows}
-    assert by[("reset", 0.3)]["level"] == 2  # 0.25 is nearer 0.3 than 0.5 on a log scale
-    assert by[("reset", 0.1)]["diff"] == pytest.approx(0.62 - 0.81)
-    assert by[("reset", 0.1)]["within_std"] is False
-    assert by[("rotation 400it", 0.1)]["diff"] == pytest.approx(0.81 - 0.81)
-    assert by[("rotation 400it", 0.1)]["within_std"] is True
-    assert "diff" not in by[("rewind 24it", 1.0)]
-    reinit = report.curve(ref.records, "random_reinit")
-    assert [p["level"] for p in reinit] == [1, 2, 3] and reinit[2]["mean"] == pytest.approx(0.51)
+def test_conditions_come_from_configs_and_settings(runs):
+    root, _ = runs
+    conditions, incomplete = report_data.collect([root])
+    assert [c.label for c in conditions] == ["reset", "rewind 24it", "rotation 24it", "rotation 48it"]
+    assert [(c.kind, c.k) for c in conditions] == [("reset", 0), ("rewind", 24), ("pretext", 24), ("pretext", 48)]
+    assert len({c.setting for c in conditions}) == 1 and incomplete == []
 
 
-def test_report_files_hold_the_numbers(runs, tmp_path, capsys):
-    out = tmp_path / "rep"
-    assert cli.main(["report", str(runs), "-o", str(out)]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
+def test_intervals_are_paired_by_seed_with_known_answers(runs):
+    root, acc = runs
+    conditions = by_label(report_data.collect([root])[0])
+    found, notes = paired.comparisons(list(conditions.values()))
+    rotation = next(c for c in found if c.question == "pretext")
+    assert rotation.subject.label == "rotation 24it" and rotation.reference.label == "rewind 24it"
+    # by hand: level 3 differences rotation - rewind per seed, mean +- t * sd / sqrt(n)
+    diffs = [acc["rotation"][s][3] - acc["rewind"][s][3] for s in range(3)]  # -0.10, -0.09, -0.09
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    d3 = next(d for d in rotation.differences if d.level == 3)
+    assert (d3.n, d3.density, d3.seeds) == (3, 0.125, [0, 1, 2])
+    assert d3.mean == pytest.approx(mean) and d3.mean == pytest.approx(-0.09333333)
+    assert d3.low == pytest.approx(mean - T_975_2 * sd / math.sqrt(3))
+    assert d3.high == pytest.approx(mean + T_975_2 * sd / math.sqrt(3)) and d3.high < 0 and d3.called
+    # levels 0-2: differences of mixed sign, intervals around 0
+    for level, diffs in ((0, [0.01, 0.0, -0.01]), (1, [-0.01, 0.01, -0.01]), (2, [-0.01, -0.01, 0.01])):
+        d = next(d for d in rotation.differences if d.level == level)
+        assert d.mean == pytest.approx(statistics.fmean(diffs), abs=1e-12) and d.low < 0 < d.high and not d.called
+
+    # rewinding vs reset: only pruned levels (level 0 is the same dense run); differences vary in sign at level 3
+    vs_reset = next(c for c in found if c.question == "rewind_vs_reset")
+    assert [d.level for d in vs_reset.differences] == [1, 2, 3]
+    d = vs_reset.differences[2]
+    diffs = [acc["rewind"][s][3] - acc["reset"][s][3] for s in range(3)]  # 0.20, 0.18, 0.01
+    assert d.mean == pytest.approx(statistics.fmean(diffs))
+    half = T_975_2 * statistics.stdev(diffs) / math.sqrt(3)
+    assert (d.low, d.high) == (pytest.approx(d.mean - half), pytest.approx(d.mean + half)) and not d.called
+    # tickets vs their control: a paired advantage of 0.09, 0.16, 0.26 at levels 1..3
+    control = next(c for c in found if c.question == "control")
+    assert control.reference_kind == "random_reinit"
+    d = control.differences[2]
+    diffs = [acc["rewind"][s][3] - acc["reinit"][s][2] for s in range(3)]
+    assert d.mean == pytest.approx(statistics.fmean(diffs)) and d.called and d.low > 0
+
+
+def test_identical_differences_have_a_zero_width_interval():
+    assert paired.interval([-0.01, -0.01, -0.01]) == pytest.approx((-0.01, -0.01, -0.01))
+    assert paired.Difference(1, 0.5, 3, -0.01, -0.01, -0.01).called  # three seeds, every one 1 point lower
+    assert not paired.Difference(1, 0.5, 2, -0.01, -0.01, -0.01).called  # two seeds never conclude
+    assert paired.interval([0.02]) == (0.02, None, None)
+
+
+def test_no_condition_is_compared_across_k_budget_or_setting(runs, tmp_path):
+    root, _ = runs
+    # tempting records: a rewinding run at 12it that beats everything, and a rotation run with another T
+    for s in range(3):
+        write_imp(root, f"imp_rewind12_{s}", s, [0.99, 0.99, 0.99, 0.99], k=12)
+        write_imp(root, f"imp_rotT{s}", s, [0.5, 0.5, 0.5, 0.5], pretext="rotation", training_steps="120it")
+    conditions = report_data.collect([root])[0]
+    found, notes = paired.comparisons(conditions)
+    pretext = [(c.subject.label, c.reference.label) for c in found if c.question == "pretext"]
+    assert pretext == [("rotation 24it", "rewind 24it")]  # never rotation 48it against rewind 24it or 12it
+    for c in found:
+        assert c.subject.setting == c.reference.setting
+        if c.question == "pretext":
+            assert c.subject.k == c.reference.k
+    assert any(n.startswith("rotation 48it: no supervised rewinding to the same k (48it)") for n in notes)
+    other_t = [c for c in conditions if c.label.startswith("rotation 24it [")]
+    assert [c.label for c in other_t] == ["rotation 24it [training_steps=120it]"]
+    assert any(n.startswith("rotation 24it [training_steps=120it]: no supervised rewinding") for n in notes)
+    out = report.write_report([root], tmp_path / "rep")
     md = (out / "report.md").read_text()
-    assert "| rewind 24it | 100.0% | 100.0% | 0 | 91.00 +- 1.41 | 2 |" in md
-    assert "79.00 +- 1.41" in md and "random_reinit" in md and "imp_broken" in md
+    assert "**rotation 48it**" not in md.split("## Tickets")[0].split("- rotation 48it:")[0]
+    assert "rotation 48it: no supervised rewinding to the same k" in md
+
+
+def test_findings_state_the_intervals_and_refuse_to_conclude_with_two_seeds(runs, tmp_path):
+    root, acc = runs
+    out = report.write_report([root], tmp_path / "rep")
+    data = json.loads((out / "report.json").read_text())
+    text = " ".join(data["findings"])
+    assert "**rotation 24it** falls short of supervised rewinding to the same k (**rewind 24it**) at 1 of 3" in text
+    d3 = next(c for c in data["comparisons"] if c["subject"] == "rotation 24it")["differences"][-1]
+    assert f"{100 * d3['mean']:+.2f} points [{100 * d3['low']:+.2f}, {100 * d3['high']:+.2f}] at 12.5% (n = 3)" in text
+    assert "Rewinding (**rewind 24it**) is not distinguishable from resetting" in text
+    # the ticket table: one row per condition, one column per density, differences and intervals beside values
+    md = (out / "report.md").read_text()
+    assert "| condition | k | seeds | compared with | 100% | 50% | 25% | 12.5% |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| rotation 24it |"))
+    assert row.startswith("| rotation 24it | 24it | 3 | rewind 24it | 91.00 ± 1.00 (+0.00 [")
+    assert "(-9.33 [" in row and row.endswith("]*) |")
+
+    two = tmp_path / "two"
+    for name in ("imp_rewind0", "imp_rewind1", "imp_rot0", "imp_rot1"):
+        shutil.copytree(root / name, two / name)
+    data = json.loads((report.write_report([two], tmp_path / "rep2") / "report.json").read_text())
+    assert data["findings"][0] == ("**rotation 24it** vs supervised rewinding to the same k (**rewind 24it**): 2 seeds "
+                                   "in common, too few to conclude anything (3 or more are needed).")
+    md = (tmp_path / "rep2" / "report.md").read_text()
+    assert "*" not in "".join(line.split("|", 5)[-1] for line in md.splitlines() if line.startswith("| rotation"))
+
+
+def test_one_seed_shows_no_spread(tmp_path):
+    root = tmp_path / "runs"
+    write_imp(root, "imp_a", 0, [0.9, 0.8])
+    write_imp(root, "imp_b", 0, [0.9, 0.7], k=0)
+    md = (report.write_report([root], tmp_path / "rep") / "report.md").read_text()
+    assert "| rewind 24it | 24it | 1 | reset | 90.00 | 80.00 (+10.00) |" in md and "± 0.00" not in md
+
+
+def test_seeds_of_one_condition_with_different_engines_are_one_condition(tmp_path):
+    root = tmp_path / "runs"
+    for s, engine in enumerate(("streams", "vmap", "streams")):
+        write_imp(root, f"imp_{s}", s, [0.9, 0.8], concurrent_engine=engine, concurrent=s + 1, compile="none")
+    conditions = report_data.collect([root])[0]
+    assert [(c.label, len(c.runs)) for c in conditions] == [("rewind 24it", 3)]
+
+
+def test_report_files_and_html_as_a_reader_sees_them(runs, tmp_path, capsys):
+    root, _ = runs
+    out = tmp_path / "rep"
+    assert cli.main(["report", str(root), "-o", str(out)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
+    for name in ("accuracy_vs_density.png", "paired_differences.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
     page = (out / "report.html").read_text()
-    assert "data:image/png;base64," in page and "91.00 +- 1.41" in page
-    assert (out / "accuracy_vs_density.png").read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in page and "<table>" in page and "`" not in page and "**" not in page
+    assert "<strong>rotation 24it</strong>" in page and "<code>" in page
+    assert not list(out.glob("*.tmp"))
 
 
-def test_report_errors(tmp_path, capsys):
+def test_copied_folders_report_their_own_data_and_merge(runs, tmp_path, capsys):
+    root, _ = runs
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    tickets = json.loads((copy / "imp_reset0" / "tickets.json").read_text())
+    tickets[1]["test_accuracy"] = 0.5
+    (copy / "imp_reset0" / "tickets.json").write_text(json.dumps(tickets))
+    reset = lambda folder: by_label(report_data.collect([folder])[0])["reset"]  # noqa: E731
+    assert [r["test_accuracy"] for r in reset(copy).records if r["seed"] == 0][1] == 0.5
+    assert [r["test_accuracy"] for r in reset(root).records if r["seed"] == 0][1] == 0.89
+    # merging two folders: the same run twice counts once; two different records of one part are refused
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(root, a)
+    shutil.copytree(root, b)
+    tickets = json.loads((b / "imp_reset0" / "tickets.json").read_text())
+    (a / "imp_reset0" / "tickets.json").write_text(json.dumps(tickets[:2]))  # machine a had finished level 1 only
+    conditions = by_label(report_data.collect([a, b])[0])
+    assert len(conditions["reset"].runs) == 3 and len(conditions["reset"].records) == 12
+    assert cli.main(["report", str(root), str(copy), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "two different records of one run: level 1 trunk" in err and len(err.strip().splitlines()) == 1
+    assert cli.main(["report", str(a), str(b)]) == 2
+    assert "several folders need -o OUT_DIR" in capsys.readouterr().err
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "none")]) == 2
     assert "no runs folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert cli.main(["report", str(tmp_path / "empty")]) == 2
-    assert "no IMP runs" in capsys.readouterr().err
+    assert "no finished IMP level" in capsys.readouterr().err
+    write_imp(tmp_path / "bad", "imp_x", 0, [0.9])
+    (tmp_path / "bad" / "imp_x" / "tickets.json").write_text(json.dumps({"level": 0}))
+    assert cli.main(["report", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "does not hold ticket records" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "bad" / "imp_x" / "tickets.json").write_text("[{")
+    assert cli.main(["report", str(tmp_path / "bad")]) == 2
+    assert "is not readable JSON" in capsys.readouterr().err
+    assert cli.main(["report", str(tmp_path / "empty"), "--reference=rewind 24it"]) == 2
+    assert "--reference is gone" in capsys.readouterr().err
+
+
+def test_runs_of_the_earlier_protocol_are_excluded(tmp_path):
+    root = tmp_path / "runs"
+    write_imp(root, "imp_new", 0, [0.9, 0.8])
+    old = write_imp(root, "imp_old", 0, [0.9, 0.95], pretext="rotation")
+    config = json.loads((old / "config.json").read_text())
+    del config["rewind_step_it"]
+    (old / "config.json").write_text(json.dumps(config))
+    conditions, incomplete = report_data.collect([root])
+    assert [c.label for c in conditions] == ["rewind 24it"]
+    assert incomplete[0]["excluded"] and "trained [0, T)" in incomplete[0]["why"]
+    assert "excluded" in " ".join(findings.findings([], [], [incomplete[0]]))

@@ -90,16 +90,15 @@ def test_imp_concurrent_stacks_a_levels_parts_and_matches_sequential(tmp_path, c
 def test_study_concurrent_stacks_trainings_of_different_units(tmp_path, capsys, stacks):
     out = tmp_path / "runs"
     assert cli.main(["study", f"--out={out}", "--conditions=reset,rewind,random_labels", "--seeds=0",
-                     "--concurrent=8", "--concurrent_engine=vmap", *TINY]) == 0
+                     "--concurrent=8", "--concurrent_engine=vmap", *TINY, "--pretrain_steps=3it"]) == 0
     study_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
-    units = {u["condition"]: Path(u["imp_dir"]) for u in json.loads((study_dir / "study.json").read_text())["units"]}
+    units = {u["condition"]: out / u["imp_dir"] for u in json.loads((study_dir / "study.json").read_text())["units"]}
     groups = [sorted((next(c for c, d in units.items() if d in p.parents), p.name if p.parent in units.values()
                       else f"{p.parent.name}/{p.name}") for p in s) for s in stacks]
-    # reset trains [0, T) at every level, as random_labels does from its pretrained point: they stack
-    assert [("random_labels", "level_0"), ("reset", "level_1")] in groups
-    assert [("random_labels", "level_1"), ("reset", "level_2")] in groups
+    # random_labels pretrained for k = 3 steps: its levels train [3, T), as rewinding's pruned levels do: they stack
+    assert [("random_labels", "level_0"), ("rewind", "level_1"), ("rewind", "level_1/random_reinit")] in groups
+    assert [("random_labels", "level_1"), ("rewind", "level_2"), ("rewind", "level_2/random_reinit")] in groups
     assert [("reset", "level_0"), ("rewind", "level_0")] in groups  # level 0 of both baselines
-    assert [("rewind", "level_1"), ("rewind", "level_1/random_reinit")] in groups  # the quick preset's control
     assert (study_dir / "report" / "report.md").exists()
     assert all(len(json.loads((d / "tickets.json").read_text())) >= 3 for d in units.values())
 

@@ -2,31 +2,57 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+import torchvision
 
 from earlyphase.studies import cli, study
 
+from cifar_files import UncheckedCIFAR10, write_cifar_tree
+
 TINY = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
-        "--rewind_step=3it", "--pretrain_steps=4it", "--batch_size=128"]
+        "--rewind_step=3it", "--pretrain_steps=3it", "--batch_size=128"]
+
+
+def units_of(args):
+    return [(u["condition"], u["seed"], u.get("rewind_step") or u.get("pretrain_steps"), u["controls"])
+            for u in study.plan_units(study.parse(args))]
 
 
 def test_presets_and_overrides():
     quick = study.parse([])
-    assert quick.dataset == "digits" and quick.seeds == "0,1" and quick.prune_fraction == 0.75
+    assert quick.dataset == "digits" and quick.seeds == "0,1,2" and quick.prune_fraction == 0.75
+    assert quick.rewind_step == quick.pretrain_steps  # one k for every condition
     paper = study.parse(["--preset=paper", "--seeds=4"])
     assert paper.dataset == "cifar10" and paper.levels == 8 and paper.rewind_step == "500it" and paper.seeds == "4"
-    units = study.plan_units(study.parse(["--conditions=reset,rotation", "--pretrain_budgets=rotation=7it"]))
-    assert [(u["condition"], u["seed"], u["pretrain_steps"]) for u in units] == [
-        ("reset", 0, "24it"), ("reset", 1, "24it"), ("rotation", 0, "7it"), ("rotation", 1, "7it")]
-    all_conditions = {u["condition"] for u in study.plan_units(study.parse([]))}
-    assert {"reset", "rewind", "supervised", "rotation", "simclr", "random_labels", "blur"} <= all_conditions
+    all_conditions = {u["condition"] for u in study.plan_units(quick)}
+    assert {"reset", "rewind", "rotation", "simclr", "random_labels", "blur"} <= all_conditions
+    assert "supervised" not in all_conditions  # supervised for k steps is rewinding to k: the same unit
+
+
+def test_every_pretext_budget_brings_rewinding_to_the_same_step():
+    units = units_of(["--conditions=reset,rotation,supervised", "--seeds=0", "--rewind_step=12it",
+                      "--pretrain_steps=12it", "--pretrain_budgets=rotation=7it,supervised=40it", "--controls=random_reinit",
+                      "--control_conditions=reset,rotation"])
+    assert units == [("reset", 0, "0it", "random_reinit"), ("rotation", 0, "7it", "random_reinit"),
+                     ("rewind", 0, "7it", ""), ("rewind", 0, "40it", "")]
+    # rewind asked for itself and as supervised's and rotation's reference: one unit, controls as rewind asks
+    units = units_of(["--conditions=rewind,rotation,supervised", "--seeds=0,1", "--rewind_step=12it",
+                      "--pretrain_steps=12it", "--controls=random_reinit"])
+    assert units == [("rewind", 0, "12it", "random_reinit"), ("rewind", 1, "12it", "random_reinit"),
+                     ("rotation", 0, "12it", ""), ("rotation", 1, "12it", "")]
 
 
 @pytest.mark.parametrize("args,message", [
     (["--conditions=rotashun"], "unknown rotashun"),
     (["--seeds=a,b"], "--seeds"),
+    (["--seeds=0,0"], "seed 0 is given twice"),
+    (["--conditions=reset,reset"], "reset given twice"),
+    (["--control_conditions=rewnd"], "--control_conditions: unknown rewnd"),
     (["--preset=huge"], "--preset"),
     (["--pretrain_budgets=rotation"], "name=steps"),
+    (["--pretrain_budgets=rotation=2it,rotation=3it"], "rotation is given twice"),
     (["--prune_fraction=1.5"], "prune_fraction"),
+    (["--pretrain_budgets=rotation=2ep", "--training_steps=2ep"], "(46it) is not before the end of training"),
 ])
 def test_bad_study_input(tmp_path, capsys, args, message):
     assert cli.main(["study", f"--out={tmp_path}/runs", *args]) == 2
@@ -37,26 +63,55 @@ def test_bad_study_input(tmp_path, capsys, args, message):
 
 def test_tiny_study_writes_a_report_matching_the_records(tmp_path, capsys):
     out = tmp_path / "runs"
-    args = ["study", f"--out={out}", "--conditions=reset,rewind,rotation", "--seeds=0,1", *TINY]
+    args = ["study", f"--out={out}", "--conditions=reset,rewind,rotation,supervised", "--seeds=0,1,2", *TINY]
     assert cli.main(args) == 0
     study_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     record = json.loads((study_dir / "study.json").read_text())
-    assert len(record["units"]) == 6 and all("imp_dir" in u for u in record["units"])
+    assert [(u["condition"], u["seed"]) for u in record["units"]] == [
+        (c, s) for c in ("reset", "rewind", "rotation") for s in range(3)]
+    assert all(not Path(u["imp_dir"]).is_absolute() and (out / u["imp_dir"]).is_dir() for u in record["units"])
     rep = study_dir / "report"
-    for name in ("report.md", "report.html", "accuracy_vs_density.png"):
+    for name in ("report.md", "report.html", "accuracy_vs_density.png", "paired_differences.png"):
         assert (rep / name).stat().st_size > 100
-    table = json.loads((rep / "report.json").read_text())
-    assert table["reference"] == "rewind 3it" and table["incomplete"] == []
-    # every table row equals the mean of the matching ticket records over the two seeds
-    for row in table["table"]:
-        label = row["condition"]
-        unit_dirs = [u["imp_dir"] for u in record["units"]
-                     if {"reset": "reset", "rewind": "rewind 3it"}.get(u["condition"], f"{u['condition']} 4it") == label]
-        accs = [t["test_accuracy"] for d in unit_dirs for t in json.loads((Path(d) / "tickets.json").read_text())
-                if t["kind"] == "trunk" and t["level"] == row["level"]]
-        assert len(accs) == 2 and row["mean"] == pytest.approx(sum(accs) / 2)
-    assert "random_reinit" in (rep / "report.md").read_text()  # the quick preset's control for `rewind`
+    data = json.loads((rep / "report.json").read_text())
+    assert [c["label"] for c in data["conditions"]] == ["reset", "rewind 3it", "rotation 3it"]
+    assert data["incomplete"] == []
+    questions = {(c["question"], c["subject"], c["reference"]) for c in data["comparisons"]}
+    assert {("pretext", "rotation 3it", "rewind 3it"), ("rewind_vs_reset", "rewind 3it", "reset"),
+            ("control", "rewind 3it", "rewind 3it: random_reinit")} == questions
+    # every paired difference equals the per-seed differences of the ticket records
+    tickets = {(u["condition"], u["seed"]): json.loads((out / u["imp_dir"] / "tickets.json").read_text())
+               for u in record["units"]}
+    acc = lambda c, s, lvl: next(t["test_accuracy"] for t in tickets[(c, s)]  # noqa: E731
+                                 if t["level"] == lvl and t["kind"] == "trunk")
+    rotation = next(c for c in data["comparisons"] if c["question"] == "pretext")
+    for d in rotation["differences"]:
+        diffs = [acc("rotation", s, d["level"]) - acc("rewind", s, d["level"]) for s in range(3)]
+        assert d["n"] == 3 and d["mean"] == pytest.approx(sum(diffs) / 3)
+    assert "**rotation 3it**" in (rep / "report.md").read_text().split("## Tickets")[0]
     # rerunning finds everything done and changes no result
     before = {p: p.stat().st_mtime for p in out.rglob("final.pt")}
     assert cli.main(args) == 0
     assert {p: p.stat().st_mtime for p in out.rglob("final.pt")} == before
+
+
+def test_paper_preset_with_short_overrides_runs_every_condition(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", UncheckedCIFAR10)  # our small files have no real md5 sums
+    write_cifar_tree(tmp_path / "data", per_batch=20)
+    args = ["study", "--preset=paper", "--training_steps=8it", "--milestone_steps=6it", "--rewind_step=2it",
+            "--pretrain_steps=2it", "--pretrain_budgets=", "--levels=1", "--seeds=0", "--controls=",
+            "--width=4", f"--data_dir={tmp_path / 'data'}", f"--out={tmp_path / 'runs'}"]
+    assert cli.main(args) == 0
+    study_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    data = json.loads((study_dir / "report" / "report.json").read_text())
+    assert [c["label"] for c in data["conditions"]] == ["reset", "rewind 2it", "blur 2it", "random_labels 2it",
+                                                        "rotation 2it", "simclr 2it"]
+    for u in json.loads((study_dir / "study.json").read_text())["units"]:
+        tickets = json.loads((tmp_path / "runs" / u["imp_dir"] / "tickets.json").read_text())
+        k = 0 if u["condition"] == "reset" else 2
+        assert [(t["level"], t["start_step"], t["end_step"]) for t in tickets] == [
+            (0, 0 if u["condition"] in ("reset", "rewind") else k, 8), (1, k, 8)]
+        point = tmp_path / "runs" / u.get("pretrain_dir", "none") / "rewind_point.pt"
+        assert (u["condition"] in ("reset", "rewind")) != point.exists()
+        if point.exists():
+            assert torch.load(point, weights_only=True)["step"] == 2

@@ -1,0 +1,248 @@
+"""What a report reads: IMP runs below one or more folders, grouped into conditions by their own configs.
+
+Every number comes from files under the folders given (a study directory, or runs folders such as the
+ones sweep agents on several machines wrote): a copied or moved folder reports its own data. Runs are
+identified by their directory name (`imp_HASH`, which names the run's config); the same run found in two
+folders is merged record by record (a level finished in one copy and not the other counts once), and two
+different records of one part (same level and kind) are refused.
+
+A condition is what differs between runs *besides* the seed: how the rewind point was made. Derived from
+each IMP run's config.json:
+- no `rewind_from`, rewind step 0 -> `reset`; no `rewind_from` otherwise -> `rewind K` (standard
+  rewinding to the dense run's step K);
+- a `rewind_from` made by `earlyphase pretrain` -> the task and its budget, `rotation 400it` (`sparse`
+  for masked pretraining), with k = the step the rewind point stands for.
+Everything else in the config (dataset, model, T, schedule, pruning, precision, ...) is the condition's
+*setting*; conditions are only ever compared within one setting (studies.paired). Fields that cannot
+change a result (platform fields: paths, device, logging, scheduling, which levels or controls to run)
+name neither. Runs made before pretraining counted as the run's first k steps (their config has no
+`rewind_step_it`) are listed as excluded, never compared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+# Config entries that are bookkeeping, never part of a condition or setting.
+_BOOKKEEPING = {"seed", "kind", "rewind_from", "rewind_from_sha256", "rewind_point", "perturb_kinds",
+                "rewind_step_it", "training_steps_it", "mask", "mask_digest", "preset", "protocol"}
+
+
+def not_condition_fields() -> set[str]:
+    """Config fields that name no condition: the platform fields of every command's config, and bookkeeping."""
+    from .imp_job import ImpConfig
+    from .pretrain_job import PretrainConfig
+
+    platform = {f.name for cls in (ImpConfig, PretrainConfig) for f in dataclasses.fields(cls)
+                if f.metadata.get("platform")}
+    return platform | _BOOKKEEPING
+
+
+@dataclass
+class Condition:
+    label: str
+    kind: str  # reset, rewind or pretext
+    k: int | None  # the rewind step in iterations: every pruned level trains [k, T)
+    setting: str  # canonical JSON of everything but the condition (comparisons stay within one)
+    details: dict  # the setting's fields plus the condition's own
+    records: list = field(default_factory=list)  # ticket records, each with "seed"
+    runs: list = field(default_factory=list)  # IMP run directories (Path)
+
+
+def read_json(path: Path, what: str = "file"):
+    """A JSON file's content, or None if it is missing; a corrupt file is a one-line UsageError."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path} is not readable JSON ({type(err).__name__}); move the {what} away (the run "
+                         f"that wrote it recomputes it when rerun)") from None
+
+
+def _study_runs(study_dir: Path, study) -> tuple[list[Path], list[dict]] | None:
+    """(a study's IMP runs, its units not finished yet), or None if study.json is not a study record.
+    Runs resolve inside the folder that holds the study (study.json keeps them relative to it)."""
+    units = study.get("units") if isinstance(study, dict) else None
+    if not isinstance(units, list) or not all(isinstance(u, dict) for u in units):
+        return None
+    runs, pending = [], []
+    for unit in units:
+        if "imp_dir" not in unit:
+            pending.append({"run": str(study_dir), "condition": unit.get("condition"), "seed": unit.get("seed"),
+                            "why": "this unit of the study has not finished: rerun the study to finish it"})
+            continue
+        path = Path(unit["imp_dir"])
+        local = study_dir.parent / (path.name if path.is_absolute() else path)  # a copy reports its own runs
+        runs.append(local if local.is_dir() or not path.is_absolute() else path)
+    return list(dict.fromkeys(runs)), pending
+
+
+def imp_runs(folder: Path) -> tuple[list[Path], list[dict]]:
+    """(the IMP runs below a folder, units known to be missing): a study's own (its study.json), else every
+    imp_* below the folder."""
+    folder = Path(folder)
+    study = read_json(folder / "study.json", "study record")
+    found = _study_runs(folder, study) if study is not None else None
+    if found is not None:
+        return found
+    return [p.parent for p in sorted(folder.rglob("imp_*/config.json"))], []
+
+
+def _merge(first: list[dict], second: list[dict], where: tuple[Path, Path]) -> list[dict]:
+    """The records of one run found in two folders, merged by (level, kind); a conflict is refused."""
+    merged = {(r.get("level"), r.get("kind")): r for r in first}
+    for r in second:
+        key = (r.get("level"), r.get("kind"))
+        if key in merged and merged[key] != r:
+            raise UsageError(f"two different records of one run: level {key[0]} {key[1]} in {where[0]} and {where[1]} "
+                             f"differ; keep one copy of {where[0].name}")
+        merged.setdefault(key, r)
+    return sorted(merged.values(), key=lambda r: (r.get("level", 0), r.get("kind") != "trunk"))
+
+
+def _tickets(run: Path) -> list[dict] | None:
+    tickets = read_json(run / "tickets.json", "ticket records")
+    if tickets is None:
+        return None
+    if not isinstance(tickets, list) or not all(isinstance(t, dict) and {"level", "kind", "density", "test_accuracy"}
+                                                <= set(t) for t in tickets):
+        raise UsageError(f"{run / 'tickets.json'} does not hold ticket records (a list of level, kind, density, "
+                         f"test_accuracy); move it away and rerun `earlyphase imp` on that run to rewrite it")
+    return tickets
+
+
+def _k(config: dict, tickets: list[dict]) -> int | None:
+    """The rewind step in iterations: recorded since protocol 2; for older standard rewinding, from its levels."""
+    if config.get("rewind_step_it") is not None:
+        return int(config["rewind_step_it"])
+    starts = {t.get("start_step") for t in tickets if t.get("level", 0) >= 1 and t.get("kind") == "trunk"}
+    if len(starts) == 1 and None not in starts:
+        return int(starts.pop())
+    text = str(config.get("rewind_step") or "")
+    return int(text[:-2]) if text.endswith("it") and text[:-2].isdigit() else (0 if text in ("0ep", "0ep0it") else None)
+
+
+def describe(config: dict, tickets: list[dict], skip: set[str]) -> tuple[str, str, int | None, dict, dict]:
+    """(label, kind, k, setting, details) of an IMP run's condition, from its config alone."""
+    setting = {k: v for k, v in config.items() if k not in skip and k != "rewind_step"}
+    k = _k(config, tickets)
+    if not config.get("rewind_from"):
+        kind = "reset" if k == 0 else "rewind"
+        label = "reset" if kind == "reset" else f"rewind {config.get('rewind_step')}"
+        return label, kind, k, setting, {**setting, "rewind_step_it": k}
+    point = config.get("rewind_point") or {}
+    pretext = point.get("pretext") or {}
+    name = pretext.get("name") or point.get("description") or "rewind point"
+    own = {key: v for key, v in pretext.items() if key not in ("seed", "mask_digest", "target", "distribution",
+                                                               "protocol", "step")}
+    own["sparse"] = bool(pretext.get("mask_digest"))
+    label = f"{name} {pretext.get('pretrain_steps', f'{k}it')}{' sparse' if own['sparse'] else ''}"
+    return label, "pretext", k, setting, {**setting, "rewind_step_it": k, "pretext": own}
+
+
+def collect(folders) -> tuple[list[Condition], list[dict]]:
+    """Conditions with their ticket records, and the runs not (or not fully) in them, each with why."""
+    skip = not_condition_fields()
+    found: dict[str, tuple[Path, dict, list]] = {}
+    incomplete = []
+    for folder in folders:
+        runs, pending = imp_runs(folder)
+        incomplete += pending
+        for run in runs:
+            config = read_json(run / "config.json", "run config")
+            if not isinstance(config, dict):
+                incomplete.append({"run": str(run), "why": "no config.json (not started, or not an IMP run)"})
+                continue
+            tickets = _tickets(run)
+            if run.name in found:
+                first_run, first_config, first_tickets = found[run.name]
+                if tickets and first_tickets:
+                    tickets = _merge(first_tickets, tickets, (first_run, run))
+                found[run.name] = (first_run, first_config, tickets or first_tickets)
+            else:
+                found[run.name] = (run, config, tickets)
+    conditions: dict[str, Condition] = {}
+    for run, config, tickets in found.values():
+        if config.get("rewind_from") and config.get("rewind_step_it") is None:
+            incomplete.append({"run": str(run), "seed": config.get("seed"), "excluded": True,
+                               "why": "made before pretraining counted as the run's first k steps (its levels trained "
+                                      "[0, T)): not comparable; rerun it with this version"})
+            continue
+        label, kind, k, setting, details = describe(config, tickets or [], skip)
+        key = json.dumps(details, sort_keys=True, default=str)
+        cond = conditions.setdefault(key, Condition(label, kind, k, json.dumps(setting, sort_keys=True, default=str),
+                                                    details))
+        if not tickets:
+            incomplete.append({"run": str(run), "condition": label, "seed": config.get("seed"),
+                               "why": "no finished level yet (no tickets.json)"})
+            continue
+        cond.runs.append(run)
+        cond.records += [{**r, "seed": r.get("seed", config.get("seed"))} for r in tickets]
+        why = _missing(config, tickets)
+        if why:
+            incomplete.append({"run": str(run), "condition": label, "seed": config.get("seed"), "why": why})
+    result = list(conditions.values())
+    _disambiguate(result)
+    order = {"reset": 0, "rewind": 1, "pretext": 2}
+    return sorted(result, key=lambda c: (order[c.kind], c.k or 0, c.label)), incomplete
+
+
+def _disambiguate(conditions: list[Condition]) -> None:
+    """Conditions that share a label (same rewind point, other settings or options): the one in the most common
+    setting keeps it, the others add what differs, e.g. `rotation 24it [training_steps=120it]`."""
+    common = max(set(c.setting for c in conditions), key=[c.setting for c in conditions].count, default=None)
+    for label in {c.label for c in conditions}:
+        same = sorted((c for c in conditions if c.label == label), key=lambda c: c.setting != common)
+        for c in same[1:]:
+            base = same[0].details
+            differs = [f"{k}={_flat(c.details.get(k))}" for k in sorted(set(base) | set(c.details))
+                       if base.get(k) != c.details.get(k)]
+            suffix = ", ".join(differs) if differs and len(", ".join(differs)) <= 60 else \
+                hashlib.sha256(json.dumps(c.details, sort_keys=True, default=str).encode()).hexdigest()[:6]
+            c.label = f"{label} [{suffix}]"
+
+
+def _flat(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list)) else str(value)
+
+
+def _missing(config: dict, tickets: list[dict]) -> str:
+    done = {r["level"] for r in tickets if r.get("kind") == "trunk"}
+    missing = sorted(set(range(int(config.get("levels", 0)) + 1)) - done)
+    controls = [c for c in str(config.get("controls") or "").split(",") if c] + list(config.get("perturb_kinds") or [])
+    missing_controls = [(lvl, c) for lvl in sorted(done - {0}) for c in controls
+                        if not any(r["level"] == lvl and r["kind"] == c for r in tickets)]
+    why = []
+    if missing:
+        why.append(f"levels {missing} not finished")
+    if missing_controls:
+        why.append(f"{len(missing_controls)} controls not finished")
+    return "; ".join(why)
+
+
+def curve(records: list[dict], kind: str = "trunk") -> list[dict]:
+    """Per level: mean density, mean and sample std of the accuracy over seeds, and n."""
+    out = []
+    for level in sorted({r["level"] for r in records if r["kind"] == kind}):
+        rows = [r for r in records if r["kind"] == kind and r["level"] == level and r.get("test_accuracy") is not None]
+        if rows:
+            accs = [r["test_accuracy"] for r in rows]
+            out.append({"level": level, "density": statistics.fmean(r["density"] for r in rows),
+                        "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else None,
+                        "n": len(rows)})
+    return out
+
+
+def by_seed(records: list[dict], level: int, kind: str = "trunk") -> dict:
+    """{seed: (accuracy, density)} of one level and kind."""
+    return {r["seed"]: (r["test_accuracy"], r["density"]) for r in records
+            if r["level"] == level and r["kind"] == kind and r.get("test_accuracy") is not None}
