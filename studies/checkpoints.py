@@ -57,6 +57,18 @@ def write_json_atomic(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_json(path: Path, what: str = "file"):
+    """A JSON file's content, or None if it is missing; a corrupt file is a one-line UsageError naming it."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path} is not readable JSON ({type(err).__name__}); move the {what} away (the command "
+                         f"that wrote it writes it again when rerun)") from None
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """The records of a JSON-lines log; a line cut short by a kill is skipped."""
     path = Path(path)

@@ -16,6 +16,8 @@ COMMANDS = {
     "sweep": ("earlyphase.studies.sweep_cmd", None, "run FILE.yaml [--count=N] [--jobs=J]: a W&B sweep, locally, no server"),
     "report": ("earlyphase.studies.report", None, "RUNS_DIR [-o OUT_DIR]: comparison report from run records"),
     "imp": ("earlyphase.studies.imp_job", "ImpConfig", "iterative magnitude pruning with rewinding, controls, tickets.json"),
+    "stability": ("earlyphase.studies.stability_cmd", "ImpConfig", "instability of a rewind point to SGD noise: two "
+                  "copies from k, the linear path between them (imp's flags; --stability=0 by default)"),
     "bench": ("earlyphase.studies.bench", "BenchConfig", "time the trainer against a bare PyTorch loop; --gpu-suite"),
 }
 

@@ -53,6 +53,7 @@ class TrainConfig:
     model: str = option("cifar_resnet20", "a registered timm name: cifar_resnet{D}, (D-2) % 6 == 0")
     width: int = option(16, "channels of the first stage (the paper: 16)")
     seed: int = option(0, "drives initialisation, data order and augmentation")
+    data_seed: typing.Optional[int] = option(None, "seed of the data order and augmentation alone (SGD noise); None: --seed")
     batch_size: typing.Optional[int] = option(None)
     lr: typing.Optional[float] = option(None)
     momentum: typing.Optional[float] = option(None)

@@ -60,6 +60,7 @@ from earlyphase.imp.pruning import global_magnitude_prune
 from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_momentum, momentum_by_name, rewound_state
 
 from . import checkpoints, schedule, setup, stats
+from .stability import BN_MODES, PathSettings, check_mask_holds, evaluate_path, interpolate, summarise
 from .trainer import make_optimizer
 from .augment import derive_seed
 from .config import DATASET_DEFAULTS, TrainConfig, option, parse_overrides, platform, run_dir
@@ -88,6 +89,14 @@ class ImpConfig(TrainConfig):
                                                  "stack of same-shaped trainings; equal up to rounding)")
     perturb_noise: float = platform(1.0, "noise std per layer, in units of the layer's surviving-weight std "
                                          "(names the part: perturb_noise or perturb_noise{SCALE})")
+    stability: str = platform("", "levels whose start state gets an instability analysis (two copies trained with other "
+                                  "data orders, the linear path between them): 0 = the dense network at the rewind point, "
+                                  "L = level L's ticket; comma-separated, all, or empty = none")
+    stability_points: int = platform(11, "points evaluated inside the linear path (the two endpoints are added)")
+    stability_bn: str = platform("interpolate", "BatchNorm statistics on the path: interpolate (with the weights) or "
+                                               "recompute (a pass over training data at each point)")
+    stability_data_seed: typing.Optional[int] = platform(None, "data-order seed of the second copy (the first is the "
+                                                               "level itself); None: derived from the run's")
 
 
 @dataclass
@@ -111,6 +120,9 @@ class _Run:
     rewind_from_sha256: str | None
     rewind_momentum: dict | None  # {name: momentum} at the rewind point (--rewind_from files), else None
     perturbations: tuple = ()
+    stability: tuple = ()  # levels with an instability analysis
+    path: PathSettings = PathSettings()
+    stability_seed: int = 0  # data-order seed of each analysis's second copy
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -179,6 +191,7 @@ def prepare(cfg: ImpConfig) -> _Run:
         raise UsageError(f"--perturb: {err}") from None
     if not (cfg.perturb_noise >= 0 and cfg.perturb_noise < float("inf")):
         raise UsageError(f"--perturb_noise={cfg.perturb_noise}: must be a finite number >= 0, e.g. 1.0")
+    levels = _stability_levels(cfg)
     ignore = [t.strip() for t in cfg.prune_ignore.split(",") if t.strip()]
 
     device = setup.resolve_device(cfg.device)
@@ -228,9 +241,33 @@ def prepare(cfg: ImpConfig) -> _Run:
     # rewind_step irrelevant, so neither the path nor an ignored rewind_step renames the run.
     named = dataclasses.replace(cfg, rewind_from=f"sha256:{sha}" if sha else None,
                                 rewind_step=None if sha else cfg.rewind_step)
+    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    seed = derive_seed(data_seed, "stability") if cfg.stability_data_seed is None else cfg.stability_data_seed
     return _Run(cfg, device, data, run_dir("imp", named), start, end.it, model, names,
                 [n for n, _ in model.named_parameters()], base_mask, controls, rewind, level0, rewind_file, sha,
-                momentum, perturbations=perturbations)
+                momentum, perturbations=perturbations, stability=levels,
+                path=PathSettings(cfg.stability_points, cfg.stability_bn), stability_seed=seed)
+
+
+def _stability_levels(cfg: ImpConfig) -> tuple[int, ...]:
+    """The levels --stability names (all = 0..levels), checked with its path settings."""
+    text = cfg.stability.strip()
+    if not text:
+        return ()
+    try:
+        levels = tuple(range(cfg.levels + 1)) if text == "all" else tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
+    except ValueError:
+        raise UsageError(f"--stability={cfg.stability}: give levels, e.g. 0 (the dense network at the rewind point) "
+                         f"or 0,3, or all") from None
+    beyond = [lvl for lvl in levels if not 0 <= lvl <= cfg.levels]
+    if beyond:
+        raise UsageError(f"--stability={cfg.stability}: level {beyond[0]} is not among levels 0..{cfg.levels}; "
+                         f"raise --levels or name fewer levels")
+    if cfg.stability_points < 1:
+        raise UsageError(f"--stability_points={cfg.stability_points}: evaluate at least 1 point inside the path, e.g. 11")
+    if cfg.stability_bn not in BN_MODES:
+        raise UsageError(f"--stability_bn={cfg.stability_bn}: choose {' or '.join(BN_MODES)}")
+    return levels
 
 
 # ---------------------------------------------------------------------------------------------- masks on disk
@@ -278,12 +315,13 @@ def _tagged(sinks, level: int, kind: str):
 
 
 def _part(r: _Run, part_dir: Path, state: dict, mask: dict, *, start: int, save_at: tuple,
-          momentum: dict | None, sinks, level: int, kind: str, init_seed: int | None = None) -> Training:
-    """One part (trunk level, control or perturbation) as a training for the scheduler; momentum: {name:
-    buffer} the optimiser starts with (None: fresh SGD)."""
+          momentum: dict | None, sinks, level: int, kind: str, init_seed: int | None = None,
+          data_seed: int | None = None) -> Training:
+    """One part (trunk level, control, perturbation or stability copy) as a training for the scheduler;
+    momentum: {name: buffer} the optimiser starts with (None: fresh SGD); data_seed: another data order."""
     model = setup.make_model(r.cfg, r.data, r.device)
     model.load_state_dict(state)
-    plan = setup.make_plan(r.cfg, r.data, r.device, start=start, save_at=save_at,
+    plan = setup.make_plan(r.cfg, r.data, r.device, start=start, save_at=save_at, seed=data_seed,
                            progress=f"imp level {level} {kind}")
     optimizer_state = None
     if momentum:  # an SGD state made for this very model and device, so it loads as the trainer's own
@@ -371,6 +409,53 @@ def _perturbation(r: _Run, level: int, name: str, trunk_mask: dict, rewind_model
                  sinks=sinks, level=level, kind=kind)
 
 
+# ---------------------------------------------------------------------------------------------- stability
+def stability_dir(r: _Run, level: int) -> Path:
+    """Where a level's second copy trains: `stability`, or `stability_seed{N}` for a chosen data-order seed."""
+    name = "stability" if r.cfg.stability_data_seed is None else f"stability_seed{r.cfg.stability_data_seed}"
+    return r.out / f"level_{level}" / name
+
+
+def _level0_at_k(r: _Run) -> tuple[dict, dict, dict | None]:
+    """(state, mask, momentum) of the dense network at the rewind point: level 0's weights at k."""
+    saved = checkpoints.load(r.out / "level_0" / f"weights_{r.start}it.pt")
+    return saved["model"], _trunk_mask(r, 0), momentum_by_name(saved["optimizer"], r.param_names) or None
+
+
+def _second_copy(r: _Run, level: int, state: dict, mask: dict, momentum: dict | None, sinks) -> Training:
+    """The level's second copy: its start state, mask and optimiser, another data order; the first copy is the
+    level itself (level 0: the dense run, which passes through k in the same state)."""
+    return _part(r, stability_dir(r, level), state, mask, start=r.start, save_at=(), momentum=momentum, sinks=sinks,
+                 level=level, kind="stability", data_seed=r.stability_seed)
+
+
+def _analyse(r: _Run, sinks) -> None:
+    """stability.json for every level whose two copies have finished (once per path setting)."""
+    key = f"bn={r.path.bn},points={r.path.points}"
+    for level in r.stability:
+        folder = stability_dir(r, level)
+        results = checkpoints.read_json(folder / "stability.json") or {}
+        done = all((p / "summary.json").exists() for p in (r.out / f"level_{level}", folder))
+        if key in results or not done:
+            continue
+        first, second = (checkpoints.load(p / "final.pt")["model"] for p in (r.out / f"level_{level}", folder))
+        mask = checkpoints.load(r.out / f"level_{level}" / "mask.pt")
+        check_mask_holds(interpolate(first, second, 0.5), mask)
+        model = setup.make_model(r.cfg, r.data, r.device)
+        plan = setup.make_plan(r.cfg, r.data, r.device, start=r.start)
+        data_seed = r.cfg.seed if r.cfg.data_seed is None else r.cfg.data_seed
+        path = evaluate_path(model, {k: v.to(r.device) for k, v in first.items()},
+                                       {k: v.to(r.device) for k, v in second.items()}, r.data, plan, r.path)
+        results[key] = {**summarise(path, r.path, (data_seed, r.stability_seed)), "level": level,
+                        "start_step": r.start, "density": imp_masks.density(mask)}
+        checkpoints.write_json_atomic(folder / "stability.json", results)
+        print(f"imp level {level} stability: instability {results[key]['instability']:.2f} points (test), "
+              f"{results[key]['train_instability']:.2f} (train subset)", file=sys.stderr)
+        for sink in sinks:
+            sink({"imp_level": level, "imp_kind": "stability", "instability": results[key]["instability"],
+                  "train_instability": results[key]["train_instability"]})
+
+
 def _reinit_seed(r: _Run, level: int) -> int:
     return derive_seed(r.cfg.seed, "reinit", level)
 
@@ -398,17 +483,26 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
     yield [_part(r, r.out / "level_0", state, mask, start=start, save_at=save_at, momentum=momentum,
                  sinks=sinks, level=0, kind="trunk")]
     write_tickets(r)
+    # the dense network's second copy starts from level 0's state at k, known once level 0 has trained
+    waiting = [_second_copy(r, 0, *_level0_at_k(r), sinks)] if 0 in r.stability else []
     if r.cfg.levels:
         rewind_model, rewind_momentum = _rewind_point(r)
     for level in range(1, r.cfg.levels + 1):
         mask = _trunk_mask(r, level)
-        parts = [_part(r, r.out / f"level_{level}", rewound_state(rewind_model, mask), mask, start=r.start,
-                       save_at=(r.start,), momentum=_momentum_for(r, rewind_momentum, mask), sinks=sinks,
-                       level=level, kind="trunk")]
+        start_state, start_momentum = rewound_state(rewind_model, mask), _momentum_for(r, rewind_momentum, mask)
+        parts = [_part(r, r.out / f"level_{level}", start_state, mask, start=r.start, save_at=(r.start,),
+                       momentum=start_momentum, sinks=sinks, level=level, kind="trunk")]
         parts += [_control(r, level, c, mask, rewind_model, rewind_momentum, sinks) for c in r.controls]
         parts += [_perturbation(r, level, p, mask, rewind_model, rewind_momentum, sinks) for p in r.perturbations]
-        yield parts
+        if level in r.stability:
+            parts.append(_second_copy(r, level, start_state, mask, start_momentum, sinks))
+        yield waiting + parts
+        waiting = []
         write_tickets(r)
+        _analyse(r, sinks)
+    if waiting:
+        yield waiting
+    _analyse(r, sinks)
     records = write_tickets(r)
     for sink in sinks:
         sink({"tickets": records})

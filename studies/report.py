@@ -9,6 +9,7 @@ intervals (studies.paired) and writes, into OUT_DIR (default FOLDER/report):
   with its 95% interval; `*` marks an interval that excludes 0 with 3 or more seeds), the controls
   table, each condition's settings, and the incomplete or excluded runs;
 - report.json: the same numbers (conditions, comparisons with every difference and interval, findings);
+- with instability analyses (`--stability`), a stability section and stability.png (studies.stability_report);
 - accuracy_vs_density.png: one panel per question (rewinding vs reset; each pretext condition vs
   rewinding at its own k, with reset and the other rewinding runs as thin reference lines), mean and
   95% interval band of the mean over seeds; paired_differences.png: the paired differences with their
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from .checkpoints import save_figure_atomic, write_json_atomic, write_text_atomic
 from .errors import UsageError
+from . import stability_report
 from .findings import density, findings, points
 from .paired import CONFIDENCE, MIN_SEEDS, Comparison, comparisons
 from .report_data import Condition, collect, curve
@@ -243,10 +245,14 @@ def difference_figure(found: list[Comparison], path: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ documents
-def render_markdown(conditions, found, notes, incomplete, figures: list[str]) -> str:
+def all_findings(conditions, found, notes, incomplete) -> list[str]:
     excluded = [i for i in incomplete if i.get("excluded")]
+    return findings(found, notes, excluded) + stability_report.sentences(conditions)
+
+
+def render_markdown(conditions, found, notes, incomplete, figures: list[str]) -> str:
     lines = ["# earlyphase report", "", "## Findings", ""]
-    lines += [f"- {s}" for s in findings(found, notes, excluded)]
+    lines += [f"- {s}" for s in all_findings(conditions, found, notes, incomplete)]
     lines += ["", f"Differences are paired by seed (same initialisation and data order): the mean of the per-seed "
                   f"differences in accuracy points and its {CONFIDENCE:.0%} t interval; a difference is called only "
                   f"when the interval excludes 0 with {MIN_SEEDS} or more seeds. Comparisons stay within one setting "
@@ -258,6 +264,7 @@ def render_markdown(conditions, found, notes, incomplete, figures: list[str]) ->
               "Test accuracy (%) by density: mean ± sample std over seeds; in brackets the paired difference to the "
               "condition in *compared with* and its 95% interval (`*`: the interval excludes 0, n ≥ 3).", ""]
     lines += ticket_table(conditions, found)
+    lines += stability_report.table(conditions)
     lines += ["## Controls", "",
               "Controls and perturbed rewind points: accuracy (%) mean ± std; in brackets the ticket's paired "
               "advantage over it (ticket − control) and its 95% interval.", ""]
@@ -302,7 +309,8 @@ def _json(conditions, found, notes, incomplete) -> dict:
                             "curve": curve(c.records), "runs": [str(r) for r in c.runs]} for c in conditions],
             "comparisons": [{"question": c.question, "subject": c.subject_label, "reference": c.reference_label,
                              "differences": [diff(d) for d in c.differences]} for c in found],
-            "findings": findings(found, notes, [i for i in incomplete if i.get("excluded")]),
+            "findings": all_findings(conditions, found, notes, incomplete),
+            "stability": stability_report.as_json(conditions),
             "confidence": CONFIDENCE, "min_seeds": MIN_SEEDS, "incomplete": incomplete}
 
 
@@ -329,6 +337,8 @@ def write_report(folders, out_dir: Path, extra_figures=None) -> Path:
         figures.append("accuracy_vs_density.png")
     if difference_figure(found, out_dir / "paired_differences.png"):
         figures.append("paired_differences.png")
+    if stability_report.figure(conditions, out_dir / "stability.png"):
+        figures.append("stability.png")
     if extra_figures is None:
         from .analysis_report import figures as analysis_figures
 

@@ -28,6 +28,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .checkpoints import read_json
 from .errors import UsageError
 
 # Config entries that are bookkeeping, never part of a condition or setting.
@@ -54,18 +55,7 @@ class Condition:
     details: dict  # the setting's fields plus the condition's own
     records: list = field(default_factory=list)  # ticket records, each with "seed"
     runs: list = field(default_factory=list)  # IMP run directories (Path)
-
-
-def read_json(path: Path, what: str = "file"):
-    """A JSON file's content, or None if it is missing; a corrupt file is a one-line UsageError."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{path} is not readable JSON ({type(err).__name__}); move the {what} away (the run "
-                         f"that wrote it recomputes it when rerun)") from None
+    stability: list = field(default_factory=list)  # stability results, each with "seed", "level" and "setting"
 
 
 def _study_runs(study_dir: Path, study) -> tuple[list[Path], list[dict]] | None:
@@ -187,6 +177,7 @@ def collect(folders) -> tuple[list[Condition], list[dict]]:
             continue
         cond.runs.append(run)
         cond.records += [{**r, "seed": r.get("seed", config.get("seed"))} for r in tickets]
+        cond.stability += stability_results(run, config.get("seed"))
         why = _missing(config, tickets)
         if why:
             incomplete.append({"run": str(run), "condition": label, "seed": config.get("seed"), "why": why})
@@ -194,6 +185,19 @@ def collect(folders) -> tuple[list[Condition], list[dict]]:
     _disambiguate(result)
     order = {"reset": 0, "rewind": 1, "pretext": 2}
     return sorted(result, key=lambda c: (order[c.kind], c.k or 0, c.label)), incomplete
+
+
+def stability_results(run: Path, seed) -> list[dict]:
+    """The instability analyses of an IMP run (level_L/stability*/stability.json), one record per path setting."""
+    out = []
+    for path in sorted(Path(run).glob("level_*/stability*/stability.json")):
+        results = read_json(path, "stability result")
+        if not isinstance(results, dict):
+            raise UsageError(f"{path} does not hold stability results; move it away and rerun the run to rewrite it")
+        for setting, r in results.items():
+            if isinstance(r, dict) and {"level", "instability", "train_instability", "path"} <= set(r):
+                out.append({**r, "seed": seed, "setting": setting, "copy": path.parent.name})
+    return out
 
 
 def _disambiguate(conditions: list[Condition]) -> None:

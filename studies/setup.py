@@ -102,7 +102,8 @@ def schedule(cfg: TrainConfig, per_epoch: int) -> Schedule:
 def plan_for(cfg: TrainConfig, device: torch.device, *, schedule: Schedule, batch_size: int, start: int, end: int,
              save_at: tuple = (), seed: int | None = None, progress: str = "") -> TrainPlan:
     """A TrainPlan with the config's optimiser, augmentation, precision and cadence fields."""
-    return TrainPlan(seed=cfg.seed if seed is None else seed, batch_size=batch_size, schedule=schedule, start=start,
+    seed = seed if seed is not None else cfg.seed if getattr(cfg, "data_seed", None) is None else cfg.data_seed
+    return TrainPlan(seed=seed, batch_size=batch_size, schedule=schedule, start=start,
                      end=end, momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
                      precision=resolve_precision(cfg.precision, device), eval_every=cfg.eval_every,
                      checkpoint_every=cfg.checkpoint_every, save_at=tuple(save_at), progress=progress,

@@ -197,8 +197,9 @@ class UnitSink:
 class LevelRouter:
     """Sends each record to the W&B run of its (IMP level, kind), created on first use.
 
-    A level's trunk, controls and perturbations may train at the same time (--concurrent), so their
-    runs stay open together; they are finished when a later level starts, or at close()."""
+    A level's trunk, controls and perturbations may train at the same time (--concurrent), and with the
+    second copy of the level before it (--stability), so runs stay open together; a level's runs are
+    finished when the level two above it starts, or at close()."""
 
     def __init__(self, logger: WandbLogger, name: str, config: dict, job_type: str = "level"):
         self.logger, self.name, self.config, self.job_type = logger, name, config, job_type
@@ -212,12 +213,12 @@ class LevelRouter:
         if "tickets" not in record:
             if key not in self.open:
                 level, kind = key
-                for old in [k for k in self.open if (k[0] or 0) < (level or 0)]:
+                for old in [k for k in self.open if (k[0] or 0) < (level or 0) - 1]:
                     self.open.pop(old).close()
                 if level is None:
                     job_type, unit = self.job_type, self.name
                 else:
-                    job_type = "level" if kind in (None, "trunk") else "control"
+                    job_type = {None: "level", "trunk": "level", "stability": "stability"}.get(kind, "control")
                     unit = f"{self.name}: level {level}" + ("" if kind in (None, "trunk") else f" {kind}")
                 self.open[key] = self.logger.unit(unit, job_type, {**self.config, "level": level, "kind": kind})
             self.current = self.open[key]

@@ -236,3 +236,43 @@ def test_runs_of_the_earlier_protocol_are_excluded(tmp_path):
     assert [c.label for c in conditions] == ["rewind 24it"]
     assert incomplete[0]["excluded"] and "trained [0, T)" in incomplete[0]["why"]
     assert "excluded" in " ".join(findings.findings([], [], [incomplete[0]]))
+
+
+def write_stability(run, level, instabilities_by_setting, density=1.0):
+    folder = run / f"level_{level}" / "stability"
+    folder.mkdir(parents=True)
+    path = [{"alpha": a, "test_error": 0.1, "train_error": 0.05} for a in (0.0, 0.5, 1.0)]
+    (folder / "stability.json").write_text(json.dumps({setting: {
+        "level": level, "instability": x, "train_instability": x / 2, "path": path, "density": density}
+        for setting, x in instabilities_by_setting.items()}))
+
+
+def test_stability_section_verdicts_and_agreement_with_tickets(runs, tmp_path):
+    root, acc = runs
+    default, other = "bn=interpolate,points=11", "bn=recompute,points=3"
+    for s, (rewind, reset) in enumerate(((0.5, 9.0), (1.0, 12.0), (0.9, 10.5))):
+        write_stability(root / f"imp_rewind{s}", 0, {default: rewind, other: 30.0})
+        write_stability(root / f"imp_reset{s}", 0, {default: reset})
+    for s in range(2):
+        write_stability(root / f"imp_rot{s}", 0, {default: 0.1})
+    out = report.write_report([root], tmp_path / "rep")
+    data = json.loads((out / "report.json").read_text())
+    summary = {c["label"]: c["levels"][0] for c in data["stability"]["conditions"]}
+    assert data["stability"]["setting"] == default  # the default path setting, not the recomputed one
+    rewind = summary["rewind 24it"]
+    values = [0.5, 1.0, 0.9]
+    half = T_975_2 * statistics.stdev(values) / math.sqrt(3)
+    assert rewind["mean"] == pytest.approx(0.8) and rewind["high"] == pytest.approx(0.8 + half)
+    assert rewind["verdict"] == "stable" and summary["reset"]["verdict"] == "unstable"
+    assert summary["rotation 24it"]["verdict"] == "too few seeds"
+    text = " ".join(data["findings"])
+    # rewinding: stable, yet its tickets at 12.5% fall short of its dense network (-0.10, -0.10, -0.07)
+    assert "**rewind 24it** (k = 24it) is stable at its rewind point: instability 0.80 points [" in text
+    assert "At 12.5%, its tickets fall short of its dense network (-9.00 points [" in text
+    assert "stability does not predict its tickets here" in text
+    # reset: unstable; its tickets' shortfall (-0.30, -0.28, -0.08) varies too much to be called
+    assert "**reset** (k = 0it) is unstable" in text and "despite the instability" in text
+    assert "**rotation 24it** (k = 24it): instability 0.10 points at its rewind point from 2 seeds, too few" in text
+    md = (out / "report.md").read_text()
+    assert "## Stability to SGD noise" in md and "| reset | 0it | 10.50 [" in md and "unstable) |" in md
+    assert (out / "stability.png").read_bytes()[:4] == b"\x89PNG"

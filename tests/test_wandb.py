@@ -81,8 +81,9 @@ def test_imp_command_logs_one_offline_run_per_level(tmp_path, capsys):
     assert "--wandb=sometimes" in capsys.readouterr().err
 
 
-def test_router_keeps_a_levels_parts_open_together_and_closes_them_at_the_next_level():
-    """--concurrent interleaves a level's trunk and controls: their records alternate, one run each."""
+def test_router_keeps_a_levels_parts_open_together_and_closes_them_two_levels_later():
+    """--concurrent interleaves a level's trunk and controls (and the stability copy of the level before):
+    their records alternate, one run each."""
     events = []
 
     class Run:
@@ -102,11 +103,15 @@ def test_router_keeps_a_levels_parts_open_together_and_closes_them_at_the_next_l
 
     router = Logger(mode="offline").router("imp", {})
     for level, kind, acc in [(1, "trunk", 0.1), (1, "random_reinit", 0.2), (1, "trunk", 0.3),
-                             (1, "random_reinit", 0.4), (2, "trunk", 0.5)]:
+                             (1, "random_reinit", 0.4), (2, "trunk", 0.5), (1, "stability", 0.6), (3, "trunk", 0.7)]:
         router({"imp_level": level, "imp_kind": kind, "test_accuracy": acc})
     router.close()
     assert events == [("init", "imp: level 1"), ("log", "imp: level 1", 0.1),
                       ("init", "imp: level 1 random_reinit"), ("log", "imp: level 1 random_reinit", 0.2),
                       ("log", "imp: level 1", 0.3), ("log", "imp: level 1 random_reinit", 0.4),
+                      ("init", "imp: level 2"), ("log", "imp: level 2", 0.5),
+                      ("init", "imp: level 1 stability"), ("log", "imp: level 1 stability", 0.6),
                       ("finish", "imp: level 1"), ("finish", "imp: level 1 random_reinit"),
-                      ("init", "imp: level 2"), ("log", "imp: level 2", 0.5), ("finish", "imp: level 2")]
+                      ("finish", "imp: level 1 stability"),
+                      ("init", "imp: level 3"), ("log", "imp: level 3", 0.7),
+                      ("finish", "imp: level 2"), ("finish", "imp: level 3")]

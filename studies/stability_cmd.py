@@ -1,0 +1,50 @@
+"""`earlyphase stability`: instability of rewind points to SGD noise (linear mode connectivity), from `earlyphase imp`.
+
+It is `earlyphase imp` with `--stability=0` and `--levels=0` unless given (the same flags, the same run
+directory, so a run's levels and analyses are shared with `imp` and `study`): the dense network at the
+rewind point k (`--rewind_step`, or `--rewind_from` a pretext point) is trained twice from k with two data
+orders (the first copy is level 0 itself), and the linear path between the two final networks is evaluated
+(earlyphase.studies.stability). `--stability=0,3` adds level 3's ticket (its start state under its mask).
+It prints one row per analysed level (instability of the test error and of the training-subset error, in
+points), then the run directory.
+"""
+
+from __future__ import annotations
+
+from . import checkpoints
+from .config import parse_overrides
+from .errors import UsageError
+from .imp_job import ImpConfig, prepare, run, stability_dir
+from .stability import STABLE_BELOW
+from .wandb_log import logged_run
+
+DEFAULTS = {"levels": 0, "stability": "0"}
+
+
+def parse(argv: list[str]) -> ImpConfig:
+    given = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+    return parse_overrides(ImpConfig, argv, base=ImpConfig(**{k: v for k, v in DEFAULTS.items() if k not in given}))
+
+
+def table(cfg: ImpConfig) -> str:
+    r = prepare(cfg)
+    key = f"bn={r.path.bn},points={r.path.points}"
+    rows = [("level", "density %", "instability (test)", "instability (train)", f"stable (< {STABLE_BELOW:g})")]
+    for level in r.stability:
+        result = (checkpoints.read_json(stability_dir(r, level) / "stability.json") or {}).get(key)
+        if result is None:
+            raise UsageError(f"no stability result for level {level} in {stability_dir(r, level)}: rerun to finish it")
+        rows.append((str(level), f"{100 * result['density']:.2f}", f"{result['instability']:.2f}",
+                     f"{result['train_instability']:.2f}", "yes" if result["stable"] else "no"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse(argv)
+    if not cfg.stability.strip():
+        raise UsageError("--stability is empty: name the levels to analyse, e.g. --stability=0")
+    out, _ = logged_run(run, cfg, f"stability seed {cfg.seed}", "level")
+    print(table(cfg))
+    print(out)
+    return 0

@@ -1,0 +1,194 @@
+"""The report's stability section: instability per condition and level, what it says, and its figure.
+
+Per condition and analysed level (0 = the dense network at the rewind point), the instability of the
+test error over seeds: mean and 95% t interval (studies.paired.interval). A start state is called
+*stable* when the whole interval lies below STABLE_BELOW points (the LMC paper's threshold), *unstable*
+when it lies above; otherwise, or with fewer than MIN_SEEDS seeds, the data cannot say. The findings set
+this against the condition's tickets (Frankle et al. 2020: tickets match the dense network only from
+stable rewind points): at the sparsest level, the ticket minus the same condition's dense network
+(level 0), paired by seed; *short* when that interval lies below 0.
+One path setting is reported (BatchNorm mode and points): the most common among the runs, preferring the
+default `bn=interpolate,points=11`.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from .checkpoints import save_figure_atomic
+from .findings import density, points
+from .paired import MIN_SEEDS, interval
+from .report_data import Condition, by_seed
+from .stability import STABLE_BELOW
+
+DEFAULT_SETTING = "bn=interpolate,points=11"
+
+
+def setting_in_use(conditions: list[Condition]) -> str | None:
+    settings = [r["setting"] for c in conditions for r in c.stability]
+    if not settings:
+        return None
+    return DEFAULT_SETTING if DEFAULT_SETTING in settings else max(set(settings), key=settings.count)
+
+
+def summary(c: Condition, level: int, setting: str, key: str = "instability") -> dict | None:
+    """Mean, interval and verdict of one condition's instability at one level."""
+    values = {r["seed"]: r[key] for r in c.stability if r["level"] == level and r["setting"] == setting}
+    if not values:
+        return None
+    mean, low, high = interval(list(values.values()))
+    n = len(values)
+    if n < MIN_SEEDS:
+        verdict = "too few seeds"
+    elif high < STABLE_BELOW:
+        verdict = "stable"
+    elif low > STABLE_BELOW:
+        verdict = "unstable"
+    else:
+        verdict = "undetermined"
+    return {"level": level, "n": n, "mean": mean, "low": low, "high": high, "verdict": verdict,
+            "density": statistics.fmean(r["density"] for r in c.stability if r["level"] == level)}
+
+
+def levels(c: Condition, setting: str) -> list[int]:
+    return sorted({r["level"] for r in c.stability if r["setting"] == setting})
+
+
+def _range(s: dict) -> str:
+    return f" [{s['low']:.2f}, {s['high']:.2f}]" if s["low"] is not None else ""
+
+
+def table(conditions: list[Condition]) -> list[str]:
+    setting = setting_in_use(conditions)
+    if setting is None:
+        return []
+    shown = sorted({lvl for c in conditions for lvl in levels(c, setting)})
+    lines = ["## Stability to SGD noise", "",
+             f"Instability (points): the largest test error on the linear path between two copies trained from the "
+             f"start state with different data orders, minus the mean of the two endpoints' errors; mean over seeds "
+             f"with its 95% interval, and the verdict (stable: the interval lies below {STABLE_BELOW:g} points). "
+             f"Level 0 is the dense network at the rewind point k; level L the ticket's start. Path: {setting}.", "",
+             "| condition | k | " + " | ".join(f"level {lvl}" for lvl in shown) + " | train subset, level 0 |",
+             "|---|---|" + "---|" * (len(shown) + 1)]
+    for c in conditions:
+        if not levels(c, setting):
+            continue
+        cells = []
+        for lvl in shown:
+            s = summary(c, lvl, setting)
+            cells.append("-" if s is None else f"{s['mean']:.2f}{_range(s)} (n = {s['n']}, {s['verdict']})")
+        train = summary(c, 0, setting, "train_instability")
+        cells.append("-" if train is None else f"{train['mean']:.2f}{_range(train)}")
+        lines.append(f"| {c.label} | {c.k}it | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _ticket_vs_dense(c: Condition) -> tuple[float, float | None, float | None, int, float] | None:
+    """(mean, low, high, n, density) of the sparsest ticket minus the condition's dense network, paired by seed."""
+    pruned = sorted({r["level"] for r in c.records if r["kind"] == "trunk" and r["level"] >= 1})
+    if not pruned:
+        return None
+    sparse, dense = by_seed(c.records, pruned[-1]), by_seed(c.records, 0)
+    seeds = sorted(set(sparse) & set(dense))
+    if not seeds:
+        return None
+    mean, low, high = interval([sparse[s][0] - dense[s][0] for s in seeds])
+    return mean, low, high, len(seeds), statistics.fmean(sparse[s][1] for s in seeds)
+
+
+def sentences(conditions: list[Condition]) -> list[str]:
+    setting = setting_in_use(conditions)
+    if setting is None:
+        return []
+    out = []
+    for c in conditions:
+        s = summary(c, 0, setting)
+        if s is None:
+            continue
+        head = f"**{c.label}** (k = {c.k}it)"
+        if s["verdict"] == "too few seeds":
+            out.append(f"{head}: instability {s['mean']:.2f} points at its rewind point from {s['n']} seed"
+                       f"{'s' * (s['n'] != 1)}, too few to say whether it is stable ({MIN_SEEDS} or more are needed).")
+            continue
+        verdict = {"stable": "is stable", "unstable": "is unstable",
+                   "undetermined": "is neither shown stable nor unstable"}[s["verdict"]]
+        text = (f"{head} {verdict} at its rewind point: instability {s['mean']:.2f} points{_range(s)} "
+                f"(n = {s['n']}; stable means below {STABLE_BELOW:g}).")
+        tickets = _ticket_vs_dense(c)
+        if tickets is not None and tickets[3] >= MIN_SEEDS:
+            mean, low, high, n, d = tickets
+            short = high is not None and high < 0
+            text += (f" At {density(d)}, its tickets {'fall short of' if short else 'are not shown to fall short of'} "
+                     f"its dense network ({points(mean)} points [{points(low)}, {points(high)}], n = {n})")
+            text += {("stable", False): ": consistent with stable rewind points giving matching tickets.",
+                     ("stable", True): ": stability does not predict its tickets here.",
+                     ("unstable", True): ": consistent with unstable rewind points giving tickets that fall short.",
+                     ("unstable", False): ", despite the instability (a shortfall within that interval is not ruled "
+                                          "out)."}.get((s["verdict"], short), ".")
+        out.append(text)
+    return out
+
+
+def figure(conditions: list[Condition], path) -> bool:
+    """stability.png: instability against k (rewinding as a line, pretext conditions at their k), and the test
+    error along the path at the rewind point (mean over seeds)."""
+    setting = setting_in_use(conditions)
+    if setting is None:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    rewinding = sorted((c for c in conditions if c.kind in ("reset", "rewind") and summary(c, 0, setting)),
+                       key=lambda c: c.k)
+    if rewinding:
+        s = [summary(c, 0, setting) for c in rewinding]
+        x = [c.k for c in rewinding]
+        left.errorbar(x, [v["mean"] for v in s], yerr=_bars(s), fmt="-o", color="black", capsize=3,
+                      label="rewinding to k (k = 0: reset)")
+    for i, c in enumerate(c for c in conditions if c.kind == "pretext" and summary(c, 0, setting)):
+        s = summary(c, 0, setting)
+        shifted = c.k * (1 + 0.04 * (i + 1))  # beside rewinding at the same k, not on top of it
+        left.errorbar([shifted], [s["mean"]], yerr=_bars([s]), fmt="s", color=colours[i % len(colours)], capsize=3,
+                      label=c.label)
+    left.axhline(STABLE_BELOW, color="grey", ls=":", lw=0.8)
+    left.set_xscale("symlog", linthresh=1)
+    left.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    left.set_xlabel("k (iterations)", fontsize=8)
+    left.set_ylabel("instability (points of test error)", fontsize=8)
+    left.set_title("Instability at the rewind point (mean, 95% interval)", fontsize=9)
+    left.legend(fontsize=7)
+    for i, c in enumerate(c for c in conditions if summary(c, 0, setting)):
+        paths = [r["path"] for r in c.stability if r["level"] == 0 and r["setting"] == setting]
+        alphas = [p["alpha"] for p in paths[0]]
+        mean = [100 * statistics.fmean(p[j]["test_error"] for p in paths) for j in range(len(alphas))]
+        right.plot(alphas, mean, "-", marker=".", color=colours[i % len(colours)], label=f"{c.label} (n = {len(paths)})")
+    right.set_xlabel("alpha (0: first copy, 1: second)", fontsize=8)
+    right.set_ylabel("test error (%)", fontsize=8)
+    right.set_title("Test error along the linear path, level 0", fontsize=9)
+    right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure_atomic(fig, path)
+    plt.close(fig)
+    return True
+
+
+def _bars(summaries: list[dict]) -> list[list[float]]:
+    return [[s["mean"] - s["low"] if s["low"] is not None else 0 for s in summaries],
+            [s["high"] - s["mean"] if s["high"] is not None else 0 for s in summaries]]
+
+
+def as_json(conditions: list[Condition]) -> dict | None:
+    setting = setting_in_use(conditions)
+    if setting is None:
+        return None
+    return {"setting": setting, "threshold": STABLE_BELOW,
+            "conditions": [{"label": c.label, "k": c.k, "levels": [summary(c, lvl, setting) for lvl in levels(c, setting)]}
+                           for c in conditions if levels(c, setting)]}
