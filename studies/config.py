@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -137,7 +138,10 @@ def _convert(name: str, text: str, hint):
         if hint is int:
             return int(text)
         if hint is float:
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise UsageError(f"--{name}={text}: expected a finite number")
+            return value
         return str(text)
     except ValueError:
         raise UsageError(f"--{name}={text}: expected {hint.__name__}") from None
@@ -146,7 +150,8 @@ def _convert(name: str, text: str, hint):
 def parse_overrides(cls, argv: list[str], base=None):
     """Parse `--key=value` / `--key value` / `--flag` arguments into an instance of `cls`.
 
-    Unknown keys are refused with the closest valid key suggested.
+    Unknown keys are refused with the closest valid key suggested. A value never starts with `--`: in
+    `--out --training_steps=3it` the second flag is not --out's value (`--out` is refused as missing one).
     """
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
@@ -165,7 +170,7 @@ def parse_overrides(cls, argv: list[str], base=None):
         if not eq:
             if hints[key] is bool and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
                 text = "true"
-            elif i + 1 < len(argv):
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 i += 1
                 text = argv[i]
             else:
