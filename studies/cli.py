@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .errors import UsageError
+from .errors import UsageError, os_error_message
 
 # name -> (module with main(argv) -> int, config class for --help or None, one-line description)
 COMMANDS = {
@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         return run(sys.argv[1:] if argv is None else argv)
     except UsageError as err:
         print(f"earlyphase: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a folder that became unusable: one line; any other OSError is a bug
+        message = os_error_message(err)
+        if message is None:
+            raise
+        print(f"earlyphase: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("earlyphase: interrupted; rerun the same command to resume", file=sys.stderr)

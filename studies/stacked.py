@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +42,9 @@ from earlyphase.pretext.supervised import Supervised
 from .augment import derive_seed
 from .data import ImageData
 from .graphed import GraphedStep
-from .trainer import (Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, apply_mask, autocast, compile_mode,
-                      compiled, cpu_process_settings, evaluate, finish_run, load_checkpoint, make_optimizer,
-                      masked_pairs, save_checkpoint, save_weights, whole_step_graph)
+from .trainer import (Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, append_record, apply_mask, autocast,
+                      compile_mode, compiled, cpu_process_settings, evaluate, finish_run, finished_result,
+                      load_checkpoint, make_optimizer, masked_pairs, save_checkpoint, save_weights, whole_step_graph)
 
 
 @dataclass
@@ -175,9 +174,8 @@ def train_stacked(runs: Sequence[StackedRun], data: ImageData) -> list[TrainResu
     results: list[TrainResult | None] = [None] * len(runs)
     members = {}
     for k, run in enumerate(runs):
-        summary_path = Path(run.run_dir) / "summary.json"
-        if summary_path.exists():
-            results[k] = TrainResult(json.loads(summary_path.read_text()), Path(run.run_dir), skipped=True)
+        results[k] = finished_result(run.run_dir)
+        if results[k] is not None:
             continue
         member = _Member(run, device)
         member.prepare(device)
@@ -297,8 +295,7 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
                           "train_loss": (loss_sum[k] / max(loss_count, 1)).item(),
                           **evaluate(member.model, data, member.task, member.plan)}
                 member.loss_sum, member.loss_count = torch.zeros((), device=device), 0
-                with member.metrics_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_record(member.metrics_path, record)
                 member.records.append(record)
                 for sink in member.run.sinks:
                     sink(record)

@@ -99,6 +99,18 @@ class TrainResult:
     extras: dict = field(default_factory=dict)
 
 
+SUMMARY_KEYS = ("test_accuracy", "test_loss", "train_loss", "start_step", "end_step")
+
+
+def finished_result(run_dir: Path) -> TrainResult | None:
+    """The result of a finished run (its summary.json exists), or None; a corrupt summary is a one-line error."""
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        return None
+    summary = checkpoints.read_json(path, SUMMARY_KEYS, fix="move it away to train that run again")
+    return TrainResult(summary, Path(run_dir), skipped=True)
+
+
 def make_optimizer(model: torch.nn.Module, plan: TrainPlan) -> torch.optim.SGD:
     """foreach SGD on CPU; on CUDA the fused kernel (same maths, one launch per step)."""
     fast = {"fused": True} if next(model.parameters()).is_cuda else {"foreach": True}
@@ -274,8 +286,13 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 def _restore_metrics(path: Path, resumed_from: int | None) -> list[dict]:
-    """The metrics log as of the checkpoint resumed from (records after it are dropped), or empty."""
-    return checkpoints.truncate_jsonl(path, lambda r: resumed_from is not None and r["step"] <= resumed_from)
+    """The metrics log as of the checkpoint resumed from (records after it, or without a step, are dropped)."""
+    return checkpoints.truncate_jsonl(
+        path, lambda r: resumed_from is not None and isinstance(r.get("step"), int) and r["step"] <= resumed_from)
+
+
+def append_record(path: Path, record: dict) -> None:
+    checkpoints.append_text(path, json.dumps(record) + "\n")
 
 
 def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Path, *,
@@ -304,9 +321,10 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
     trainings can be advanced in turn (schedule.train_interleaved); same arguments as train()."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary_path, ckpt_path, metrics_path = run_dir / "summary.json", run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
-    if summary_path.exists():
-        return TrainResult(json.loads(summary_path.read_text()), run_dir, skipped=True)
+    ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
+    done = finished_result(run_dir)
+    if done is not None:
+        return done
 
     task = task or Supervised()
     device = next(model.parameters()).device
@@ -382,8 +400,7 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
                       "train_loss": (loss_sum / max(loss_count, 1)).item(), **evaluate(model, data, task, plan)}
             loss_sum.zero_()  # in place: a captured step adds into this very tensor
             loss_count = 0
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_record(metrics_path, record)
             records.append(record)
             for sink in sinks:
                 sink(record)
