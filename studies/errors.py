@@ -1,4 +1,4 @@
-"""The exception the CLI turns into a one-line message and exit status 2, and the one-line form of I/O faults."""
+"""The exceptions the CLI turns into a one-line message and exit status 2, and the one-line form of I/O faults."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import errno
 
 class UsageError(Exception):
     """Bad user input (flags, files, data). The message names the fix."""
+
+
+class TrainingDiverged(UsageError):
+    """The loss or the weights became non-finite: the run stops unfinished, its last good checkpoint kept."""
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -20,6 +20,9 @@ Runs already finished are skipped; interrupted runs resume from their checkpoint
 format is train()'s, so either function can resume the other's run); runs at different steps are
 trained in groups. Not supported: step_hooks (use train() for runs that need them). `plan.compile` is
 honoured on CUDA (the vmapped forward is compiled), ignored on CPU.
+
+A run whose loss or weights become non-finite stops the stack with train()'s one-line TrainingDiverged
+(DivergenceWatch, checked once per epoch).
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ from earlyphase.pretext.supervised import Supervised
 from .augment import derive_seed
 from .data import ImageData
 from .graphed import GraphedStep
-from .trainer import (Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, append_record, apply_mask, autocast,
-                      compile_mode, compiled, cpu_process_settings, evaluate, finish_run, finished_result,
-                      load_checkpoint, make_optimizer, masked_pairs, save_checkpoint, save_weights, whole_step_graph)
+from .trainer import (DivergenceWatch, Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, append_record,
+                      apply_mask, autocast, compile_mode, compiled, cpu_process_settings, evaluate, finish_run,
+                      finished_result, load_checkpoint, make_optimizer, masked_pairs, save_checkpoint, save_weights,
+                      whole_step_graph)
 
 
 @dataclass
@@ -232,6 +236,7 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
 
     batches = _StackedEpochs(data, members)
     per_epoch = batches.per_epoch
+    watch = DivergenceWatch(per_epoch, [m.dir for m in members], [*params.values(), *buffers.values()])
     loss_sum = torch.stack([m.loss_sum for m in members])
     loss_count = members[0].loss_count
     bar = tqdm(total=plan.end - plan.start, initial=step - plan.start, desc=f"stacked x{len(members)}",
@@ -267,22 +272,25 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
             graphed = GraphedStep(step_body, optimizer, stacked_inputs, torch.stack(targets), lr,
                                   other_state=[*buffers.values(), loss_sum])
         if graphed is not None and stacked_inputs.shape == graphed.x.shape:
-            graphed(stacked_inputs, torch.stack(targets), lr)
+            losses = graphed(stacked_inputs, torch.stack(targets), lr)
         else:
             optimizer.param_groups[0]["lr"] = lr
             if mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()
-            step_body(stacked_inputs, targets)
+            losses = step_body(stacked_inputs, targets)
         loss_count += 1
         step += 1
+        watch.add(step, losses)
         bar.update(1)
         saving = [m for m in members if step in m.plan.save_at]
         if saving:
+            watch.check(step)
             write_back()
             for m in saving:
                 m.save_weights(step)
         if step % per_epoch and step != plan.end:
             continue
+        watch.check(step)
         epoch = -(-step // per_epoch)
         evaluating = epoch % plan.eval_every == 0 or step == plan.end
         checkpointing = epoch % plan.checkpoint_every == 0 and step < plan.end

@@ -7,6 +7,10 @@ written atomically every `checkpoint_every` epochs; rerunning the same call resu
 bit-identical results on CPU, because every batch is a pure function of (seed, step). A run whose
 `summary.json` exists is finished and is not redone.
 
+A loss or weight that becomes non-finite (inf, nan) stops the run with a one-line TrainingDiverged
+naming the step; nothing non-finite is saved and the run stays unfinished (its last checkpoint kept).
+The losses are checked once per epoch on the device (`DivergenceWatch`), so CUDA never syncs per step.
+
 Masks: a dict {parameter name: 0/1 tensor}; the masked weights are multiplied by it after every
 optimiser step (and once at the start), so momentum and weight decay cannot revive a pruned weight.
 The learning rate is a pure function of the step (milestones, gamma, linear warmup), so starting at
@@ -42,6 +46,7 @@ from earlyphase.pretext.supervised import Supervised
 from . import checkpoints
 from .augment import augment_split, derive_seed, epoch_order, fork_rng, standard_augmentation
 from .data import ImageData
+from .errors import TrainingDiverged
 from .graphed import GraphedStep
 
 Mask = dict  # {parameter name: tensor of 0/1, same shape as the parameter}
@@ -109,6 +114,53 @@ def finished_result(run_dir: Path) -> TrainResult | None:
         return None
     summary = checkpoints.read_json(path, SUMMARY_KEYS, fix="move it away to train that run again")
     return TrainResult(summary, Path(run_dir), skipped=True)
+
+
+class DivergenceWatch:
+    """Stops a run whose training loss or weights became non-finite, without a host sync per step.
+
+    Each step's loss (shape () or, for a stack of K runs, [K]) is copied into a buffer on the device; check(),
+    called once per epoch where the loop reads the device anyway and before any weights are saved, looks at
+    those losses and at every weight and BatchNorm statistic in one transfer and raises TrainingDiverged
+    naming the first non-finite step. It only reads, so every number computed stays bit-identical.
+    tensors: the parameters and float buffers (for a stack: the stacked ones, K first)."""
+
+    def __init__(self, per_epoch: int, run_dirs: Sequence[Path], tensors: Sequence[torch.Tensor]):
+        self.run_dirs, self.tensors = list(run_dirs), [t for t in tensors if t.is_floating_point()]
+        self.losses = torch.zeros(per_epoch, len(self.run_dirs), device=self.tensors[0].device)
+        self.first, self.count = 0, 0  # the step (1-based) of losses[0], and how many are buffered
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        """The training loss of step `step` (counted from 1)."""
+        if self.count == len(self.losses):  # never between the loop's per-epoch checks, but stay safe
+            self.check(step - 1)
+        if self.count == 0:
+            self.first = step
+        self.losses[self.count].copy_(loss.detach())
+        self.count += 1
+
+    @torch.no_grad()
+    def check(self, step: int) -> None:
+        """Raise TrainingDiverged if a buffered loss, or a weight after `step` steps, is not finite."""
+        k = len(self.run_dirs)
+        losses = self.losses[:self.count]
+        loss_ok = torch.isfinite(losses).all(0)
+        weights_ok = torch.stack([t.isfinite().reshape(k, -1).all(1) for t in self.tensors]).all(0)
+        if not bool((loss_ok & weights_ok).all()):  # the one host sync
+            self._raise(losses.cpu(), weights_ok.cpu(), step)
+        self.count = 0
+
+    def _raise(self, losses: torch.Tensor, weights_ok: torch.Tensor, step: int) -> None:
+        bad = [(int(rows[0]), k) for k in range(len(self.run_dirs))
+               if len(rows := (~torch.isfinite(losses[:, k])).nonzero().flatten())]
+        if bad:
+            row, k = min(bad)
+            what = f"the training loss was {losses[row, k].item()} at step {self.first + row}"
+        else:
+            k = int((~weights_ok).nonzero()[0])
+            what = f"the weights became non-finite at step {step} (the loss was still finite)"
+        raise TrainingDiverged(f"training diverged in {self.run_dirs[k]}: {what}; the run is left unfinished "
+                               f"(nothing non-finite was saved): lower the learning rate (--lr, --pretrain_lr)")
 
 
 def make_optimizer(model: torch.nn.Module, plan: TrainPlan) -> torch.optim.SGD:
@@ -365,6 +417,7 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
     graphable = whole_step_graph(mode) and type(task).loss is PretextTask.loss
     epochs = _Epochs(data, plan, task)
     per_epoch = epochs.per_epoch
+    watch = DivergenceWatch(per_epoch, [run_dir], [*model.parameters(), *model.buffers()])
     bar = tqdm(total=plan.end - plan.start, initial=step - plan.start, desc=plan.progress or run_dir.name,
                file=sys.stderr, disable=None, leave=False, unit="it", mininterval=1.0)
     model.train()
@@ -386,14 +439,17 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
             loss = step_body(inputs, targets)
         loss_count += 1
         step += 1
+        watch.add(step, loss)
         bar.update(1)
         for hook in step_hooks:
             hook(step, model, loss)
         if step in plan.save_at:
+            watch.check(step)
             save_weights(run_dir, model, optimizer, step)
         yield  # a step is done: an interleaving caller may advance another training now
         if step % per_epoch and step != plan.end:
             continue
+        watch.check(step)
         epoch = -(-step // per_epoch)
         if epoch % plan.eval_every == 0 or step == plan.end:
             record = {"step": step, "epoch": round(step / per_epoch, 4), "lr": lr,
