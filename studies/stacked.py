@@ -21,8 +21,10 @@ format is train()'s, so either function can resume the other's run); runs at dif
 trained in groups. Not supported: step_hooks (use train() for runs that need them). `plan.compile` is
 honoured on CUDA (the vmapped forward is compiled), ignored on CPU.
 
-A run whose loss or weights become non-finite stops the stack with train()'s one-line TrainingDiverged
-(DivergenceWatch, checked once per epoch).
+Locks (locks.py): the runs whose locks are free are taken without waiting and trained as one stack; runs
+another process holds are waited for afterwards, one at a time and holding no lock, and are then skipped
+as finished (or, if that process died, trained here). A run whose loss or weights become non-finite stops
+the stack with train()'s one-line TrainingDiverged (DivergenceWatch, checked once per epoch).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from tqdm import tqdm
 from earlyphase.pretext.base import PretextTask
 from earlyphase.pretext.supervised import Supervised
 
+from . import locks
 from .augment import derive_seed
 from .data import ImageData
 from .graphed import GraphedStep
@@ -175,15 +178,28 @@ def train_stacked(runs: Sequence[StackedRun], data: ImageData) -> list[TrainResu
     device = data.train_x.device
     if device.type == "cpu":
         cpu_process_settings()  # as train() does on the CPU, so both compute the same numbers
-    results: list[TrainResult | None] = [None] * len(runs)
-    members = {}
-    for k, run in enumerate(runs):
-        results[k] = finished_result(run.run_dir)
-        if results[k] is not None:
-            continue
-        member = _Member(run, device)
-        member.prepare(device)
-        members[k] = member
+    results: list[TrainResult | None] = [finished_result(run.run_dir) for run in runs]
+    held, busy = locks.take_free({k: run.run_dir for k, run in enumerate(runs) if results[k] is None})
+    try:
+        for k, result in _train_held({k: runs[k] for k in held}, data, device).items():
+            results[k] = result
+    finally:
+        locks.release_all(held.values())
+    for k in busy:  # another process holds these: wait for each, holding no lock
+        with locks.RunLock(runs[k].run_dir) as lock:
+            results[k] = (finished_result(runs[k].run_dir, by_other_process=lock.waited)
+                          or _train_held({k: runs[k]}, data, device)[k])
+    return results
+
+
+def _train_held(runs: dict, data: ImageData, device: torch.device) -> dict:
+    """{k: run} whose locks this process holds -> {k: result}: finished ones read, the others stacked."""
+    results, members = {}, {}
+    for k, run in runs.items():
+        results[k] = finished_result(run.run_dir)  # finished by another process just before the lock was taken
+        if results[k] is None:
+            members[k] = _Member(run, device)
+            members[k].prepare(device)
     for step in sorted({m.step for m in members.values()}):  # runs resumed at different steps: one group each
         group = {k: m for k, m in members.items() if m.step == step}
         for k, result in zip(group, _train_group(list(group.values()), data, device)):

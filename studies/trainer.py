@@ -5,7 +5,8 @@ loss and the per-batch transform; `Supervised` by default) and trains iterations
 `run_dir`. It is resumable: a checkpoint (model, optimiser, step, loss accumulator, RNG states) is
 written atomically every `checkpoint_every` epochs; rerunning the same call resumes from it and gives
 bit-identical results on CPU, because every batch is a pure function of (seed, step). A run whose
-`summary.json` exists is finished and is not redone.
+`summary.json` exists is finished and is not redone. While it trains, a run holds its directory's lock
+(locks.py): another process that reaches the same run waits, then finds it finished and skips it.
 
 A loss or weight that becomes non-finite (inf, nan) stops the run with a one-line TrainingDiverged
 naming the step; nothing non-finite is saved and the run stays unfinished (its last checkpoint kept).
@@ -43,7 +44,7 @@ from tqdm import tqdm
 from earlyphase.pretext.base import PretextTask
 from earlyphase.pretext.supervised import Supervised
 
-from . import checkpoints
+from . import checkpoints, locks
 from .augment import augment_split, derive_seed, epoch_order, fork_rng, standard_augmentation
 from .data import ImageData
 from .errors import TrainingDiverged
@@ -101,19 +102,20 @@ class TrainResult:
     run_dir: Path
     resumed_from: int | None = None  # the step a checkpoint was resumed from, if any
     skipped: bool = False  # finished earlier; nothing was trained
+    by_other_process: bool = False  # skipped after waiting for another process that trained it meanwhile
     extras: dict = field(default_factory=dict)
 
 
 SUMMARY_KEYS = ("test_accuracy", "test_loss", "train_loss", "start_step", "end_step")
 
 
-def finished_result(run_dir: Path) -> TrainResult | None:
+def finished_result(run_dir: Path, by_other_process: bool = False) -> TrainResult | None:
     """The result of a finished run (its summary.json exists), or None; a corrupt summary is a one-line error."""
     path = Path(run_dir) / "summary.json"
     if not path.exists():
         return None
     summary = checkpoints.read_json(path, SUMMARY_KEYS, fix="move it away to train that run again")
-    return TrainResult(summary, Path(run_dir), skipped=True)
+    return TrainResult(summary, Path(run_dir), skipped=True, by_other_process=by_other_process)
 
 
 class DivergenceWatch:
@@ -355,6 +357,7 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
 
     sinks: called with every metrics record (W&B, ...). step_hooks: called as hook(step, model, loss)
     after every optimiser step (step counts iterations done; loss is the device tensor, not synced).
+    Waits while another process trains `run_dir` (hold no other run's lock when calling it: locks.py).
     """
     steps = train_steps(model, data, plan, run_dir, task=task, mask=mask, optimizer_state=optimizer_state,
                         sinks=sinks, step_hooks=step_hooks)
@@ -368,16 +371,36 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
 def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Path, *,
                 task: PretextTask | None = None, mask: Mask | None = None, optimizer_state: dict | None = None,
                 sinks: Sequence[Callable[[dict], None]] = (),
-                step_hooks: Sequence[Callable[[int, torch.nn.Module, torch.Tensor], None]] = ()):
+                step_hooks: Sequence[Callable[[int, torch.nn.Module, torch.Tensor], None]] = (),
+                lock: locks.RunLock | None = None):
     """train() as a generator that yields after every step and returns the TrainResult, so that several
-    trainings can be advanced in turn (schedule.train_interleaved); same arguments as train()."""
+    trainings can be advanced in turn (schedule.train_interleaved); same arguments as train().
+
+    lock: the run directory's lock if the caller holds it already (and releases it); by default the
+    generator takes it at its first step, waiting while another process holds it."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
-    done = finished_result(run_dir)
+    done = finished_result(run_dir)  # a finished run is read, never locked (it may be read-only)
     if done is not None:
         return done
+    run_dir.mkdir(parents=True, exist_ok=True)
+    own = locks.RunLock(run_dir) if lock is None else None
+    try:
+        if own is not None:
+            own.acquire()
+        done = finished_result(run_dir, by_other_process=own is not None and own.waited)
+        if done is not None:
+            return done
+        return (yield from _locked_steps(model, data, plan, run_dir, task=task, mask=mask,
+                                         optimizer_state=optimizer_state, sinks=sinks, step_hooks=step_hooks))
+    finally:
+        if own is not None:
+            own.release()
 
+
+def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Path, *, task, mask,
+                  optimizer_state, sinks, step_hooks):
+    """train_steps' work, in a run directory whose lock this process holds and that is not finished."""
+    ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
     task = task or Supervised()
     device = next(model.parameters()).device
     if device.type == "cpu":
