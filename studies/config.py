@@ -180,13 +180,18 @@ def parse_overrides(cls, argv: list[str], base=None):
     return dataclasses.replace(base, **values) if base is not None else cls(**values)
 
 
-def describe_options(cls) -> str:
+def describe_options(cls, cfg=None) -> str:
+    """One line per field: --name=type  [value]  help. The value is `cfg`'s (the config the command's other
+    arguments make, dataset defaults filled in) or, without one, the class default."""
     hints = typing.get_type_hints(cls)
     lines = []
     for f in fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        by_dataset = any(f.name in preset for preset in DATASET_DEFAULTS.values())
-        shown = repr(default) if default is not None else ("dataset default" if by_dataset else "none")
+        if cfg is not None:
+            value = getattr(cfg, f.name)
+        else:
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        by_dataset = cfg is None and any(f.name in preset for preset in DATASET_DEFAULTS.values())
+        shown = repr(value) if value is not None else ("dataset default" if by_dataset else "none")
         hint = hints[f.name]
         if typing.get_origin(hint) in (typing.Union, types.UnionType):
             hint = next(a for a in typing.get_args(hint) if a is not type(None))
