@@ -81,6 +81,8 @@ def _name_max(folder: Path) -> tuple[int, int]:
 def check_out(text: str) -> None:
     """Refuse an --out that cannot hold run directories (under a file, too long a name, not writable) before
     anything is written. A folder that becomes unusable later is reported by the CLI in one line too."""
+    if not text.strip():
+        raise UsageError("--out is empty: name the folder for the runs, e.g. --out=runs (or --out=. for this one)")
     path = Path(text).expanduser().absolute()
     existing = path
     while not os.path.lexists(existing):  # lexists: a name that is too long, or below a file, is "missing"
@@ -93,7 +95,8 @@ def check_out(text: str) -> None:
     if len(os.fsencode(str(path))) > path_max - 256:  # room for the run directories' own names
         raise UsageError(f"--out={text}: the path is too long for the run directories below it: choose a shorter --out")
     if not existing.is_dir():
-        where = "is a file" if existing == path else f"is below {existing}, which is a file"
+        what = "a file" if existing.exists() else "a broken link"
+        where = f"is {what}" if existing == path else f"is below {existing}, which is {what}"
         raise UsageError(f"--out={text} {where}, not a folder: choose a folder for the runs")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--out={text}: cannot write in {existing} (permission denied or read-only): "

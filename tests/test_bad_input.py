@@ -56,14 +56,17 @@ def test_a_flag_without_a_value_does_not_take_the_next_flag_as_its_value(tmp_pat
 
 
 # ------------------------------------------------------------------------------- unusable --out
-def test_an_unusable_out_is_one_line_and_writes_nothing(tmp_path, capsys):
+def test_an_unusable_out_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # where an empty --out would write
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
+    (tmp_path / "loop").symlink_to("loop")
     for out, words in [(a_file, ("is a file, not a folder",)), (a_file / "runs", ("below", "which is a file")),
-                       (tmp_path / ("x" * 300), ("longer than the file system allows", "shorter --out"))]:
+                       (tmp_path / ("x" * 300), ("longer than the file system allows", "shorter --out")),
+                       (tmp_path / "loop", ("is a broken link, not a folder",)), ("", ("--out is empty",))]:
         code, _, stderr = run_cli(["train", f"--out={out}", *TINY], capsys)
         one_line_error(code, stderr, *words)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"] and a_file.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "loop"] and a_file.read_text() == "keep me"
 
 
 def test_an_out_without_write_permission_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
