@@ -51,7 +51,7 @@ def mean_series(runs: list[list[dict]]) -> dict[str, list[tuple[int, float]]]:
 def _pretrain_dir(imp_dir: Path) -> Path | None:
     """The pretraining an IMP run rewound to: its copy beside the run when there is one (a copied or moved runs
     folder shows its own data), else the path the run recorded."""
-    config = read_json(Path(imp_dir) / "config.json") or {}
+    config = read_json(Path(imp_dir) / "config.json", missing_ok=True) or {}
     if not config.get("rewind_from"):
         return None
     path = Path(config["rewind_from"]).expanduser()

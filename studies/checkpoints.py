@@ -1,22 +1,57 @@
-"""Atomic saving and safe loading of checkpoints and weight files (`weights_only=True` always)."""
+"""Atomic saving and safe loading of checkpoints, weight files and JSON records (`weights_only=True` always).
+
+Writes go to a uniquely named temporary file beside the target, then one rename: a kill leaves the old
+file or the new one, never half of one, and two processes writing the same file (agents sharing an
+--out) never write into each other's temporary file. A write that fails (a full disk) removes its
+partial temporary file and ends in a one-line UsageError naming the file, so freeing space and rerunning
+resumes; nothing has to be cleaned up by hand.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import secrets
 from pathlib import Path
 
 import torch
 
-from .errors import UsageError
+from .errors import UsageError, os_error_message
+
+
+def _write_new(path: Path, data) -> None:
+    """Create `path` (it must not exist) holding `data`."""
+    with open(path, "xb") as f:
+        f.write(data)
+
+
+def _fault(err: OSError, path: Path) -> Exception:
+    """The one-line UsageError for a write to `path` that failed, or the error itself if it is no user fault."""
+    message = os_error_message(err, path)
+    return UsageError(message) if message else err
+
+
+def write_bytes_atomic(path: Path, data) -> None:
+    """`data` into `path` by a temporary file and a rename; on failure the temporary file is removed."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        _write_new(tmp, data)
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _fault(err, path) from None
+        raise
 
 
 def save_atomic(obj, path: Path) -> None:
-    """Write to a temporary file, then rename: a kill leaves the old file or the new one, never half."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save, atomically. Serialised in memory first: torch's own file writer reports a full disk as
+    `RuntimeError ... unexpected pos`, a Python write reports it as ENOSPC."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getbuffer())
 
 
 def load(path: Path, map_location="cpu") -> dict:
@@ -36,50 +71,68 @@ def state_dict_cpu(module: torch.nn.Module) -> dict:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode())
 
 
 def save_figure_atomic(fig, path: Path, dpi: int = 110) -> None:
     """A matplotlib figure as PNG, written like every other file here: a killed report never leaves half a PNG."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png")
+    write_bytes_atomic(path, buffer.getbuffer())
 
 
 def write_json_atomic(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: Path, what: str = "file"):
-    """A JSON file's content, or None if it is missing; a corrupt file is a one-line UsageError naming it."""
+def _append(path: Path, text: str) -> None:
+    with path.open("a") as f:
+        f.write(text)
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append to a log; a failed write is the one-line error (a torn last line is skipped when read back)."""
     path = Path(path)
-    if not path.exists():
+    try:
+        _append(path, text)
+    except OSError as err:
+        raise _fault(err, path) from None
+
+
+def read_json(path: Path, required: tuple = (), fix: str = "move it away to recompute it", *,
+              missing_ok: bool = False, kind: type = dict):
+    """A JSON record written by this program (an object, or a list with kind=list); unreadable, of another
+    kind or missing a `required` key, it is a one-line UsageError naming the file and `fix`. A missing file
+    is None with missing_ok."""
+    path = Path(path)
+    if missing_ok and not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise UsageError(f"{path} is not readable JSON ({type(err).__name__}); move the {what} away (the command "
-                         f"that wrote it writes it again when rerun)") from None
+        problem = err.strerror if isinstance(err, OSError) else "not valid JSON"
+        raise UsageError(f"{path} is corrupt or unreadable ({problem}): {fix}") from None
+    missing = [key for key in required if key not in record] if isinstance(record, kind) else None
+    if missing is None or missing:
+        what = f"not a JSON {'object' if kind is dict else 'list'}" if missing is None else f"no {missing[0]!r}"
+        raise UsageError(f"{path} is corrupt ({what}): {fix}")
+    return record
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSON-lines log; a line cut short by a kill is skipped."""
+    """The records (JSON objects) of a JSON-lines log; a line cut short by a kill, or any other line that is
+    not a JSON object, is skipped."""
     path = Path(path)
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 

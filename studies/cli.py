@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .errors import UsageError
+from .errors import UsageError, os_error_message
 
 # name -> (module with main(argv) -> int, config class for --help or None, one-line description)
 COMMANDS = {
@@ -22,17 +22,48 @@ COMMANDS = {
 }
 
 USAGE = "usage: earlyphase COMMAND [--field=value ...]   (earlyphase COMMAND --help lists the fields)"
+HELP_FLAGS = ("-h", "--help")
 
 
-def _help(name: str) -> str:
+def _config_class(name: str):
+    from . import config as config_module
+
+    module, config, _ = COMMANDS[name]
+    return getattr(importlib.import_module(module), config, None) or getattr(config_module, config)
+
+
+def _shown_config(name: str, args: list[str]):
+    """(the config `args` make, dataset and preset defaults filled in, or None; why not, or ""). A command
+    module's own parse(argv) is used where it has one (study: presets), else the plain field parser."""
+    from .config import parse_overrides
+
+    module = importlib.import_module(COMMANDS[name][0])
+    cls = _config_class(name)
+    parse = getattr(module, "parse", None) or (lambda argv: parse_overrides(cls, argv))
+    try:
+        cfg = parse(args)
+        return (cfg.resolved() if hasattr(cfg, "resolved") else cfg), ""
+    except UsageError as err:
+        return None, str(err)
+
+
+def _help(name: str, args: list[str]) -> str:
+    """The command's fields with the values that `args` (the command's other arguments) would give them."""
     module, config, text = COMMANDS[name]
     lines = [f"earlyphase {name}: {text}"]
-    if config:
-        from . import config as config_module
-        cls = getattr(importlib.import_module(module), config, None) or getattr(config_module, config)
-        lines += ["", config_module.describe_options(cls)]
-        for preset, values in getattr(importlib.import_module(module), "PRESETS", {}).items():
-            lines.append(f"\n--preset={preset} sets: " + " ".join(f"--{k}={v}" for k, v in values.items()))
+    if not config:
+        main = importlib.import_module(module).main
+        return "\n".join(lines + [getattr(importlib.import_module(module), "USAGE", None) or
+                                  f"usage: {(main.__doc__ or '').strip()}"])
+    from . import config as config_module
+
+    cfg, problem = _shown_config(name, args)
+    if args:
+        lines.append(f"values as set by: {' '.join(args)}" if cfg is not None else
+                     f"values: the defaults (the other arguments do not parse: {problem})")
+    lines += ["", config_module.describe_options(_config_class(name), cfg)]
+    for preset, values in getattr(importlib.import_module(module), "PRESETS", {}).items():
+        lines.append(f"\n--preset={preset} sets: " + " ".join(f"--{k}={v}" for k, v in values.items()))
     return "\n".join(lines)
 
 
@@ -43,8 +74,8 @@ def run(argv: list[str]) -> int:
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         raise UsageError(f"unknown command {name!r}: choose one of {', '.join(COMMANDS)}")
-    if rest and rest[0] in ("-h", "--help") and COMMANDS[name][1]:
-        print(_help(name))
+    if any(arg in HELP_FLAGS for arg in rest):  # anywhere: `earlyphase imp --dataset=cifar10 --help`
+        print(_help(name, [arg for arg in rest if arg not in HELP_FLAGS]))
         return 0
     return importlib.import_module(COMMANDS[name][0]).main(rest)
 
@@ -54,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         return run(sys.argv[1:] if argv is None else argv)
     except UsageError as err:
         print(f"earlyphase: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a folder that became unusable: one line; any other OSError is a bug
+        message = os_error_message(err)
+        if message is None:
+            raise
+        print(f"earlyphase: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("earlyphase: interrupted; rerun the same command to resume", file=sys.stderr)

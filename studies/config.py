@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -141,7 +142,10 @@ def _convert(name: str, text: str, hint):
         if hint is int:
             return int(text)
         if hint is float:
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise UsageError(f"--{name}={text}: expected a finite number")
+            return value
         return str(text)
     except ValueError:
         raise UsageError(f"--{name}={text}: expected {hint.__name__}") from None
@@ -150,7 +154,8 @@ def _convert(name: str, text: str, hint):
 def parse_overrides(cls, argv: list[str], base=None):
     """Parse `--key=value` / `--key value` / `--flag` arguments into an instance of `cls`.
 
-    Unknown keys are refused with the closest valid key suggested.
+    Unknown keys are refused with the closest valid key suggested. A value never starts with `--`: in
+    `--out --training_steps=3it` the second flag is not --out's value (`--out` is refused as missing one).
     """
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
@@ -169,7 +174,7 @@ def parse_overrides(cls, argv: list[str], base=None):
         if not eq:
             if hints[key] is bool and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
                 text = "true"
-            elif i + 1 < len(argv):
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 i += 1
                 text = argv[i]
             else:
@@ -179,13 +184,18 @@ def parse_overrides(cls, argv: list[str], base=None):
     return dataclasses.replace(base, **values) if base is not None else cls(**values)
 
 
-def describe_options(cls) -> str:
+def describe_options(cls, cfg=None) -> str:
+    """One line per field: --name=type  [value]  help. The value is `cfg`'s (the config the command's other
+    arguments make, dataset defaults filled in) or, without one, the class default."""
     hints = typing.get_type_hints(cls)
     lines = []
     for f in fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        by_dataset = any(f.name in preset for preset in DATASET_DEFAULTS.values())
-        shown = repr(default) if default is not None else ("dataset default" if by_dataset else "none")
+        if cfg is not None:
+            value = getattr(cfg, f.name)
+        else:
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        by_dataset = cfg is None and any(f.name in preset for preset in DATASET_DEFAULTS.values())
+        shown = repr(value) if value is not None else ("dataset default" if by_dataset else "none")
         hint = hints[f.name]
         if typing.get_origin(hint) in (typing.Union, types.UnionType):
             hint = next(a for a in typing.get_args(hint) if a is not type(None))

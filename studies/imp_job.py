@@ -434,7 +434,7 @@ def _analyse(r: _Run, sinks) -> None:
     key = f"bn={r.path.bn},points={r.path.points}"
     for level in r.stability:
         folder = stability_dir(r, level)
-        results = checkpoints.read_json(folder / "stability.json") or {}
+        results = checkpoints.read_json(folder / "stability.json", missing_ok=True) or {}
         done = all((p / "summary.json").exists() for p in (r.out / f"level_{level}", folder))
         if key in results or not done:
             continue
@@ -516,10 +516,10 @@ def run(cfg: ImpConfig, sinks=()) -> tuple[Path, list[dict]]:
 
 # ---------------------------------------------------------------------------------------------- records
 def _record(r: _Run, level: int, kind: str, part: Path) -> dict:
-    summary = json.loads((part / "summary.json").read_text())
+    summary = checkpoints.read_json(part / "summary.json", fix="move it away to train that part again")
     density_path = part / "density.json"
-    density = (json.loads(density_path.read_text())["density"] if density_path.exists()
-               else imp_masks.density(checkpoints.load(part / "mask.pt")))
+    density = (checkpoints.read_json(density_path, ("density",), fix="move it away: it is rebuilt from mask.pt")
+               ["density"] if density_path.exists() else imp_masks.density(checkpoints.load(part / "mask.pt")))
     if level == 0:
         rewind = r.level0_description
     elif kind == "random_reinit":

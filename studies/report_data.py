@@ -80,7 +80,8 @@ def imp_runs(folder: Path) -> tuple[list[Path], list[dict]]:
     """(the IMP runs below a folder, units known to be missing): a study's own (its study.json), else every
     imp_* below the folder."""
     folder = Path(folder)
-    study = read_json(folder / "study.json", "study record")
+    study = read_json(folder / "study.json", missing_ok=True, kind=object,
+                      fix="move it away and rerun the study to rewrite it")
     found = _study_runs(folder, study) if study is not None else None
     if found is not None:
         return found
@@ -100,7 +101,8 @@ def _merge(first: list[dict], second: list[dict], where: tuple[Path, Path]) -> l
 
 
 def _tickets(run: Path) -> list[dict] | None:
-    tickets = read_json(run / "tickets.json", "ticket records")
+    fix = "move it away and rerun `earlyphase imp` on that run to rewrite it"
+    tickets = read_json(run / "tickets.json", missing_ok=True, kind=object, fix=fix)
     if tickets is None:
         return None
     if not isinstance(tickets, list) or not all(isinstance(t, dict) and {"level", "kind", "density", "test_accuracy"}
@@ -148,7 +150,8 @@ def collect(folders) -> tuple[list[Condition], list[dict]]:
         runs, pending = imp_runs(folder)
         incomplete += pending
         for run in runs:
-            config = read_json(run / "config.json", "run config")
+            config = read_json(run / "config.json", missing_ok=True, kind=object,
+                               fix="move the run away or rerun the command that made it")
             if not isinstance(config, dict):
                 incomplete.append({"run": str(run), "why": "no config.json (not started, or not an IMP run)"})
                 continue
@@ -191,7 +194,7 @@ def stability_results(run: Path, seed) -> list[dict]:
     """The instability analyses of an IMP run (level_L/stability*/stability.json), one record per path setting."""
     out = []
     for path in sorted(Path(run).glob("level_*/stability*/stability.json")):
-        results = read_json(path, "stability result")
+        results = read_json(path, missing_ok=True, kind=object, fix="move it away and rerun the run to rewrite it")
         if not isinstance(results, dict):
             raise UsageError(f"{path} does not hold stability results; move it away and rerun the run to rewrite it")
         for setting, r in results.items():

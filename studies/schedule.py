@@ -24,6 +24,11 @@ Jobs never call the trainer themselves, so one driver decides how the trainings 
   accuracies moved by up to 3 points), so use it knowing the runs are not bit-for-bit the sequential ones.
 Either engine resumes the other's checkpoints (they are train()'s).
 
+Several processes may share one --out (sweep agents): every training holds its run directory's lock
+(locks.py). The engines take the free locks without waiting, train those, release them, and then wait
+for the rest one at a time holding none, so two processes never deadlock; a run that another process
+trained meanwhile is skipped (its TrainResult says `by_other_process`), never trained twice.
+
 `gather(jobs)` makes one job of several independent ones, advanced in lock-step, so the trainings of
 all of them meet in one list: a study's units, a sweep's runs. Units with equal shapes then stack: a
 `reset` unit's level L and a pretext unit's level L both train [0, T), so they share a stack.
@@ -39,10 +44,11 @@ from typing import Callable, Generator, Sequence
 
 import torch
 
+from . import locks
 from .data import ImageData
 from .errors import UsageError
 from .stacked import StackedRun, _shared, train_stacked
-from .trainer import Mask, TrainPlan, TrainResult, train, train_steps
+from .trainer import Mask, TrainPlan, TrainResult, finished_result, train, train_steps
 
 Job = Generator[list, list, object]  # yields list[Training], is sent list[TrainResult], returns its value
 
@@ -66,9 +72,10 @@ class Training:
         return train(self.model, self.data, self.plan, self.run_dir, task=self.task, mask=self.mask,
                      optimizer_state=self.optimizer_state, sinks=self.sinks, step_hooks=self.step_hooks)
 
-    def steps(self):
+    def steps(self, lock: locks.RunLock | None = None):
         return train_steps(self.model, self.data, self.plan, self.run_dir, task=self.task, mask=self.mask,
-                           optimizer_state=self.optimizer_state, sinks=self.sinks, step_hooks=self.step_hooks)
+                           optimizer_state=self.optimizer_state, sinks=self.sinks, step_hooks=self.step_hooks,
+                           lock=lock)
 
     def stacked(self) -> StackedRun:
         return StackedRun(self.model, self.plan, self.run_dir, task=self.task, mask=self.mask,
@@ -100,7 +107,28 @@ ENGINES = ("streams", "vmap")
 
 
 def train_interleaved(trainings: Sequence[Training]) -> list[TrainResult]:
-    """The trainings advanced one step each in turn, each on its own CUDA stream (off CUDA: in turn only)."""
+    """The trainings advanced one step each in turn, each on its own CUDA stream (off CUDA: in turn only).
+
+    Trainings whose run directory another process holds are not waited for while this process holds
+    the others' locks: they come afterwards, one at a time (usually found finished, then skipped)."""
+    results: list[TrainResult | None] = [None] * len(trainings)
+    unfinished = {k: t.run_dir for k, t in enumerate(trainings) if finished_result(t.run_dir) is None}
+    held, busy = locks.take_free(unfinished)
+    try:
+        ready = [k for k in range(len(trainings)) if k not in busy]  # held, or finished (read without a lock)
+        for k, result in zip(ready, _interleave([trainings[k] for k in ready], [held.get(k) for k in ready])):
+            results[k] = result
+    finally:
+        locks.release_all(held.values())
+    for k in busy:
+        results[k] = trainings[k].train()  # waits for the other process, holding no lock
+    return results
+
+
+def _interleave(trainings: Sequence[Training], held: Sequence[locks.RunLock | None]) -> list[TrainResult]:
+    """train_interleaved's work on trainings that are finished or whose locks this process holds (`held`)."""
+    if not trainings:
+        return []
     device = next(trainings[0].model.parameters()).device
     cuda = device.type == "cuda"
     here = torch.cuda.current_stream(device) if cuda else None
@@ -108,7 +136,7 @@ def train_interleaved(trainings: Sequence[Training]) -> list[TrainResult]:
     for s in streams:
         if s is not None:
             s.wait_stream(here)  # models and data were made on the current stream
-    running = {k: t.steps() for k, t in enumerate(trainings)}
+    running = {k: t.steps(lock) for k, (t, lock) in enumerate(zip(trainings, held))}
     results: list[TrainResult | None] = [None] * len(trainings)
     try:
         while running:
@@ -120,6 +148,8 @@ def train_interleaved(trainings: Sequence[Training]) -> list[TrainResult]:
                         results[k] = stop.value
                         del running[k]
     finally:
+        for steps in running.values():  # one training failed: stop the others (their files stay resumable)
+            steps.close()
         for s in streams:
             if s is not None:
                 here.wait_stream(s)

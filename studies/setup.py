@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -56,8 +59,55 @@ def load_data(cfg: TrainConfig, device: torch.device) -> ImageData:
     return _load_cached(cfg.dataset, cfg.data_dir, cfg.download, str(device))
 
 
+SEED_LIMIT = 2 ** 64  # torch.manual_seed takes a 64-bit seed
+
+
+def check_finite(cfg) -> None:
+    """Every float field of a config (of any command) is a finite number: inf or nan trains a NaN network."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{f.name}={value}: must be a finite number")
+
+
+def _name_max(folder: Path) -> tuple[int, int]:
+    """(longest file name, longest path) the file system holding `folder` allows."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 255, 4096
+
+
+def check_out(text: str) -> None:
+    """Refuse an --out that cannot hold run directories (under a file, too long a name, not writable) before
+    anything is written. A folder that becomes unusable later is reported by the CLI in one line too."""
+    if not text.strip():
+        raise UsageError("--out is empty: name the folder for the runs, e.g. --out=runs (or --out=. for this one)")
+    path = Path(text).expanduser().absolute()
+    existing = path
+    while not os.path.lexists(existing):  # lexists: a name that is too long, or below a file, is "missing"
+        existing = existing.parent
+    name_max, path_max = _name_max(existing if existing.is_dir() else existing.parent)
+    too_long = [part for part in path.parts if len(os.fsencode(part)) > name_max]
+    if too_long:
+        raise UsageError(f"--out={text}: the name {too_long[0][:40]}... is longer than the file system allows "
+                         f"({name_max} bytes): choose a shorter --out")
+    if len(os.fsencode(str(path))) > path_max - 256:  # room for the run directories' own names
+        raise UsageError(f"--out={text}: the path is too long for the run directories below it: choose a shorter --out")
+    if not existing.is_dir():
+        what = "a file" if existing.exists() else "a broken link"
+        where = f"is {what}" if existing == path else f"is below {existing}, which is {what}"
+        raise UsageError(f"--out={text} {where}, not a folder: choose a folder for the runs")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out={text}: cannot write in {existing} (permission denied or read-only): "
+                         f"choose a folder you can write to")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Resolve dataset defaults and check every training field; returns the resolved config."""
+    check_finite(cfg)
+    if not 0 <= cfg.seed < SEED_LIMIT:
+        raise UsageError(f"--seed={cfg.seed}: use a whole number from 0 to 2**64 - 1 = {SEED_LIMIT - 1}")
     cfg = cfg.resolved()
     for name in ("batch_size", "width", "eval_every", "checkpoint_every"):
         if getattr(cfg, name) < 1:
@@ -77,11 +127,21 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise UsageError(f"--compile={cfg.compile}: use auto, {', '.join(COMPILE_MODES)}")
     for name in ("training_steps", "warmup_steps"):
         parse_step(getattr(cfg, name), 1, name)
-    for text in filter(None, cfg.milestone_steps.split(",")):
-        parse_step(text, 1, "milestone_steps")
+    milestones = [parse_step(text, 1, "milestone_steps") for text in filter(None, cfg.milestone_steps.split(","))]
+    if not math.isfinite(cfg.lr * _power(cfg.gamma, len(milestones))):
+        raise UsageError(f"--gamma={cfg.gamma}: the learning rate overflows after {len(milestones)} milestones "
+                         f"(--lr={cfg.lr} x gamma^{len(milestones)}); use a gamma such as 0.1")
     if getattr(cfg, "track_steps", "") and parse_step(cfg.track_steps, 1, "track_steps").it < 1:
         raise UsageError(f"--track_steps={cfg.track_steps}: track at least 1it, or leave it empty for no tracking")
+    check_out(cfg.out)
     return cfg
+
+
+def _power(base: float, exponent: int) -> float:
+    try:
+        return base ** exponent
+    except OverflowError:
+        return math.inf
 
 
 def training_steps(cfg: TrainConfig, data: ImageData) -> tuple[int, Step]:

@@ -31,7 +31,7 @@ def table(cfg: ImpConfig) -> str:
     key = f"bn={r.path.bn},points={r.path.points}"
     rows = [("level", "density %", "instability (test)", "instability (train)", f"stable (< {STABLE_BELOW:g})")]
     for level in r.stability:
-        result = (checkpoints.read_json(stability_dir(r, level) / "stability.json") or {}).get(key)
+        result = (checkpoints.read_json(stability_dir(r, level) / "stability.json", missing_ok=True) or {}).get(key)
         if result is None:
             raise UsageError(f"no stability result for level {level} in {stability_dir(r, level)}: rerun to finish it")
         rows.append((str(level), f"{100 * result['density']:.2f}", f"{result['instability']:.2f}",

@@ -20,13 +20,17 @@ Runs already finished are skipped; interrupted runs resume from their checkpoint
 format is train()'s, so either function can resume the other's run); runs at different steps are
 trained in groups. Not supported: step_hooks (use train() for runs that need them). `plan.compile` is
 honoured on CUDA (the vmapped forward is compiled), ignored on CPU.
+
+Locks (locks.py): the runs whose locks are free are taken without waiting and trained as one stack; runs
+another process holds are waited for afterwards, one at a time and holding no lock, and are then skipped
+as finished (or, if that process died, trained here). A run whose loss or weights become non-finite stops
+the stack with train()'s one-line TrainingDiverged (DivergenceWatch, checked once per epoch).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +44,14 @@ from tqdm import tqdm
 from earlyphase.pretext.base import PretextTask
 from earlyphase.pretext.supervised import Supervised
 
+from . import locks
 from .augment import derive_seed
 from .data import ImageData
 from .graphed import GraphedStep
-from .trainer import (Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, apply_mask, autocast, compile_mode,
-                      compiled, cpu_process_settings, evaluate, finish_run, load_checkpoint, make_optimizer,
-                      masked_pairs, save_checkpoint, save_weights, whole_step_graph)
+from .trainer import (DivergenceWatch, Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, append_record,
+                      apply_mask, autocast, compile_mode, compiled, cpu_process_settings, evaluate, finish_run,
+                      finished_result, load_checkpoint, make_optimizer, masked_pairs, save_checkpoint, save_weights,
+                      whole_step_graph)
 
 
 @dataclass
@@ -172,16 +178,28 @@ def train_stacked(runs: Sequence[StackedRun], data: ImageData) -> list[TrainResu
     device = data.train_x.device
     if device.type == "cpu":
         cpu_process_settings()  # as train() does on the CPU, so both compute the same numbers
-    results: list[TrainResult | None] = [None] * len(runs)
-    members = {}
-    for k, run in enumerate(runs):
-        summary_path = Path(run.run_dir) / "summary.json"
-        if summary_path.exists():
-            results[k] = TrainResult(json.loads(summary_path.read_text()), Path(run.run_dir), skipped=True)
-            continue
-        member = _Member(run, device)
-        member.prepare(device)
-        members[k] = member
+    results: list[TrainResult | None] = [finished_result(run.run_dir) for run in runs]
+    held, busy = locks.take_free({k: run.run_dir for k, run in enumerate(runs) if results[k] is None})
+    try:
+        for k, result in _train_held({k: runs[k] for k in held}, data, device).items():
+            results[k] = result
+    finally:
+        locks.release_all(held.values())
+    for k in busy:  # another process holds these: wait for each, holding no lock
+        with locks.RunLock(runs[k].run_dir) as lock:
+            results[k] = (finished_result(runs[k].run_dir, by_other_process=lock.waited)
+                          or _train_held({k: runs[k]}, data, device)[k])
+    return results
+
+
+def _train_held(runs: dict, data: ImageData, device: torch.device) -> dict:
+    """{k: run} whose locks this process holds -> {k: result}: finished ones read, the others stacked."""
+    results, members = {}, {}
+    for k, run in runs.items():
+        results[k] = finished_result(run.run_dir)  # finished by another process just before the lock was taken
+        if results[k] is None:
+            members[k] = _Member(run, device)
+            members[k].prepare(device)
     for step in sorted({m.step for m in members.values()}):  # runs resumed at different steps: one group each
         group = {k: m for k, m in members.items() if m.step == step}
         for k, result in zip(group, _train_group(list(group.values()), data, device)):
@@ -234,6 +252,7 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
 
     batches = _StackedEpochs(data, members)
     per_epoch = batches.per_epoch
+    watch = DivergenceWatch(per_epoch, [m.dir for m in members], [*params.values(), *buffers.values()])
     loss_sum = torch.stack([m.loss_sum for m in members])
     loss_count = members[0].loss_count
     bar = tqdm(total=plan.end - plan.start, initial=step - plan.start, desc=f"stacked x{len(members)}",
@@ -269,22 +288,25 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
             graphed = GraphedStep(step_body, optimizer, stacked_inputs, torch.stack(targets), lr,
                                   other_state=[*buffers.values(), loss_sum])
         if graphed is not None and stacked_inputs.shape == graphed.x.shape:
-            graphed(stacked_inputs, torch.stack(targets), lr)
+            losses = graphed(stacked_inputs, torch.stack(targets), lr)
         else:
             optimizer.param_groups[0]["lr"] = lr
             if mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()
-            step_body(stacked_inputs, targets)
+            losses = step_body(stacked_inputs, targets)
         loss_count += 1
         step += 1
+        watch.add(step, losses)
         bar.update(1)
         saving = [m for m in members if step in m.plan.save_at]
         if saving:
+            watch.check(step)
             write_back()
             for m in saving:
                 m.save_weights(step)
         if step % per_epoch and step != plan.end:
             continue
+        watch.check(step)
         epoch = -(-step // per_epoch)
         evaluating = epoch % plan.eval_every == 0 or step == plan.end
         checkpointing = epoch % plan.checkpoint_every == 0 and step < plan.end
@@ -297,8 +319,7 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
                           "train_loss": (loss_sum[k] / max(loss_count, 1)).item(),
                           **evaluate(member.model, data, member.task, member.plan)}
                 member.loss_sum, member.loss_count = torch.zeros((), device=device), 0
-                with member.metrics_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_record(member.metrics_path, record)
                 member.records.append(record)
                 for sink in member.run.sinks:
                     sink(record)

@@ -46,7 +46,7 @@ from earlyphase.imp.masks import prunable_names
 from earlyphase.pretext.supervised import Supervised
 
 from . import setup
-from .checkpoints import read_jsonl, truncate_jsonl, write_json_atomic
+from .checkpoints import append_text, read_jsonl, truncate_jsonl, write_json_atomic
 from .trainer import evaluate as evaluate_task
 
 STATS_FILE, META_FILE = "stats.jsonl", "stats_meta.json"
@@ -116,7 +116,8 @@ class StatsTracker:
                 tensors = torch._foreach_mul(tensors, self.masks)
             self.refs[ref] = (tensors, torch._foreach_sign(tensors))
         self.references = None
-        truncate_jsonl(self.run_dir / STATS_FILE, lambda r: r["step"] < step)  # resumed: keep what precedes
+        truncate_jsonl(self.run_dir / STATS_FILE,  # resumed: keep what precedes
+                       lambda r: isinstance(r.get("step"), int) and r["step"] < step)
         write_json_atomic(self.run_dir / META_FILE, {
             "start": self.start, "until": self.until, "references": {r: self.descriptions.get(r, r) for r in self.refs},
             "layers": dict(zip(self.names, self.survivors)), "whole_network": "all layers listed together"})
@@ -180,8 +181,7 @@ class StatsTracker:
         rows = torch.stack([row for _, row in self.pending]).cpu().tolist()
         records = [self._record(step, row) for (step, _), row in zip(self.pending, rows)]
         self.pending = []
-        with (self.run_dir / STATS_FILE).open("a") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
+        append_text(self.run_dir / STATS_FILE, "".join(json.dumps(r) + "\n" for r in records))
         for record in records:
             values = {f"stats/{k}": v for k, v in record.items() if k not in ("step", "layers") and v is not None}
             for sink in self.sinks:

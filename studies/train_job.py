@@ -27,7 +27,8 @@ def main(argv: list[str]) -> int:
     cfg = parse_overrides(TrainConfig, argv)
     out, result = logged_run(run, cfg, f"train seed {cfg.seed}", "train")
     acc = result.summary["test_accuracy"]
-    state = "already finished" if result.skipped else "done"
+    state = ("finished by another process" if result.by_other_process else
+             "already finished" if result.skipped else "done")
     print(f"train {state}: test accuracy {acc:.4f}")
     print(out)
     return 0

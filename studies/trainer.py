@@ -5,7 +5,12 @@ loss and the per-batch transform; `Supervised` by default) and trains iterations
 `run_dir`. It is resumable: a checkpoint (model, optimiser, step, loss accumulator, RNG states) is
 written atomically every `checkpoint_every` epochs; rerunning the same call resumes from it and gives
 bit-identical results on CPU, because every batch is a pure function of (seed, step). A run whose
-`summary.json` exists is finished and is not redone.
+`summary.json` exists is finished and is not redone. While it trains, a run holds its directory's lock
+(locks.py): another process that reaches the same run waits, then finds it finished and skips it.
+
+A loss or weight that becomes non-finite (inf, nan) stops the run with a one-line TrainingDiverged
+naming the step; nothing non-finite is saved and the run stays unfinished (its last checkpoint kept).
+The losses are checked once per epoch on the device (`DivergenceWatch`), so CUDA never syncs per step.
 
 Masks: a dict {parameter name: 0/1 tensor}; the masked weights are multiplied by it after every
 optimiser step (and once at the start), so momentum and weight decay cannot revive a pruned weight.
@@ -39,9 +44,10 @@ from tqdm import tqdm
 from earlyphase.pretext.base import PretextTask
 from earlyphase.pretext.supervised import Supervised
 
-from . import checkpoints
+from . import checkpoints, locks
 from .augment import augment_split, derive_seed, epoch_order, fork_rng, standard_augmentation
 from .data import ImageData
+from .errors import TrainingDiverged
 from .graphed import GraphedStep
 
 Mask = dict  # {parameter name: tensor of 0/1, same shape as the parameter}
@@ -96,7 +102,67 @@ class TrainResult:
     run_dir: Path
     resumed_from: int | None = None  # the step a checkpoint was resumed from, if any
     skipped: bool = False  # finished earlier; nothing was trained
+    by_other_process: bool = False  # skipped after waiting for another process that trained it meanwhile
     extras: dict = field(default_factory=dict)
+
+
+SUMMARY_KEYS = ("test_accuracy", "test_loss", "train_loss", "start_step", "end_step")
+
+
+def finished_result(run_dir: Path, by_other_process: bool = False) -> TrainResult | None:
+    """The result of a finished run (its summary.json exists), or None; a corrupt summary is a one-line error."""
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        return None
+    summary = checkpoints.read_json(path, SUMMARY_KEYS, fix="move it away to train that run again")
+    return TrainResult(summary, Path(run_dir), skipped=True, by_other_process=by_other_process)
+
+
+class DivergenceWatch:
+    """Stops a run whose training loss or weights became non-finite, without a host sync per step.
+
+    Each step's loss (shape () or, for a stack of K runs, [K]) is copied into a buffer on the device; check(),
+    called once per epoch where the loop reads the device anyway and before any weights are saved, looks at
+    those losses and at every weight and BatchNorm statistic in one transfer and raises TrainingDiverged
+    naming the first non-finite step. It only reads, so every number computed stays bit-identical.
+    tensors: the parameters and float buffers (for a stack: the stacked ones, K first)."""
+
+    def __init__(self, per_epoch: int, run_dirs: Sequence[Path], tensors: Sequence[torch.Tensor]):
+        self.run_dirs, self.tensors = list(run_dirs), [t for t in tensors if t.is_floating_point()]
+        self.losses = torch.zeros(per_epoch, len(self.run_dirs), device=self.tensors[0].device)
+        self.first, self.count = 0, 0  # the step (1-based) of losses[0], and how many are buffered
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        """The training loss of step `step` (counted from 1)."""
+        if self.count == len(self.losses):  # never between the loop's per-epoch checks, but stay safe
+            self.check(step - 1)
+        if self.count == 0:
+            self.first = step
+        self.losses[self.count].copy_(loss.detach())
+        self.count += 1
+
+    @torch.no_grad()
+    def check(self, step: int) -> None:
+        """Raise TrainingDiverged if a buffered loss, or a weight after `step` steps, is not finite."""
+        k = len(self.run_dirs)
+        losses = self.losses[:self.count]
+        loss_ok = torch.isfinite(losses).all(0)
+        weights_ok = torch.stack([t.isfinite().reshape(k, -1).all(1) for t in self.tensors]).all(0)
+        if not bool((loss_ok & weights_ok).all()):  # the one host sync
+            self._raise(losses.cpu(), weights_ok.cpu(), step)
+        self.count = 0
+
+    def _raise(self, losses: torch.Tensor, weights_ok: torch.Tensor, step: int) -> None:
+        bad = [(int(rows[0]), k) for k in range(len(self.run_dirs))
+               if len(rows := (~torch.isfinite(losses[:, k])).nonzero().flatten())]
+        if bad:
+            row, k = min(bad)
+            what = f"the training loss was {losses[row, k].item()} at step {self.first + row}"
+        else:
+            k = int((~weights_ok).nonzero()[0])
+            what = f"the weights became non-finite at step {step} (the loss was still finite)"
+        raise TrainingDiverged(f"training diverged in {self.run_dirs[k]}: {what}; the run is left unfinished "
+                               f"(nothing non-finite was saved): lower the learning rate (--lr, --pretrain_lr)")
 
 
 def make_optimizer(model: torch.nn.Module, plan: TrainPlan) -> torch.optim.SGD:
@@ -274,8 +340,13 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 def _restore_metrics(path: Path, resumed_from: int | None) -> list[dict]:
-    """The metrics log as of the checkpoint resumed from (records after it are dropped), or empty."""
-    return checkpoints.truncate_jsonl(path, lambda r: resumed_from is not None and r["step"] <= resumed_from)
+    """The metrics log as of the checkpoint resumed from (records after it, or without a step, are dropped)."""
+    return checkpoints.truncate_jsonl(
+        path, lambda r: resumed_from is not None and isinstance(r.get("step"), int) and r["step"] <= resumed_from)
+
+
+def append_record(path: Path, record: dict) -> None:
+    checkpoints.append_text(path, json.dumps(record) + "\n")
 
 
 def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Path, *,
@@ -286,6 +357,7 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
 
     sinks: called with every metrics record (W&B, ...). step_hooks: called as hook(step, model, loss)
     after every optimiser step (step counts iterations done; loss is the device tensor, not synced).
+    Waits while another process trains `run_dir` (hold no other run's lock when calling it: locks.py).
     """
     steps = train_steps(model, data, plan, run_dir, task=task, mask=mask, optimizer_state=optimizer_state,
                         sinks=sinks, step_hooks=step_hooks)
@@ -299,15 +371,36 @@ def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Pat
 def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Path, *,
                 task: PretextTask | None = None, mask: Mask | None = None, optimizer_state: dict | None = None,
                 sinks: Sequence[Callable[[dict], None]] = (),
-                step_hooks: Sequence[Callable[[int, torch.nn.Module, torch.Tensor], None]] = ()):
+                step_hooks: Sequence[Callable[[int, torch.nn.Module, torch.Tensor], None]] = (),
+                lock: locks.RunLock | None = None):
     """train() as a generator that yields after every step and returns the TrainResult, so that several
-    trainings can be advanced in turn (schedule.train_interleaved); same arguments as train()."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    summary_path, ckpt_path, metrics_path = run_dir / "summary.json", run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
-    if summary_path.exists():
-        return TrainResult(json.loads(summary_path.read_text()), run_dir, skipped=True)
+    trainings can be advanced in turn (schedule.train_interleaved); same arguments as train().
 
+    lock: the run directory's lock if the caller holds it already (and releases it); by default the
+    generator takes it at its first step, waiting while another process holds it."""
+    run_dir = Path(run_dir)
+    done = finished_result(run_dir)  # a finished run is read, never locked (it may be read-only)
+    if done is not None:
+        return done
+    run_dir.mkdir(parents=True, exist_ok=True)
+    own = locks.RunLock(run_dir) if lock is None else None
+    try:
+        if own is not None:
+            own.acquire()
+        done = finished_result(run_dir, by_other_process=own is not None and own.waited)
+        if done is not None:
+            return done
+        return (yield from _locked_steps(model, data, plan, run_dir, task=task, mask=mask,
+                                         optimizer_state=optimizer_state, sinks=sinks, step_hooks=step_hooks))
+    finally:
+        if own is not None:
+            own.release()
+
+
+def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Path, *, task, mask,
+                  optimizer_state, sinks, step_hooks):
+    """train_steps' work, in a run directory whose lock this process holds and that is not finished."""
+    ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
     task = task or Supervised()
     device = next(model.parameters()).device
     if device.type == "cpu":
@@ -347,6 +440,7 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
     graphable = whole_step_graph(mode) and type(task).loss is PretextTask.loss
     epochs = _Epochs(data, plan, task)
     per_epoch = epochs.per_epoch
+    watch = DivergenceWatch(per_epoch, [run_dir], [*model.parameters(), *model.buffers()])
     bar = tqdm(total=plan.end - plan.start, initial=step - plan.start, desc=plan.progress or run_dir.name,
                file=sys.stderr, disable=None, leave=False, unit="it", mininterval=1.0)
     model.train()
@@ -368,22 +462,24 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
             loss = step_body(inputs, targets)
         loss_count += 1
         step += 1
+        watch.add(step, loss)
         bar.update(1)
         for hook in step_hooks:
             hook(step, model, loss)
         if step in plan.save_at:
+            watch.check(step)
             save_weights(run_dir, model, optimizer, step)
         yield  # a step is done: an interleaving caller may advance another training now
         if step % per_epoch and step != plan.end:
             continue
+        watch.check(step)
         epoch = -(-step // per_epoch)
         if epoch % plan.eval_every == 0 or step == plan.end:
             record = {"step": step, "epoch": round(step / per_epoch, 4), "lr": lr,
                       "train_loss": (loss_sum / max(loss_count, 1)).item(), **evaluate(model, data, task, plan)}
             loss_sum.zero_()  # in place: a captured step adds into this very tensor
             loss_count = 0
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_record(metrics_path, record)
             records.append(record)
             for sink in sinks:
                 sink(record)

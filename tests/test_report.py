@@ -220,7 +220,7 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert "does not hold ticket records" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "bad" / "imp_x" / "tickets.json").write_text("[{")
     assert cli.main(["report", str(tmp_path / "bad")]) == 2
-    assert "is not readable JSON" in capsys.readouterr().err
+    assert "tickets.json is corrupt or unreadable (not valid JSON)" in capsys.readouterr().err
     assert cli.main(["report", str(tmp_path / "empty"), "--reference=rewind 24it"]) == 2
     assert "--reference is gone" in capsys.readouterr().err
 
