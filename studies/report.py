@@ -245,14 +245,14 @@ def difference_figure(found: list[Comparison], path: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ documents
-def all_findings(conditions, found, notes, incomplete) -> list[str]:
+def all_findings(conditions, found, notes, incomplete, stability: str | None = None) -> list[str]:
     excluded = [i for i in incomplete if i.get("excluded")]
-    return findings(found, notes, excluded) + stability_report.sentences(conditions)
+    return findings(found, notes, excluded) + stability_report.sentences(conditions, stability)
 
 
-def render_markdown(conditions, found, notes, incomplete, figures: list[str]) -> str:
+def render_markdown(conditions, found, notes, incomplete, figures: list[str], stability: str | None = None) -> str:
     lines = ["# earlyphase report", "", "## Findings", ""]
-    lines += [f"- {s}" for s in all_findings(conditions, found, notes, incomplete)]
+    lines += [f"- {s}" for s in all_findings(conditions, found, notes, incomplete, stability)]
     lines += ["", f"Differences are paired by seed (same initialisation and data order): the mean of the per-seed "
                   f"differences in accuracy points and its {CONFIDENCE:.0%} t interval; a difference is called only "
                   f"when the interval excludes 0 with {MIN_SEEDS} or more seeds. Comparisons stay within one setting "
@@ -264,7 +264,7 @@ def render_markdown(conditions, found, notes, incomplete, figures: list[str]) ->
               "Test accuracy (%) by density: mean ± sample std over seeds; in brackets the paired difference to the "
               "condition in *compared with* and its 95% interval (`*`: the interval excludes 0, n ≥ 3).", ""]
     lines += ticket_table(conditions, found)
-    lines += stability_report.table(conditions)
+    lines += stability_report.table(conditions, stability)
     lines += ["## Controls", "",
               "Controls and perturbed rewind points: accuracy (%) mean ± std; in brackets the ticket's paired "
               "advantage over it (ticket − control) and its 95% interval.", ""]
@@ -300,7 +300,7 @@ def render_html(markdown_text: str, out_dir: Path) -> str:
             f"</head><body>\n{body}\n</body></html>\n")
 
 
-def _json(conditions, found, notes, incomplete) -> dict:
+def _json(conditions, found, notes, incomplete, stability: str | None = None) -> dict:
     def diff(d):
         return {"level": d.level, "density": d.density, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
                 "called": d.called, "seeds": d.seeds}
@@ -309,16 +309,17 @@ def _json(conditions, found, notes, incomplete) -> dict:
                             "curve": curve(c.records), "runs": [str(r) for r in c.runs]} for c in conditions],
             "comparisons": [{"question": c.question, "subject": c.subject_label, "reference": c.reference_label,
                              "differences": [diff(d) for d in c.differences]} for c in found],
-            "findings": all_findings(conditions, found, notes, incomplete),
-            "stability": stability_report.as_json(conditions),
+            "findings": all_findings(conditions, found, notes, incomplete, stability),
+            "stability": stability_report.as_json(conditions, stability),
             "confidence": CONFIDENCE, "min_seeds": MIN_SEEDS, "incomplete": incomplete}
 
 
-def write_report(folders, out_dir: Path, extra_figures=None) -> Path:
+def write_report(folders, out_dir: Path, extra_figures=None, stability: str | None = None) -> Path:
     """Write report.md, report.html, report.json and the figures into out_dir; returns out_dir.
 
     folders: a study directory or runs folders (several are merged). extra_figures: None = the standard
-    analyses (studies.analysis_report), each drawn only where runs have the data; () = none."""
+    analyses (studies.analysis_report), each drawn only where runs have the data; () = none. stability: the
+    path setting the findings use (`bn=MODE,points=N`; default: studies.stability_report's choice)."""
     folders = [Path(f) for f in ([folders] if isinstance(folders, (str, Path)) else folders)]
     for folder in folders:
         if not folder.is_dir():
@@ -337,7 +338,7 @@ def write_report(folders, out_dir: Path, extra_figures=None) -> Path:
         figures.append("accuracy_vs_density.png")
     if difference_figure(found, out_dir / "paired_differences.png"):
         figures.append("paired_differences.png")
-    if stability_report.figure(conditions, out_dir / "stability.png"):
+    if stability_report.figure(conditions, out_dir / "stability.png", stability):
         figures.append("stability.png")
     if extra_figures is None:
         from .analysis_report import figures as analysis_figures
@@ -347,10 +348,10 @@ def write_report(folders, out_dir: Path, extra_figures=None) -> Path:
         name = make(conditions, out_dir)
         if name:
             figures.append(name)
-    markdown_text = render_markdown(conditions, found, notes, incomplete, figures)
+    markdown_text = render_markdown(conditions, found, notes, incomplete, figures, stability)
     write_text_atomic(out_dir / "report.md", markdown_text)
     write_text_atomic(out_dir / "report.html", render_html(markdown_text, out_dir))
-    write_json_atomic(out_dir / "report.json", _json(conditions, found, notes, incomplete))
+    write_json_atomic(out_dir / "report.json", _json(conditions, found, notes, incomplete, stability))
     return out_dir
 
 

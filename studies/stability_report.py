@@ -7,8 +7,9 @@ when it lies above; otherwise, or with fewer than MIN_SEEDS seeds, the data cann
 this against the condition's tickets (Frankle et al. 2020: tickets match the dense network only from
 stable rewind points): at the sparsest level, the ticket minus the same condition's dense network
 (level 0), paired by seed; *short* when that interval lies below 0.
-One path setting is reported (BatchNorm mode and points): the most common among the runs, preferring the
-default `bn=interpolate,points=11`.
+The findings and the figure use one path setting (BatchNorm mode and points): the one asked for (a study
+passes its own), else the default `bn=interpolate,points=11` where present, else the most common; the
+table has a part for every setting present.
 """
 
 from __future__ import annotations
@@ -24,11 +25,18 @@ from .stability import STABLE_BELOW
 DEFAULT_SETTING = "bn=interpolate,points=11"
 
 
-def setting_in_use(conditions: list[Condition]) -> str | None:
+def settings_present(conditions: list[Condition]) -> list[str]:
+    return sorted({r["setting"] for c in conditions for r in c.stability})
+
+
+def setting_in_use(conditions: list[Condition], wanted: str | None = None) -> str | None:
     settings = [r["setting"] for c in conditions for r in c.stability]
     if not settings:
         return None
-    return DEFAULT_SETTING if DEFAULT_SETTING in settings else max(set(settings), key=settings.count)
+    for preferred in (wanted, DEFAULT_SETTING):
+        if preferred in settings:
+            return preferred
+    return max(set(settings), key=settings.count)
 
 
 def summary(c: Condition, level: int, setting: str, key: str = "instability") -> dict | None:
@@ -58,16 +66,25 @@ def _range(s: dict) -> str:
     return f" [{s['low']:.2f}, {s['high']:.2f}]" if s["low"] is not None else ""
 
 
-def table(conditions: list[Condition]) -> list[str]:
-    setting = setting_in_use(conditions)
-    if setting is None:
+def table(conditions: list[Condition], wanted: str | None = None) -> list[str]:
+    first = setting_in_use(conditions, wanted)
+    if first is None:
         return []
-    shown = sorted({lvl for c in conditions for lvl in levels(c, setting)})
     lines = ["## Stability to SGD noise", "",
              f"Instability (points): the largest test error on the linear path between two copies trained from the "
              f"start state with different data orders, minus the mean of the two endpoints' errors; mean over seeds "
              f"with its 95% interval, and the verdict (stable: the interval lies below {STABLE_BELOW:g} points). "
-             f"Level 0 is the dense network at the rewind point k; level L the ticket's start. Path: {setting}.", "",
+             f"Level 0 is the dense network at the rewind point k; level L the ticket's start. One table per path "
+             f"setting (BatchNorm statistics interpolated or recomputed, points inside the path); the findings use "
+             f"{first}.", ""]
+    for setting in [first] + [s for s in settings_present(conditions) if s != first]:
+        lines += _table(conditions, setting)
+    return lines
+
+
+def _table(conditions: list[Condition], setting: str) -> list[str]:
+    shown = sorted({lvl for c in conditions for lvl in levels(c, setting)})
+    lines = [f"Path: {setting}", "",
              "| condition | k | " + " | ".join(f"level {lvl}" for lvl in shown) + " | train subset, level 0 |",
              "|---|---|" + "---|" * (len(shown) + 1)]
     for c in conditions:
@@ -96,8 +113,8 @@ def _ticket_vs_dense(c: Condition) -> tuple[float, float | None, float | None, i
     return mean, low, high, len(seeds), statistics.fmean(sparse[s][1] for s in seeds)
 
 
-def sentences(conditions: list[Condition]) -> list[str]:
-    setting = setting_in_use(conditions)
+def sentences(conditions: list[Condition], wanted: str | None = None) -> list[str]:
+    setting = setting_in_use(conditions, wanted)
     if setting is None:
         return []
     out = []
@@ -129,10 +146,10 @@ def sentences(conditions: list[Condition]) -> list[str]:
     return out
 
 
-def figure(conditions: list[Condition], path) -> bool:
+def figure(conditions: list[Condition], path, wanted: str | None = None) -> bool:
     """stability.png: instability against k (rewinding as a line, pretext conditions at their k), and the test
     error along the path at the rewind point (mean over seeds)."""
-    setting = setting_in_use(conditions)
+    setting = setting_in_use(conditions, wanted)
     if setting is None:
         return False
     import matplotlib
@@ -160,7 +177,7 @@ def figure(conditions: list[Condition], path) -> bool:
     left.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     left.set_xlabel("k (iterations)", fontsize=8)
     left.set_ylabel("instability (points of test error)", fontsize=8)
-    left.set_title("Instability at the rewind point (mean, 95% interval)", fontsize=9)
+    left.set_title(f"Instability at the rewind point (mean, 95% interval; {setting})", fontsize=9)
     left.legend(fontsize=7)
     for i, c in enumerate(c for c in conditions if summary(c, 0, setting)):
         paths = [r["path"] for r in c.stability if r["level"] == 0 and r["setting"] == setting]
@@ -185,10 +202,14 @@ def _bars(summaries: list[dict]) -> list[list[float]]:
             [s["high"] - s["mean"] if s["high"] is not None else 0 for s in summaries]]
 
 
-def as_json(conditions: list[Condition]) -> dict | None:
-    setting = setting_in_use(conditions)
+def as_json(conditions: list[Condition], wanted: str | None = None) -> dict | None:
+    setting = setting_in_use(conditions, wanted)
     if setting is None:
         return None
-    return {"setting": setting, "threshold": STABLE_BELOW,
-            "conditions": [{"label": c.label, "k": c.k, "levels": [summary(c, lvl, setting) for lvl in levels(c, setting)]}
-                           for c in conditions if levels(c, setting)]}
+
+    def of(s: str) -> list[dict]:
+        return [{"label": c.label, "k": c.k, "levels": [summary(c, lvl, s) for lvl in levels(c, s)]}
+                for c in conditions if levels(c, s)]
+
+    return {"setting": setting, "threshold": STABLE_BELOW, "conditions": of(setting),
+            "by_setting": {s: of(s) for s in settings_present(conditions)}}

@@ -1,26 +1,28 @@
 """`earlyphase study`: one command runs a whole comparison, then writes the report.
 
-For each condition and seed: pretrain (pretext conditions) -> IMP levels (+ controls where asked) ->
-ticket records; then `report.write_report` over exactly this study's IMP runs. Conditions:
+For each condition and seed: pretrain (pretext conditions) -> IMP levels (+ controls, stability where
+asked) -> ticket records; then `report.write_report` over exactly this study's IMP runs. Conditions:
 - `reset`: IMP rewinding to 0it (the original lottery-ticket reset);
 - `rewind`: standard rewinding to `--rewind_step` of the dense run;
 - every pretext task that `earlyphase pretext list` shows (built-in and plugins), each pretrained for
   `--pretrain_steps` (or its entry in `--pretrain_budgets=name=steps,...`), its result the rewind point.
+Like for like: each pretext budget K brings rewinding to K (the same k and supervised budget), and
+`supervised` for K steps *is* that unit (plan_units).
 
 All units reuse the run directories of `earlyphase pretrain` and `earlyphase imp` under `--out`, so killing
 and rerunning a study finishes only the remaining work, and a unit shared with another study or sweep is
 never redone. `--concurrent=K` advances all units in lock-step and runs their trainings K at a time
 on one device (earlyphase.studies.schedule); with the default engine the results are the sequential
 study's bit for bit, in the same run directories. The study itself writes `study_HASH/study.json` (its
-units and their run directories) and `study_HASH/report/`.
+units and their run directories, relative to the runs folder) and `study_HASH/report/`.
 
 Presets (`--preset`) set defaults field by field; every flag given on the command line wins:
-- `quick` (default): digits, all conditions, seeds 0,1, a small budget (see PRESETS: width 12, 5 epochs,
-  3 levels of 75% down to 1.6% density), the random-reinit control for `rewind`; sized to finish in
-  under 3 minutes on 2 CPU cores.
+- `quick` (default): digits, all conditions, seeds 0,1,2, one k = 6it of T = 138it for every condition,
+  3 levels of 75% down to 1.6% density, the random-reinit control for `rewind`, the stability of every
+  rewind point (PRESETS); about 3 minutes on 2 CPU cores.
 - `paper`: CIFAR-10 with the paper's training (160 epochs, batch 128), 8 levels of 20%, seeds 0,1,2,
   k = 500it, controls random_reinit and random_prune_layerwise for `rewind`, pretext budgets of
-  PRESETS["paper"]["pretrain_budgets"]. Meant for GPU machines.
+  PRESETS["paper"]["pretrain_budgets"] (each with rewinding to the same step). Meant for GPU machines.
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ from .report import write_report
 from .schedule import Job
 
 PRESETS = {
-    # 3 seeds (the fewest that allow a paired interval) x 6 IMP runs of 4 trainings (+ 3 controls per seed); one k for
-    # every condition, 4.3% of T (the paper: 500 of 62,560 iterations, 0.8%); see the README for the measurements.
-    "quick": dict(dataset="digits", seeds="0,1,2", width=12, batch_size=64, training_steps="8ep",
-                  milestone_steps="4ep,6ep", eval_every=8, levels=3, prune_fraction=0.75, rewind_step="8it",
-                  pretrain_steps="8it", controls="random_reinit", control_conditions="rewind"),
+    # 3 seeds (the fewest that allow a paired interval) x 6 IMP runs of 4 trainings, + 3 controls and 6 stability copies
+    # per seed; one k for every condition, 6 of T = 138 iterations (4.3%; the paper: 500 of 62,560, 0.8%); 2:38 on 2
+    # CPU cores (README, "What the embedded dataset can show").
+    "quick": dict(dataset="digits", seeds="0,1,2", width=12, batch_size=64, training_steps="6ep",
+                  milestone_steps="3ep,4ep", eval_every=6, levels=3, prune_fraction=0.75, rewind_step="6it",
+                  pretrain_steps="6it", controls="random_reinit", control_conditions="rewind", stability="0"),
     "paper": dict(dataset="cifar10", seeds="0,1,2", levels=8, prune_fraction=0.2, rewind_step="500it",
                   pretrain_steps="500it", pretrain_budgets="rotation=40ep,simclr=40ep,random_labels=500it,blur=500it",
                   controls="random_reinit,random_prune_layerwise", control_conditions="rewind", eval_every=4),
@@ -222,7 +225,7 @@ def work(cfg: StudyConfig) -> Job:
         yield from (schedule.gather(jobs) if cfg.concurrent > 1 else schedule.chain(jobs))
     finally:
         logger.close()
-    report_dir = write_report([out], out / "report")
+    report_dir = write_report([out], out / "report", stability=f"bn={cfg.stability_bn},points={cfg.stability_points}")
     print(f"study done in {time.monotonic() - started:.0f}s: report at {report_dir / 'report.md'}", file=sys.stderr)
     return out, report_dir
 
