@@ -26,6 +26,16 @@ def weights_to_prune(surviving: int, fraction: float) -> int:
     return int(math.floor(fraction * surviving + 0.5))
 
 
+def survivors(kept: int, fraction: float, levels: int) -> list[int]:
+    """The weights left after each of `levels` levels of pruning `fraction` of the survivors (IMP's counts,
+    which depend only on the count: level L's entry is index L - 1)."""
+    out = []
+    for _ in range(levels):
+        kept -= weights_to_prune(kept, fraction)
+        out.append(kept)
+    return out
+
+
 def _flatten(mask: Mask, names: list[str]) -> torch.Tensor:
     return torch.cat([mask[n].reshape(-1).cpu() for n in names])
 

@@ -63,12 +63,14 @@ def coerce_option(task: str, key: str, value, default):
 
 
 def parse_args(text: str) -> dict:
-    """'k=v,k=v' -> {k: 'v'} (the values stay text; the task converts them)."""
+    """'k=v,k=v' -> {k: 'v'} (the values stay text; the task converts them); a key given twice is refused."""
     out = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ValueError(f"bad pretext argument {item!r}: write key=value,key=value")
+        if key.strip() in out:
+            raise ValueError(f"{key.strip()} is given twice: give each key once")
         out[key.strip()] = value.strip()
     return out
 

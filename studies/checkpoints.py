@@ -54,16 +54,37 @@ def save_atomic(obj, path: Path) -> None:
     write_bytes_atomic(path, buffer.getbuffer())
 
 
-def load(path: Path, map_location="cpu") -> dict:
-    """Load a checkpoint; a corrupt or truncated file is a one-line UsageError naming it."""
+def is_torch_file(path: Path) -> bool:
+    """Whether `path` is in torch.save's format (a zip archive), corrupt or not."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _remedy(path: Path) -> str:
+    """What to do about a bad file of a run directory, by its name: what is recomputed, and what goes with it."""
+    if path.name == "final.pt":
+        return f"move it and summary.json beside it away (both mark the run finished) to train {path.parent} again"
+    if path.name.startswith("weights_") or path.name == "rewind_point.pt":
+        return f"move {path.parent} away to train it again (its weights at a step are saved only while it trains)"
+    if path.name == "checkpoint.pt":
+        return "move it away: the run then trains again from its start"
+    return "move it away to recompute it"
+
+
+def load(path: Path, map_location="cpu", given: str = "") -> dict:
+    """Load a checkpoint; a corrupt or truncated file is a one-line UsageError naming it and the fix. given: the
+    flag that named a file the user chose (--rewind_from, --mask): a file of another kind is then called that."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no checkpoint at {path}")
+    if given and not is_torch_file(path):
+        raise UsageError(f"{given}: {path} is not a PyTorch file (torch.save writes zip archives): pass a file "
+                         f"that earlyphase wrote")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, bad pickle, refused object: all mean "not a good checkpoint"
-        raise UsageError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}); "
-                         f"move it away to recompute from the last good state") from None
+        raise UsageError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}): "
+                         f"{_remedy(path)}") from None
 
 
 def state_dict_cpu(module: torch.nn.Module) -> dict:

@@ -156,6 +156,7 @@ def parse_overrides(cls, argv: list[str], base=None):
 
     Unknown keys are refused with the closest valid key suggested. A value never starts with `--`: in
     `--out --training_steps=3it` the second flag is not --out's value (`--out` is refused as missing one).
+    A key given twice is refused: which one was meant is not ours to guess (last-wins hid typos in sweeps).
     """
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
@@ -179,6 +180,8 @@ def parse_overrides(cls, argv: list[str], base=None):
                 text = argv[i]
             else:
                 raise UsageError(f"--{key} needs a value: --{key}=VALUE")
+        if key in values:
+            raise UsageError(f"--{key} is given twice: give each option once")
         values[key] = _convert(key, text, hints[key])
         i += 1
     return dataclasses.replace(base, **values) if base is not None else cls(**values)

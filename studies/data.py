@@ -96,17 +96,38 @@ def load_cifar10(data_dir: str | Path, download: bool = False, reader=None) -> I
     if not download and not folder.is_dir():
         raise UsageError(f"CIFAR-10 not found at {folder}: pass --download=true, or put the python-version batches there "
                          f"(--data_dir sets the parent folder)")
+    created = _missing_paths(root, folder, root / getattr(reader, "filename", "cifar-10-python.tar.gz"))
     try:
         splits = [reader(str(root), train=train, download=download) for train in (True, False)]
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted", or metadata corrupted
+        _remove_if_created(created)
         raise UsageError(f"CIFAR-10 at {folder} is missing files or corrupt ({err}); delete that folder and rerun with --download=true") from None
-    except OSError as err:
+    except OSError as err:  # no network, refused connection, ...
+        _remove_if_created(created)
         raise UsageError(f"cannot get CIFAR-10 into {folder}: {err}") from None
     to_x = lambda d: torch.from_numpy(np.ascontiguousarray(d.data.transpose(0, 3, 1, 2)))  # noqa: E731
     to_y = lambda d: torch.tensor(d.targets, dtype=torch.long)  # noqa: E731
     train, test = splits
     return ImageData("cifar10", to_x(train), to_y(train), to_x(test), to_y(test), len(train.classes),
                      IMAGENET_MEAN, IMAGENET_STD, crop_padding=4, flip=True)
+
+
+def _missing_paths(root: Path, *inside: Path) -> list[Path]:
+    """The paths a download may create that do not exist yet: root and its missing parents, and `inside`."""
+    missing, path = [], root.absolute()
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    return [p for p in inside if not p.exists()] + missing
+
+
+def _remove_if_created(paths: list[Path]) -> None:
+    """After a failed download: remove what it created (a partial archive, empty folders), nothing else."""
+    for path in paths:  # files first, then folders from the deepest
+        if path.is_file():
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def load(name: str, data_dir: str = "", download: bool = False) -> ImageData:

@@ -56,7 +56,7 @@ import torch
 from earlyphase.imp import controls as imp_controls
 from earlyphase.imp import masks as imp_masks
 from earlyphase.imp import perturb as imp_perturb
-from earlyphase.imp.pruning import global_magnitude_prune
+from earlyphase.imp.pruning import global_magnitude_prune, survivors
 from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_momentum, momentum_by_name, rewound_state
 
 from . import checkpoints, schedule, setup, stats
@@ -213,7 +213,7 @@ def prepare(cfg: ImpConfig) -> _Run:
     if cfg.rewind_from:
         path = _resolve_rewind_from(cfg.rewind_from)
         cfg = dataclasses.replace(cfg, rewind_from=str(Path(cfg.rewind_from).expanduser().resolve()))  # for the records
-        rewind_file = _check_rewind_file(checkpoints.load(path), path, cfg, model, names)
+        rewind_file = _check_rewind_file(checkpoints.load(path, given="--rewind_from"), path, cfg, model, names)
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         momentum = rewind_file.get("momentum") or None
         if cfg.rewind_optimizer == "rewound" and momentum is None:
@@ -237,6 +237,12 @@ def prepare(cfg: ImpConfig) -> _Run:
         print(f"earlyphase imp: --rewind_step={cfg.rewind_step} is ignored: the rewind point stands for step "
               f"{start}it, where every level starts", file=sys.stderr)
 
+    counts = survivors(imp_masks.kept(base_mask), cfg.prune_fraction, cfg.levels)
+    if 0 in counts:
+        empty = counts.index(0) + 1
+        raise UsageError(f"--levels={cfg.levels}: pruning {cfg.prune_fraction:g} of the survivors per level leaves no "
+                         f"weight at level {empty} (of {imp_masks.kept(base_mask)} prunable weights); use at most "
+                         f"--levels={empty - 1}, or a smaller --prune_fraction")
     # The run's name: levels/controls are platform fields; rewind_from counts by content, and makes
     # rewind_step irrelevant, so neither the path nor an ignored rewind_step renames the run.
     named = dataclasses.replace(cfg, rewind_from=f"sha256:{sha}" if sha else None,
@@ -533,7 +539,8 @@ def _record(r: _Run, level: int, kind: str, part: Path) -> dict:
               "end_step": summary["end_step"], "seed": r.cfg.seed, "rewind": rewind,
               "run_dir": part.relative_to(r.out).as_posix()}
     if kind.startswith("perturb_"):
-        info = json.loads((part / "perturbation.json").read_text()) if (part / "perturbation.json").exists() else {}
+        info = checkpoints.read_json(part / "perturbation.json", missing_ok=True,
+                                     fix="move it away: it is rewritten when the part is rerun") or {}
         record.update(perturbation=info.get("perturbation"), perturb_noise=info.get("noise"), control_seed=info.get("seed"))
     elif kind != "trunk":
         record["control_seed"] = _reinit_seed(r, level) if kind == "random_reinit" else derive_seed(r.cfg.seed, kind, level)
@@ -583,6 +590,11 @@ def format_table(records: list[dict]) -> str:
         rows.append(cells)
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header] + rows)
+
+
+def check(argv: list[str]) -> None:
+    """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
+    prepare(parse_overrides(ImpConfig, argv))
 
 
 def main(argv: list[str]) -> int:

@@ -138,7 +138,7 @@ def load_mask(path: str, model: torch.nn.Module) -> dict:
         file = file / "mask.pt"
     if not file.is_file():
         raise UsageError(f"--mask={path}: no mask file there (expected a mask.pt or a run directory holding one)")
-    mask = checkpoints.load(file)
+    mask = checkpoints.load(file, given="--mask")
     if isinstance(mask, dict) and isinstance(mask.get("mask"), dict):
         mask = mask["mask"]  # a rewind point or checkpoint that carries one
     params = dict(model.named_parameters())
@@ -286,6 +286,17 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
         checkpoints.save_atomic(point, path)
     result.extras["rewind_point"] = path
     return out, result
+
+
+def check(argv: list[str]) -> None:
+    """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
+    cfg, plugin, options = validate(parse_overrides(PretrainConfig, argv))
+    data = setup.load_data(cfg, setup.resolve_device(cfg.device))
+    try:
+        plugin.task(task_info(cfg, data), **options)
+    except ValueError as err:
+        raise UsageError(f"--pretext={cfg.pretext}: {err}") from None
+    pretrain_plan(cfg, data, torch.device("cpu"), "")
 
 
 def main(argv: list[str]) -> int:

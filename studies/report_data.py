@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import statistics
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,6 +179,9 @@ def collect(folders) -> tuple[list[Condition], list[dict]]:
             incomplete.append({"run": str(run), "condition": label, "seed": config.get("seed"),
                                "why": "no finished level yet (no tickets.json)"})
             continue
+        tickets, problems = verified(run, tickets)
+        incomplete += [{"run": str(run / p["part"]), "condition": label, "seed": config.get("seed"), "why": p["why"]}
+                       for p in problems]
         cond.runs.append(run)
         cond.records += [{**r, "seed": r.get("seed", config.get("seed"))} for r in tickets]
         cond.stability += stability_results(run, config.get("seed"))
@@ -188,6 +192,39 @@ def collect(folders) -> tuple[list[Condition], list[dict]]:
     _disambiguate(result)
     order = {"reset": 0, "rewind": 1, "pretext": 2}
     return sorted(result, key=lambda c: (order[c.kind], c.k or 0, c.label)), incomplete
+
+
+def verified(run: Path, tickets: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(the records whose part is intact, the problems): a record's part must hold its summary.json with the same
+    test accuracy and a final.pt whose archive checks out (CRCs, no unpickling), so a report never shows a number
+    whose run lost its weights. Records that name no part directory are taken as they are."""
+    good, problems = [], []
+    for record in tickets:
+        part = record.get("run_dir")
+        if part is None:
+            good.append(record)
+            continue
+        why = _part_problem(run / part, record)
+        if why:
+            problems.append({"part": part, "why": why})
+        else:
+            good.append(record)
+    return good, problems
+
+
+def _part_problem(part: Path, record: dict) -> str | None:
+    summary = read_json(part / "summary.json", missing_ok=True, kind=object)
+    if not isinstance(summary, dict) or summary.get("test_accuracy") != record["test_accuracy"]:
+        return "its summary.json is missing or disagrees with tickets.json: rerun `earlyphase imp` on the run"
+    try:
+        with zipfile.ZipFile(part / "final.pt") as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile):
+        bad = "the archive"
+    if bad is not None:
+        return (f"its final.pt is missing or corrupt ({bad}): move final.pt and summary.json away and rerun "
+                f"`earlyphase imp` on the run to train that part again")
+    return None
 
 
 def stability_results(run: Path, seed) -> list[dict]:

@@ -14,6 +14,7 @@ from . import models
 from .config import TrainConfig
 from .data import ImageData, load
 from .errors import UsageError
+from .wandb_log import MODES as WANDB_MODES
 from .steps import Step, StepError
 from .trainer import COMPILE_MODES, Schedule, TrainPlan
 
@@ -133,6 +134,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                          f"(--lr={cfg.lr} x gamma^{len(milestones)}); use a gamma such as 0.1")
     if getattr(cfg, "track_steps", "") and parse_step(cfg.track_steps, 1, "track_steps").it < 1:
         raise UsageError(f"--track_steps={cfg.track_steps}: track at least 1it, or leave it empty for no tracking")
+    if getattr(cfg, "wandb", None) is not None and cfg.wandb not in WANDB_MODES:
+        raise UsageError(f"--wandb={cfg.wandb}: use disabled, offline or online")
     check_out(cfg.out)
     return cfg
 
@@ -149,6 +152,10 @@ def training_steps(cfg: TrainConfig, data: ImageData) -> tuple[int, Step]:
     end = parse_step(cfg.training_steps, per_epoch, "training_steps")
     if end.it < 1:
         raise UsageError("--training_steps must be at least 1it")
+    warmup = parse_step(cfg.warmup_steps, per_epoch, "warmup_steps")
+    if warmup.it > end.it:
+        raise UsageError(f"--warmup_steps={cfg.warmup_steps} ({warmup.it}it) is longer than training "
+                         f"({cfg.training_steps} = {end.it}it): warm up for part of training, or use 0it")
     return per_epoch, end
 
 

@@ -40,6 +40,11 @@ def table(cfg: ImpConfig) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
 
 
+def check(argv: list[str]) -> None:
+    """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
+    prepare(parse(argv))
+
+
 def main(argv: list[str]) -> int:
     cfg = parse(argv)
     if not cfg.stability.strip():

@@ -42,6 +42,7 @@ from .imp_job import ImpConfig
 from .pretrain_job import PretrainConfig
 from .report import write_report
 from .schedule import Job
+from .setup import SEED_LIMIT
 
 PRESETS = {
     # 3 seeds (the fewest that allow a paired interval) x 6 IMP runs of 4 trainings, + 3 controls and 6 stability copies
@@ -107,6 +108,9 @@ def _seeds(text: str) -> list[int]:
         raise UsageError(f"--seeds={text}: write integers, e.g. --seeds=0,1,2") from None
     if not seeds:
         raise UsageError("--seeds: give at least one seed, e.g. --seeds=0,1,2")
+    outside = [s for s in seeds if not 0 <= s < SEED_LIMIT]
+    if outside:
+        raise UsageError(f"--seeds={text}: seed {outside[0]} is outside 0 ... 2**64 - 1; use whole numbers such as 0,1,2")
     twice = sorted({s for s in seeds if seeds.count(s) > 1})
     if twice:
         raise UsageError(f"--seeds={text}: seed {twice[0]} is given twice; each seed is one replicate")
@@ -241,6 +245,12 @@ def _relative(run: Path, runs_folder: Path) -> str:
 
 def run(cfg: StudyConfig) -> tuple:
     return schedule.run(work(cfg), cfg.concurrent, cfg.concurrent_engine)
+
+
+def check(argv: list[str]) -> None:
+    """Everything `main(argv)` would refuse, refused now (every unit's configs); nothing is written or trained."""
+    cfg = parse(argv)
+    validate_units(cfg, plan_units(cfg))
 
 
 def main(argv: list[str]) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from .checkpoints import write_json_atomic
 from .errors import UsageError
+from .setup import check_out
 
 USAGE = "usage: earlyphase sweep run FILE.yaml [--count=N] [--jobs=J | --concurrent=K] [--out=DIR]"
 
@@ -109,19 +110,20 @@ def earlyphase_args(command: list[str]) -> list[str]:
     raise UsageError("the sweep's command does not run earlyphase: write command as [${env}, earlyphase, SUBCOMMAND, ..., ${args}]")
 
 
+def with_out(args: list[str], out: Path) -> list[str]:
+    """A run's arguments with this runner's --out (it replaces one in the sweep's command)."""
+    return [a for a in args if not a.startswith("--out=")] + [f"--out={out}"]
+
+
 def check_args(args: list[str]) -> None:
-    """Parse a run's arguments with its subcommand's parser, running nothing."""
+    """Everything the run would refuse, refused before any run starts: its subcommand's full check (every field,
+    every unit of a study), nothing written or trained."""
     from . import cli
     import importlib
 
     if not args or args[0] not in cli.COMMANDS or not cli.COMMANDS[args[0]][1]:
         raise UsageError(f"the sweep's command runs `earlyphase {args[0] if args else ''}`: use a command with --field options, e.g. study")
-    module = importlib.import_module(cli.COMMANDS[args[0]][0])
-    if hasattr(module, "parse"):
-        module.parse(args[1:])
-    else:
-        from .config import parse_overrides
-        parse_overrides(getattr(module, cli.COMMANDS[args[0]][1]), args[1:])
+    importlib.import_module(cli.COMMANDS[args[0]][0]).check(args[1:])
 
 
 def _parse_options(argv: list[str]) -> tuple[Path, int | None, int, Path, int]:
@@ -160,7 +162,8 @@ def run_in_process(commands: list[list[str]], out: Path, concurrency: int, finis
         args = earlyphase_args(command)
         if args[0] != "study":
             raise UsageError(f"--concurrent runs sweeps of `earlyphase study`; this one runs `earlyphase {args[0]}`: use --jobs")
-        cfgs.append(study.parse([*args[1:], f"--out={out}", f"--concurrent={concurrency}"]))
+        cfgs.append(study.parse([a for a in with_out(args[1:], out) if not a.startswith("--concurrent=")]
+                                + [f"--concurrent={concurrency}"]))
     engines = {cfg.concurrent_engine for cfg in cfgs}
     if len(engines) > 1:
         raise UsageError(f"the sweep's runs ask for different --concurrent_engine values ({', '.join(sorted(engines))}): use one")
@@ -178,8 +181,12 @@ def main(argv: list[str]) -> int:
     config = load_sweep(path)
     argvs = enumerate_argvs(config, count)
     commands = [expand_command(config, a) for a in argvs]
-    for command in commands:
-        check_args(earlyphase_args(command))
+    check_out(str(out))
+    for i, command in enumerate(commands, 1):
+        try:
+            check_args(with_out(earlyphase_args(command), out))
+        except UsageError as err:
+            raise UsageError(f"run {i} of {len(commands)} ({' '.join(argvs[i - 1])}): {err}") from None
     digest = hashlib.sha256(json.dumps([config, str(out.resolve())], sort_keys=True, default=str).encode()).hexdigest()[:10]
     ledger_dir = out / "sweeps" / f"{path.stem}-{digest}"
     ledger_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +217,7 @@ def main(argv: list[str]) -> int:
     def run_one(i: int, command: list[str]) -> int:
         if finished(i):
             return 0
-        full = [sys.executable, "-m", "earlyphase.studies.cli", *earlyphase_args(command), f"--out={out}"]
+        full = [sys.executable, "-m", "earlyphase.studies.cli", *with_out(earlyphase_args(command), out)]
         print(f"[{i + 1}/{len(commands)}] {' '.join(argvs[i])}: running", file=sys.stderr)
         with open(ledger_dir / f"run-{i:04d}.log", "w") as log:
             code = subprocess.run(full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode

@@ -23,6 +23,12 @@ def run(cfg: TrainConfig, sinks=()) -> "tuple":
     return out, train(model, data, plan, out, sinks=sinks, step_hooks=hooks)
 
 
+def check(argv: list[str]) -> None:
+    """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
+    cfg = setup.validate(parse_overrides(TrainConfig, argv))
+    setup.training_steps(cfg, setup.load_data(cfg, setup.resolve_device(cfg.device)))
+
+
 def main(argv: list[str]) -> int:
     cfg = parse_overrides(TrainConfig, argv)
     out, result = logged_run(run, cfg, f"train seed {cfg.seed}", "train")

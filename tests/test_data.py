@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -99,3 +101,21 @@ def test_table_normaliser_gives_the_cpu_numbers_bit_for_bit():
         mean = torch.tensor(data.mean, dtype=torch.float64).view(-1, 1, 1)
         std = torch.tensor(data.std, dtype=torch.float64).view(-1, 1, 1)
         assert torch.allclose(data.normaliser()(every_level).double(), (every_level.double() / 255 - mean) / std, atol=1e-5)
+
+
+def test_a_failed_download_leaves_nothing_behind(tmp_path):
+    class Offline(UncheckedCIFAR10):
+        """torchvision's reader as it behaves without network: folders made, then the download fails."""
+
+        def __init__(self, root, train=True, download=False):
+            Path(root, self.base_folder).mkdir(parents=True, exist_ok=True)
+            Path(root, self.filename).write_bytes(b"partial")
+            raise OSError("<urlopen error [Errno 101] Network is unreachable>")
+
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    for root in (tmp_path / "new" / "data", tmp_path / "kept"):
+        with pytest.raises(UsageError, match="cannot get CIFAR-10 into .*Network is unreachable"):
+            load_cifar10(root, download=True, reader=Offline)
+    assert not (tmp_path / "new").exists()  # every folder it made is gone
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["notes.txt"]  # what was there stays

@@ -59,7 +59,8 @@ def _rewind_file(path, width, arch=True, step=2):
     (["--rewind_from=/nonexistent/run"], "no rewind point there"),
     (["--rewind_from=WIDTH8"], "width=8 but this run builds width=4"),
     (["--rewind_from=NOARCH8"], "does not fit cifar_resnet20 width 4"),
-    (["--rewind_from=CORRUPT"], "corrupt"),
+    (["--rewind_from=TEXT"], "TEXT is not a PyTorch file"),
+    (["--rewind_from=CORRUPT"], "is corrupt or unreadable"),
     (["--rewind_from=NOTAPOINT"], "is not a rewind point"),
     (["--rewind_from=GOOD", "--rewind_optimizer=rewound"], "holds none: use fresh"),
     (["--rewind_from=NOSTEP"], "does not say which step it stands for"),
@@ -72,11 +73,15 @@ def _rewind_file(path, width, arch=True, step=2):
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(out, tmp_path, capsys, args, message):
     files = {"WIDTH8": _rewind_file(tmp_path / "w8.pt", 8), "NOARCH8": _rewind_file(tmp_path / "n8.pt", 8, arch=False),
              "GOOD": _rewind_file(tmp_path / "good.pt", 4), "CORRUPT": tmp_path / "bad.pt", "NOTAPOINT": tmp_path / "np.pt",
+             "TEXT": tmp_path / "TEXT",
              "NOSTEP": _rewind_file(tmp_path / "nostep.pt", 4, step=None), "LATE": _rewind_file(tmp_path / "late.pt", 4, step=23)}
-    files["CORRUPT"].write_bytes(b"not a checkpoint")
+    files["TEXT"].write_bytes(b"not a checkpoint")
+    files["CORRUPT"].write_bytes(files["GOOD"].read_bytes()[:300])  # a torch file cut short
     torch.save({"weights": 1}, files["NOTAPOINT"])
     args = [a.split("=")[0] + "=" + str(files[a.split("=")[1]]) if a.split("=")[1] in files else a for a in args]
-    code, stdout, stderr = _cli(["imp", f"--out={out}", *TINY, *args], capsys)
+    given = {a.split("=")[0] for a in args}  # a flag is given once: the case's value replaces TINY's
+    code, stdout, stderr = _cli(["imp", f"--out={out}", *[t for t in TINY if t.split("=")[0] not in given], *args],
+                                capsys)
     assert code == 2
     assert message in stderr and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
     assert not out.exists()

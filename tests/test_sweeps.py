@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from earlyphase.studies import cli, sweep_cmd
@@ -15,8 +16,23 @@ def test_the_sweep_files_exist():
         assert stem in names and f"{stem}-quick" in names
 
 
+def cifar_sized(cfg, device):
+    """CIFAR-10's shapes and split sizes without its pixels (which this machine cannot download): the checks
+    of the paper sweeps depend on iterations per epoch, not on images."""
+    from earlyphase.studies import data, setup
+
+    if cfg.dataset != "cifar10":
+        return data.load(cfg.dataset)
+    x, y = torch.zeros(1, 3, 32, 32, dtype=torch.uint8), torch.zeros(1, dtype=torch.long)
+    return data.ImageData("cifar10", x.expand(50_000, -1, -1, -1), y.expand(50_000), x.expand(10_000, -1, -1, -1),
+                          y.expand(10_000), 10, data.IMAGENET_MEAN, data.IMAGENET_STD, crop_padding=4, flip=True)
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
-def test_every_sweep_file_is_valid_and_parses_for_earlyphase(path):
+def test_every_sweep_file_is_valid_and_every_run_passes_its_full_check(path, monkeypatch, tmp_path):
+    from earlyphase.studies import setup
+
+    monkeypatch.setattr(setup, "load_data", cifar_sized)
     sweeps, _ = sweep_cmd.import_engine()
     config = yaml.safe_load(path.read_text())
     assert sweeps.schema_violations_from_proposed_config(config) == []
@@ -25,8 +41,9 @@ def test_every_sweep_file_is_valid_and_parses_for_earlyphase(path):
     for spec in config["parameters"].values():
         grid *= len(spec.get("values", [None]))
     assert len(argvs) == grid
-    for argv in argvs:
-        sweep_cmd.check_args(sweep_cmd.earlyphase_args(sweep_cmd.expand_command(config, argv)))
+    for argv in argvs:  # every field, every study unit (k < T for each budget, levels that leave weights, ...)
+        args = sweep_cmd.earlyphase_args(sweep_cmd.expand_command(config, argv))
+        sweep_cmd.check_args(sweep_cmd.with_out(args, tmp_path))
 
 
 def test_grid_enumerates_exactly_the_agents_argv():
