@@ -107,3 +107,27 @@ def test_the_report_verifies_the_parts_it_reports(out, capsys):
     assert [p["level"] for p in report["conditions"][0]["curve"]] == [0]  # level 1's number is not shown
     problem = next(i for i in report["incomplete"] if i["run"].endswith("level_1"))
     assert "its final.pt is missing or corrupt" in problem["why"] and "move final.pt and summary.json away" in problem["why"]
+
+
+def test_a_report_killed_while_writing_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from test_report import write_imp
+
+    root = tmp_path / "runs"
+    for s in range(3):
+        write_imp(root, f"imp_a{s}", s, [0.9, 0.8])
+        write_imp(root, f"imp_z{s}", s, [0.9, 0.7], k=0)
+    out = tmp_path / "rep"
+    assert cli.main(["report", str(root), "-o", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def dies_halfway(self, target, *args, **kwargs):  # a kill or a full disk in the middle of a figure
+        (target.write if hasattr(target, "write") else open(target, "wb").write)(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", dies_halfway)
+    with pytest.raises(OSError):
+        from earlyphase.studies import report
+        report.write_report([root], out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no half file, no temporary left
