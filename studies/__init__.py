@@ -3,4 +3,4 @@
 Importing it registers the CIFAR ResNets with timm.
 """
 
-from . import models  # noqa: F401  (registers cifar_resnet{D} with timm)
+from .engine import models  # noqa: F401  (registers cifar_resnet{D} with timm)

@@ -5,20 +5,20 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .errors import UsageError, os_error_message
+from .engine.errors import UsageError, os_error_message
 
 # name -> (module with main(argv) -> int, config class for --help or None, one-line description)
 COMMANDS = {
-    "train": ("earlyphase.studies.train_job", "TrainConfig", "train a dense network"),
-    "pretrain": ("earlyphase.studies.pretrain_job", "PretrainConfig", "pretrain with a pretext task; saves rewind_point.pt"),
-    "pretext": ("earlyphase.studies.pretext_cmd", None, "list: the pretext tasks found (built-in and plugins)"),
-    "study": ("earlyphase.studies.study", "StudyConfig", "the main job: pretrain -> IMP -> tickets -> report, per condition and seed"),
-    "sweep": ("earlyphase.studies.sweep_cmd", None, "run FILE.yaml [--count=N] [--jobs=J]: a W&B sweep, locally, no server"),
-    "report": ("earlyphase.studies.report", None, "RUNS_DIR [-o OUT_DIR]: comparison report from run records"),
-    "imp": ("earlyphase.studies.imp_job", "ImpConfig", "iterative magnitude pruning with rewinding, controls, tickets.json"),
-    "stability": ("earlyphase.studies.stability_cmd", "ImpConfig", "instability of a rewind point to SGD noise: two "
+    "train": ("earlyphase.studies.jobs.train", "TrainConfig", "train a dense network"),
+    "pretrain": ("earlyphase.studies.jobs.pretrain", "PretrainConfig", "pretrain with a pretext task; saves rewind_point.pt"),
+    "pretext": ("earlyphase.studies.jobs.pretext_list", None, "list: the pretext tasks found (built-in and plugins)"),
+    "study": ("earlyphase.studies.jobs.study", "StudyConfig", "the main job: pretrain -> IMP -> tickets -> report, per condition and seed"),
+    "sweep": ("earlyphase.studies.jobs.sweep", None, "run FILE.yaml [--count=N] [--jobs=J]: a W&B sweep, locally, no server"),
+    "report": ("earlyphase.studies.reporting.report", None, "RUNS_DIR [-o OUT_DIR]: comparison report from run records"),
+    "imp": ("earlyphase.studies.jobs.imp", "ImpConfig", "iterative magnitude pruning with rewinding, controls, tickets.json"),
+    "stability": ("earlyphase.studies.jobs.stability", "ImpConfig", "instability of a rewind point to SGD noise: two "
                   "copies from k, the linear path between them (imp's flags; --stability=0 by default)"),
-    "bench": ("earlyphase.studies.bench", "BenchConfig", "time the trainer against a bare PyTorch loop; --gpu-suite"),
+    "bench": ("earlyphase.studies.bench.bench", "BenchConfig", "time the trainer against a bare PyTorch loop; --gpu-suite"),
 }
 
 USAGE = "usage: earlyphase COMMAND [--field=value ...]   (earlyphase COMMAND --help lists the fields)"
@@ -26,7 +26,7 @@ HELP_FLAGS = ("-h", "--help")
 
 
 def _config_class(name: str):
-    from . import config as config_module
+    from .jobs import config as config_module
 
     module, config, _ = COMMANDS[name]
     return getattr(importlib.import_module(module), config, None) or getattr(config_module, config)
@@ -35,7 +35,7 @@ def _config_class(name: str):
 def _shown_config(name: str, args: list[str]):
     """(the config `args` make, dataset and preset defaults filled in, or None; why not, or ""). A command
     module's own parse(argv) is used where it has one (study: presets), else the plain field parser."""
-    from .config import parse_overrides
+    from .jobs.config import parse_overrides
 
     module = importlib.import_module(COMMANDS[name][0])
     cls = _config_class(name)
@@ -55,7 +55,7 @@ def _help(name: str, args: list[str]) -> str:
         main = importlib.import_module(module).main
         return "\n".join(lines + [getattr(importlib.import_module(module), "USAGE", None) or
                                   f"usage: {(main.__doc__ or '').strip()}"])
-    from . import config as config_module
+    from .jobs import config as config_module
 
     cfg, problem = _shown_config(name, args)
     if args:

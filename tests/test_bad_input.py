@@ -10,12 +10,12 @@ import subprocess
 import pytest
 
 from cli_checks import one_line_error, run_cli
-from earlyphase.studies import setup
-from earlyphase.studies.config import TrainConfig, parse_overrides
-from earlyphase.studies.errors import UsageError
-from earlyphase.studies.imp_job import ImpConfig
-from earlyphase.studies.pretrain_job import PretrainConfig
-from earlyphase.studies.study import StudyConfig
+from earlyphase.studies.jobs import setup
+from earlyphase.studies.jobs.config import TrainConfig, parse_overrides
+from earlyphase.studies.engine.errors import UsageError
+from earlyphase.studies.jobs.imp import ImpConfig
+from earlyphase.studies.jobs.pretrain import PretrainConfig
+from earlyphase.studies.jobs.study import StudyConfig
 
 TINY = ["--width=4", "--training_steps=1ep"]
 

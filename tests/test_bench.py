@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from earlyphase.studies import gpu_suite
-from earlyphase.studies.bench import CIFAR_TRAIN, GRID_EPOCHS, synthetic_cifar
+from earlyphase.studies.bench import gpu_suite
+from earlyphase.studies.bench.bench import CIFAR_TRAIN, GRID_EPOCHS, synthetic_cifar
 from earlyphase.studies.cli import main
-from earlyphase.studies.trainer import (CUDA_COMPILE_AUTO, TrainPlan, Schedule, compile_mode, cpu_state,
+from earlyphase.studies.engine.trainer import (CUDA_COMPILE_AUTO, TrainPlan, Schedule, compile_mode, cpu_state,
                                         make_optimizer)
-from earlyphase.studies import models
+from earlyphase.studies.engine import models
 
 CPU = torch.device("cpu")
 

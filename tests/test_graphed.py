@@ -7,9 +7,10 @@ the lr handling of the graphed path, so this checks everything but the capture i
 import torch
 
 from earlyphase.pretext.supervised import Supervised
-from earlyphase.studies import setup, trainer
-from earlyphase.studies.config import TrainConfig
-from earlyphase.studies.graphed import GraphedStep
+from earlyphase.studies.jobs import setup
+from earlyphase.studies.engine import trainer
+from earlyphase.studies.jobs.config import TrainConfig
+from earlyphase.studies.engine.graphed import GraphedStep
 
 CPU = torch.device("cpu")
 
@@ -64,7 +65,7 @@ def test_non_default_losses_stay_eager(tmp_path, monkeypatch):
 
 
 def test_graphed_stacked_step_equals_the_eager_stacked_step(tmp_path, monkeypatch):
-    from earlyphase.studies import stacked
+    from earlyphase.studies.engine import stacked
 
     cfg = setup.validate(TrainConfig(width=4, training_steps="30it", milestone_steps="25it", eval_every=1))
     data = setup.load_data(cfg, CPU)

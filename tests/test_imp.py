@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from earlyphase.imp import controls, masks, pruning, rewinding
-from earlyphase.studies import imp_job, models, setup
-from earlyphase.studies.trainer import train
+from earlyphase.studies.jobs import imp as imp_job
+from earlyphase.studies.engine import models
+from earlyphase.studies.jobs import setup
+from earlyphase.studies.engine.trainer import train
 
 CONTROLS = "random_reinit,random_prune_global,random_prune_layerwise"
 TINY = dict(width=4, training_steps="1ep", rewind_step="5it", prune_fraction=0.5, eval_every=1)

@@ -10,8 +10,12 @@ import time
 import pytest
 import torch
 
-from earlyphase.studies import cli, imp_job, models
-from earlyphase.studies.config import parse_overrides
+from earlyphase.studies import cli
+
+from earlyphase.studies.jobs import imp as imp_job
+
+from earlyphase.studies.engine import models
+from earlyphase.studies.jobs.config import parse_overrides
 
 TINY = ["--width=4", "--training_steps=1ep", "--rewind_step=5it", "--prune_fraction=0.5"]
 

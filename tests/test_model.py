@@ -5,7 +5,7 @@ import timm
 import torch
 
 import earlyphase.studies  # noqa: F401  (registers the models with timm)
-from earlyphase.studies import models
+from earlyphase.studies.engine import models
 
 
 def test_resnet20_has_the_papers_parameter_count():

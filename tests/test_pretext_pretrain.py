@@ -4,10 +4,16 @@ import json
 
 import torch
 
-from earlyphase.studies import cli, models, pretrain_job, train_job
-from earlyphase.studies.augment import derive_seed
-from earlyphase.studies.config import TrainConfig
-from earlyphase.studies.pretrain_job import PretrainConfig
+from earlyphase.studies import cli
+
+from earlyphase.studies.engine import models
+
+from earlyphase.studies.jobs import pretrain as pretrain_job
+
+from earlyphase.studies.jobs import train as train_job
+from earlyphase.studies.engine.augment import derive_seed
+from earlyphase.studies.jobs.config import TrainConfig
+from earlyphase.studies.jobs.pretrain import PretrainConfig
 
 TINY = dict(width=4, pretrain_steps="6it", eval_every=1)
 

@@ -11,7 +11,7 @@ from earlyphase.pretext.blur import Blur
 from earlyphase.pretext.random_labels import RandomLabels
 from earlyphase.pretext.rotation import Rotation
 from earlyphase.pretext.simclr import SimCLR
-from earlyphase.studies.pretrain_job import PretrainConfig, flag_for
+from earlyphase.studies.jobs.pretrain import PretrainConfig, flag_for
 
 BUILT_INS = {"supervised", "rotation", "simclr", "random_labels", "blur"}
 

@@ -8,9 +8,15 @@ import json
 
 import torch
 
-from earlyphase.studies import imp_job, models, pretrain_job, setup
-from earlyphase.studies.imp_job import ImpConfig
-from earlyphase.studies.pretrain_job import PretrainConfig
+from earlyphase.studies.jobs import imp as imp_job
+
+from earlyphase.studies.engine import models
+
+from earlyphase.studies.jobs import pretrain as pretrain_job
+
+from earlyphase.studies.jobs import setup
+from earlyphase.studies.jobs.imp import ImpConfig
+from earlyphase.studies.jobs.pretrain import PretrainConfig
 
 # digits at batch 64: 23 iterations per epoch; a milestone (3it) and warmup (2it) before k = 5 and a milestone
 # after it, so the pretraining must follow the training schedule step by step for the chain to be identical

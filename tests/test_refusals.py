@@ -128,6 +128,6 @@ def test_a_report_killed_while_writing_leaves_the_previous_one_whole(tmp_path, m
 
     monkeypatch.setattr(Figure, "savefig", dies_halfway)
     with pytest.raises(OSError):
-        from earlyphase.studies import report
+        from earlyphase.studies.reporting import report
         report.write_report([root], out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no half file, no temporary left

@@ -7,7 +7,9 @@ import pytest
 import torch
 import yaml
 
-from earlyphase.studies import cli, schedule
+from earlyphase.studies import cli
+
+from earlyphase.studies.engine import schedule
 
 TINY = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
         "--rewind_step=3it", "--pretrain_steps=3it", "--batch_size=128", "--stability="]
@@ -149,8 +151,8 @@ def test_streams_engine_interleaves_steps_and_is_bit_identical(tmp_path, capsys,
         assert all(torch.equal(a[k], b[k]) for k in a)
         assert (tmp_path / "seq" / con.name / part / "metrics.jsonl").read_text() == (con / part / "metrics.jsonl").read_text()
     # the two parts of level 1 really alternate: their evaluations (one per 23-step epoch) interleave
-    from earlyphase.studies import setup
-    from earlyphase.studies.config import TrainConfig
+    from earlyphase.studies.jobs import setup
+    from earlyphase.studies.jobs.config import TrainConfig
 
     cfg = setup.validate(TrainConfig(width=4, training_steps="50it", eval_every=1))
     data = setup.load_data(cfg, torch.device("cpu"))

@@ -5,8 +5,12 @@ import json
 import pytest
 import torch
 
-from earlyphase.studies import cli, imp_job, stability
-from earlyphase.studies.imp_job import ImpConfig
+from earlyphase.studies import cli
+
+from earlyphase.studies.jobs import imp as imp_job
+
+from earlyphase.studies.engine import interpolation as stability
+from earlyphase.studies.jobs.imp import ImpConfig
 
 TINY = dict(width=4, training_steps="2ep", rewind_step="3it", prune_fraction=0.5, eval_every=2)
 
@@ -88,8 +92,8 @@ def test_recomputed_batchnorm_is_a_second_result_and_nothing_is_retrained(out, c
 
 
 def test_recompute_batchnorm_is_the_cumulative_average_over_the_subset():
-    from earlyphase.studies import models
-    from earlyphase.studies.data import load_digits
+    from earlyphase.studies.engine import models
+    from earlyphase.studies.engine.data import load_digits
 
     data = load_digits()
     model = models.create("cifar_resnet20", width=4)

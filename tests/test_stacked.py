@@ -7,10 +7,10 @@ import torch
 from torch.nn import functional as F
 
 from earlyphase.pretext.supervised import Supervised
-from earlyphase.studies import setup
-from earlyphase.studies.config import TrainConfig
-from earlyphase.studies.stacked import StackedRun, _default_loss, _losses, train_stacked
-from earlyphase.studies.trainer import make_optimizer, train
+from earlyphase.studies.jobs import setup
+from earlyphase.studies.jobs.config import TrainConfig
+from earlyphase.studies.engine.stacked import StackedRun, _default_loss, _losses, train_stacked
+from earlyphase.studies.engine.trainer import make_optimizer, train
 
 CPU = torch.device("cpu")
 STEPS = 30  # digits at batch 64: 23 iterations per epoch, so the runs cross an epoch boundary

@@ -9,9 +9,11 @@ from torch import nn
 
 from earlyphase.imp import perturb as P
 from earlyphase.pretext.supervised import Supervised
-from earlyphase.studies import cli, setup, stats
-from earlyphase.studies.config import TrainConfig
-from earlyphase.studies.trainer import _Epochs, train
+from earlyphase.studies import cli
+from earlyphase.studies.jobs import setup
+from earlyphase.studies.jobs import stats
+from earlyphase.studies.jobs.config import TrainConfig
+from earlyphase.studies.engine.trainer import _Epochs, train
 
 INIT = torch.tensor([[1.0, -2.0, 3.0], [-4.0, 5.0, -6.0]])
 MASK = torch.tensor([[True, True, False], [True, False, True]])

@@ -1,6 +1,6 @@
 import pytest
 
-from earlyphase.studies.steps import Step, StepError
+from earlyphase.studies.engine.steps import Step, StepError
 
 
 @pytest.mark.parametrize("text,its", [("500it", 500), ("2ep", 782), ("1ep100it", 491), ("0it", 0), ("0ep", 0), (" 3ep ", 1173)])

@@ -5,7 +5,9 @@ import pytest
 import torch
 import torchvision
 
-from earlyphase.studies import cli, study
+from earlyphase.studies import cli
+
+from earlyphase.studies.jobs import study
 
 from cifar_files import UncheckedCIFAR10, write_cifar_tree
 

@@ -5,7 +5,9 @@ import pytest
 import torch
 import yaml
 
-from earlyphase.studies import cli, sweep_cmd
+from earlyphase.studies import cli
+
+from earlyphase.studies.jobs import sweep as sweep_cmd
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 
@@ -19,7 +21,8 @@ def test_the_sweep_files_exist():
 def cifar_sized(cfg, device):
     """CIFAR-10's shapes and split sizes without its pixels (which this machine cannot download): the checks
     of the paper sweeps depend on iterations per epoch, not on images."""
-    from earlyphase.studies import data, setup
+    from earlyphase.studies.engine import data
+    from earlyphase.studies.jobs import setup
 
     if cfg.dataset != "cifar10":
         return data.load(cfg.dataset)
@@ -30,7 +33,7 @@ def cifar_sized(cfg, device):
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
 def test_every_sweep_file_is_valid_and_every_run_passes_its_full_check(path, monkeypatch, tmp_path):
-    from earlyphase.studies import setup
+    from earlyphase.studies.jobs import setup
 
     monkeypatch.setattr(setup, "load_data", cifar_sized)
     sweeps, _ = sweep_cmd.import_engine()

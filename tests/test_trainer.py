@@ -8,9 +8,11 @@ import time
 import pytest
 import torch
 
-from earlyphase.studies import cli, setup
-from earlyphase.studies.config import TrainConfig, run_dir
-from earlyphase.studies.trainer import train
+from earlyphase.studies import cli
+
+from earlyphase.studies.jobs import setup
+from earlyphase.studies.jobs.config import TrainConfig, run_dir
+from earlyphase.studies.engine.trainer import train
 
 TINY = dict(width=4, training_steps="4ep", milestone_steps="2ep,3ep", eval_every=1)
 
@@ -156,7 +158,7 @@ def test_corrupt_checkpoint_is_reported_not_overwritten(out, capsys):
 
 
 def test_run_names_ignore_defaults_and_platform_fields(tmp_path):
-    from earlyphase.studies.config import run_name
+    from earlyphase.studies.jobs.config import run_name
     base = run_name("train", TrainConfig())
     assert run_name("train", TrainConfig(lr=0.1, batch_size=64, out="elsewhere", device="cpu")) == base
     assert run_name("train", TrainConfig().resolved()) == base
@@ -189,8 +191,8 @@ def test_kill_9_then_rerun_matches_uninterrupted(out):
 FAULTS_PER_STEP = """
 import resource, sys, torch
 from torch.nn import functional as F
-from earlyphase.studies import models
-from earlyphase.studies.trainer import cpu_process_settings
+from earlyphase.studies.engine import models
+from earlyphase.studies.engine.trainer import cpu_process_settings
 if sys.argv[1] == "tuned":
     cpu_process_settings()
 torch.set_num_threads(1)

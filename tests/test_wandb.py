@@ -2,8 +2,8 @@ import socket
 
 import pytest
 
-from earlyphase.studies import wandb_log
-from earlyphase.studies.wandb_log import WandbLogger
+from earlyphase.studies.jobs import wandb_log
+from earlyphase.studies.jobs.wandb_log import WandbLogger
 
 
 def test_default_mode_follows_env(monkeypatch, tmp_path):

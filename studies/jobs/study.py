@@ -12,7 +12,7 @@ Like for like: each pretext budget K brings rewinding to K (the same k and super
 All units reuse the run directories of `earlyphase pretrain` and `earlyphase imp` under `--out`, so killing
 and rerunning a study finishes only the remaining work, and a unit shared with another study or sweep is
 never redone. `--concurrent=K` advances all units in lock-step and runs their trainings K at a time
-on one device (earlyphase.studies.schedule); with the default engine the results are the sequential
+on one device (earlyphase.studies.engine.schedule); with the default engine the results are the sequential
 study's bit for bit, in the same run directories. The study itself writes `study_HASH/study.json` (its
 units and their run directories, relative to the runs folder) and `study_HASH/report/`.
 
@@ -33,15 +33,19 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from . import imp_job, pretrain_job, schedule
-from .checkpoints import write_json_atomic
+from . import imp as imp_job
+
+from . import pretrain as pretrain_job
+
+from ..engine import schedule
+from ..engine.checkpoints import write_json_atomic
 from .config import option, parse_overrides, platform, run_dir
 from .wandb_log import wandb_logger
-from .errors import UsageError
-from .imp_job import ImpConfig
-from .pretrain_job import PretrainConfig
-from .report import write_report
-from .schedule import Job
+from ..engine.errors import UsageError
+from .imp import ImpConfig
+from .pretrain import PretrainConfig
+from ..reporting.report import write_report
+from ..engine.schedule import Job
 from .setup import SEED_LIMIT
 
 PRESETS = {

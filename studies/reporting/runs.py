@@ -29,8 +29,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoints import read_json
-from .errors import UsageError
+from ..engine.checkpoints import read_json
+from ..engine.errors import UsageError
 
 # Config entries that are bookkeeping, never part of a condition or setting.
 _BOOKKEEPING = {"seed", "kind", "rewind_from", "rewind_from_sha256", "rewind_point", "perturb_kinds",
@@ -39,8 +39,8 @@ _BOOKKEEPING = {"seed", "kind", "rewind_from", "rewind_from_sha256", "rewind_poi
 
 def not_condition_fields() -> set[str]:
     """Config fields that name no condition: the platform fields of every command's config, and bookkeeping."""
-    from .imp_job import ImpConfig
-    from .pretrain_job import PretrainConfig
+    from ..jobs.imp import ImpConfig
+    from ..jobs.pretrain import PretrainConfig
 
     platform = {f.name for cls in (ImpConfig, PretrainConfig) for f in dataclasses.fields(cls)
                 if f.metadata.get("platform")}

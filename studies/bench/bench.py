@@ -34,14 +34,16 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from . import models, setup
-from .config import DATASET_DEFAULTS, option, parse_overrides, platform
-from .data import IMAGENET_MEAN, IMAGENET_STD, ImageData
-from .errors import UsageError
-from .graphed import GraphedStep
-from .schedule import ENGINES, Training, train_interleaved
-from .stacked import train_stacked
-from .trainer import (COMPILE_MODES, Schedule, TrainPlan, autocast, compile_mode, compiled, cpu_process_settings,
+from ..engine import models
+
+from ..jobs import setup
+from ..jobs.config import DATASET_DEFAULTS, option, parse_overrides, platform
+from ..engine.data import IMAGENET_MEAN, IMAGENET_STD, ImageData
+from ..engine.errors import UsageError
+from ..engine.graphed import GraphedStep
+from ..engine.schedule import ENGINES, Training, train_interleaved
+from ..engine.stacked import train_stacked
+from ..engine.trainer import (COMPILE_MODES, Schedule, TrainPlan, autocast, compile_mode, compiled, cpu_process_settings,
                       make_optimizer, train, whole_step_graph)
 
 CIFAR_TRAIN = 50_000

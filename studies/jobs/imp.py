@@ -35,9 +35,9 @@ trained like the trunk level (same mask, steps, optimiser, data order) in level_
 recorded in tickets.json as kind `perturb_{NAME}`. Draws come from derive_seed(seed, "perturb", NAME, L).
 `noise` at `--perturb_noise` other than 1 is the part perturb_noise{SCALE} (same draws, scaled), so
 several scales share one trunk. "init" for the sign/magnitude swaps is the seed's initialisation.
-`--track_steps` records early-phase statistics in every part (earlyphase.studies.stats).
+`--track_steps` records early-phase statistics in every part (earlyphase.studies.jobs.stats).
 `--concurrent=K` trains a level's trunk, controls and perturbations together on one device
-(earlyphase.studies.schedule); with --concurrent_engine=vmap, parts with --track_steps train alone.
+(earlyphase.studies.engine.schedule); with --concurrent_engine=vmap, parts with --track_steps train alone.
 """
 
 from __future__ import annotations
@@ -59,14 +59,20 @@ from earlyphase.imp import perturb as imp_perturb
 from earlyphase.imp.pruning import global_magnitude_prune, survivors
 from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_momentum, momentum_by_name, rewound_state
 
-from . import checkpoints, schedule, setup, stats
-from .stability import BN_MODES, PathSettings, check_mask_holds, evaluate_path, interpolate, summarise
-from .trainer import make_optimizer
-from .augment import derive_seed
+from ..engine import checkpoints
+
+from ..engine import schedule
+
+from . import setup
+
+from . import stats
+from ..engine.interpolation import BN_MODES, PathSettings, check_mask_holds, evaluate_path, interpolate, summarise
+from ..engine.trainer import make_optimizer
+from ..engine.augment import derive_seed
 from .config import DATASET_DEFAULTS, TrainConfig, option, parse_overrides, platform, run_dir
 from .wandb_log import logged_run
-from .errors import UsageError
-from .schedule import Job, Training
+from ..engine.errors import UsageError
+from ..engine.schedule import Job, Training
 
 
 @dataclass

@@ -52,14 +52,18 @@ from earlyphase.pretext import registry
 from earlyphase.imp.rewinding import masked_momentum, momentum_by_name
 from earlyphase.pretext.base import PretextTask, TaskInfo, coerce_option, parse_args
 
-from . import checkpoints, schedule, setup
-from .augment import derive_seed
+from ..engine import checkpoints
+
+from ..engine import schedule
+
+from . import setup
+from ..engine.augment import derive_seed
 from .config import TrainConfig, option, parse_overrides, run_name
 from .wandb_log import logged_run
-from .errors import UsageError
+from ..engine.errors import UsageError
 from .stats import tracker_hooks
-from .schedule import Job, Training
-from .trainer import TrainPlan, TrainResult
+from ..engine.schedule import Job, Training
+from ..engine.trainer import TrainPlan, TrainResult
 
 
 

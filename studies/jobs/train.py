@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from . import setup
-from .checkpoints import write_json_atomic
+from ..engine.checkpoints import write_json_atomic
 from .config import TrainConfig, parse_overrides, run_dir
 from .wandb_log import logged_run
 from .stats import tracker_hooks
-from .trainer import train
+from ..engine.trainer import train
 
 
 def run(cfg: TrainConfig, sinks=()) -> "tuple":

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from . import models
+from ..engine import models
 from .config import TrainConfig
-from .data import ImageData, load
-from .errors import UsageError
+from ..engine.data import ImageData, load
+from ..engine.errors import UsageError
 from .wandb_log import MODES as WANDB_MODES
-from .steps import Step, StepError
-from .trainer import COMPILE_MODES, Schedule, TrainPlan
+from ..engine.steps import Step, StepError
+from ..engine.trainer import COMPILE_MODES, Schedule, TrainPlan
 
 
 def resolve_device(name: str) -> torch.device:

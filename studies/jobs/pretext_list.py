@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from earlyphase.pretext import registry
 
-from .errors import UsageError
-from .pretrain_job import flag_for
+from ..engine.errors import UsageError
+from .pretrain import flag_for
 
 USAGE = "usage: earlyphase pretext list"
 

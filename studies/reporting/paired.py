@@ -25,7 +25,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from .report_data import Condition, by_seed
+from .runs import Condition, by_seed
 
 MIN_SEEDS = 3
 CONFIDENCE = 0.95

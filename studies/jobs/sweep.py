@@ -13,7 +13,7 @@ A ledger in DIR/sweeps/NAME-HASH/ (ledger.json and one log per run) records fini
 rerun skips; the commands themselves resume their own unfinished work.
 
 `--concurrent=K` (sweeps of `earlyphase study` runs) runs the studies in this process instead, all
-in lock-step, so the trainings of every study run K at a time on one device (earlyphase.studies.schedule;
+in lock-step, so the trainings of every study run K at a time on one device (earlyphase.studies.engine.schedule;
 with the default engine the results are the separate runs' bit for bit, in the same run directories).
 Their output goes to this terminal, not to per-run logs; an error stops the sweep (rerun to resume).
 """
@@ -29,8 +29,8 @@ import threading
 import warnings
 from pathlib import Path
 
-from .checkpoints import write_json_atomic
-from .errors import UsageError
+from ..engine.checkpoints import write_json_atomic
+from ..engine.errors import UsageError
 from .setup import check_out
 
 USAGE = "usage: earlyphase sweep run FILE.yaml [--count=N] [--jobs=J | --concurrent=K] [--out=DIR]"
@@ -118,7 +118,7 @@ def with_out(args: list[str], out: Path) -> list[str]:
 def check_args(args: list[str]) -> None:
     """Everything the run would refuse, refused before any run starts: its subcommand's full check (every field,
     every unit of a study), nothing written or trained."""
-    from . import cli
+    from .. import cli
     import importlib
 
     if not args or args[0] not in cli.COMMANDS or not cli.COMMANDS[args[0]][1]:
@@ -155,7 +155,8 @@ def _parse_options(argv: list[str]) -> tuple[Path, int | None, int, Path, int]:
 def run_in_process(commands: list[list[str]], out: Path, concurrency: int, finished, record) -> None:
     """Every unfinished study of the sweep in this process, in lock-step, `concurrency` trainings at a time.
     finished(i) says (and reports) whether run i finished earlier; record(i, 0, None) books it when it ends."""
-    from . import schedule, study
+    from ..engine import schedule
+    from . import study
 
     cfgs = []
     for command in commands:

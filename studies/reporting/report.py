@@ -26,12 +26,12 @@ import math
 import re
 from pathlib import Path
 
-from .checkpoints import save_figure_atomic, write_json_atomic, write_text_atomic
-from .errors import UsageError
-from . import stability_report
+from ..engine.checkpoints import save_figure_atomic, write_json_atomic, write_text_atomic
+from ..engine.errors import UsageError
+from . import stability as stability_report
 from .findings import density, findings, points
 from .paired import CONFIDENCE, MIN_SEEDS, Comparison, comparisons
-from .report_data import Condition, collect, curve
+from .runs import Condition, collect, curve
 
 TABLE_DENSITIES = (1.0, 0.512, 0.262, 0.168, 0.086)
 USAGE = "usage: earlyphase report FOLDER [FOLDER ...] [-o OUT_DIR]"
@@ -341,7 +341,7 @@ def write_report(folders, out_dir: Path, extra_figures=None, stability: str | No
     if stability_report.figure(conditions, out_dir / "stability.png", stability):
         figures.append("stability.png")
     if extra_figures is None:
-        from .analysis_report import figures as analysis_figures
+        from .analysis import figures as analysis_figures
 
         extra_figures = analysis_figures()
     for make in extra_figures:  # callables (conditions, out_dir) -> file name | None

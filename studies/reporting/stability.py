@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import statistics
 
-from .checkpoints import save_figure_atomic
+from ..engine.checkpoints import save_figure_atomic
 from .findings import density, points
 from .paired import MIN_SEEDS, interval
-from .report_data import Condition, by_seed
-from .stability import STABLE_BELOW
+from .runs import Condition, by_seed
+from ..engine.interpolation import STABLE_BELOW
 
 DEFAULT_SETTING = "bn=interpolate,points=11"
 

@@ -44,7 +44,9 @@ from tqdm import tqdm
 from earlyphase.pretext.base import PretextTask
 from earlyphase.pretext.supervised import Supervised
 
-from . import checkpoints, locks
+from . import checkpoints
+
+from . import locks
 from .augment import augment_split, derive_seed, epoch_order, fork_rng, standard_augmentation
 from .data import ImageData
 from .errors import TrainingDiverged

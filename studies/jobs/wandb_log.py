@@ -43,7 +43,7 @@ def default_mode() -> str:
 
 def wandb_logger(cfg, group: str | None = None) -> "WandbLogger":
     """The W&B logger a command's config asks for (its --wandb* fields)."""
-    from .errors import UsageError
+    from ..engine.errors import UsageError
 
     if cfg.wandb is not None and cfg.wandb not in MODES:
         raise UsageError(f"--wandb={cfg.wandb}: use disabled, offline or online")

@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .errors import UsageError
+from ..engine.errors import UsageError
 
 
 def platform(default, help: str = ""):

@@ -4,18 +4,18 @@ It is `earlyphase imp` with `--stability=0` and `--levels=0` unless given (the s
 directory, so a run's levels and analyses are shared with `imp` and `study`): the dense network at the
 rewind point k (`--rewind_step`, or `--rewind_from` a pretext point) is trained twice from k with two data
 orders (the first copy is level 0 itself), and the linear path between the two final networks is evaluated
-(earlyphase.studies.stability). `--stability=0,3` adds level 3's ticket (its start state under its mask).
+(earlyphase.studies.engine.interpolation). `--stability=0,3` adds level 3's ticket (its start state under its mask).
 It prints one row per analysed level (instability of the test error and of the training-subset error, in
 points), then the run directory.
 """
 
 from __future__ import annotations
 
-from . import checkpoints
+from ..engine import checkpoints
 from .config import parse_overrides
-from .errors import UsageError
-from .imp_job import ImpConfig, prepare, run, stability_dir
-from .stability import STABLE_BELOW
+from ..engine.errors import UsageError
+from .imp import ImpConfig, prepare, run, stability_dir
+from ..engine.interpolation import STABLE_BELOW
 from .wandb_log import logged_run
 
 DEFAULTS = {"levels": 0, "stability": "0"}
