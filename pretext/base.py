@@ -6,12 +6,18 @@ and what its loss is. The trainer owns the rest (optimiser, schedule, masks, che
 task is one small file. Randomness inside `batch` may use the global torch RNG: the trainer seeds it
 from (run seed, step) before every step, which keeps runs reproducible and resumable.
 
-Settings: a task declares `options = {name: default}`; the constructor takes them as keywords
-(strings such as "0.5" or "true" are converted to the default's type, unknown names are refused) and
-sets each as an attribute, so `options = {"temperature": 0.5}` gives `self.temperature`. What a task
+Settings: a task declares `options = {name: default}`, or `{name: Option(default, "one-line help")}`;
+the constructor takes them as keywords (strings such as "0.5" or "true" are converted to the default's
+type, unknown names are refused) and sets each as an attribute, so `options = {"temperature": 0.5}` gives
+`self.temperature`. This declaration is the only one: the application derives each option's command-line
+flag (`--{task}_{option}`) and its help text from it, for earlyphase's own tasks and plugins alike. What a task
 needs to know about the data and run arrives as `self.info` (a `TaskInfo`). Checks of option values and
 precomputation go in `setup()`, which the constructor calls last. Errors are ValueErrors with a
 one-line message; the application turns them into usage errors.
+
+The loss: a task may override `loss` (SimCLR does). On CUDA the trainer captures the whole training step
+as one CUDA graph only with the default loss (cross-entropy on class labels), so a task with its own loss
+trains with eager steps there: correct, but slower. CPU runs are the same either way.
 """
 
 from __future__ import annotations
@@ -40,6 +46,19 @@ class TaskInfo:
         """(mean, std) as 1 x C x 1 x 1 tensors; make them once per device (each call is a host->device copy)."""
         to_tensor = lambda values: torch.tensor(values, device=device).view(1, -1, 1, 1)  # noqa: E731
         return to_tensor(self.mean), to_tensor(self.std)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A task option's default and its one-line help (shown by `--help` and `earlyphase pretext list`)."""
+
+    default: object
+    help: str = ""
+
+
+def declared_options(task: type) -> dict[str, Option]:
+    """A task's options as {name: Option}, whether declared as plain defaults or as Option(default, help)."""
+    return {name: value if isinstance(value, Option) else Option(value) for name, value in task.options.items()}
 
 
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
@@ -81,7 +100,7 @@ class PretextTask:
     uses_labels: bool = True  # whether the task reads the true labels
     standard_augmentation: bool = True  # batches arrive with the dataset's standard augmentation
     stochastic: bool = True  # `batch` draws random numbers (the trainer then seeds every step)
-    options: ClassVar[dict] = {}  # declared settings {name: default}; they become attributes
+    options: ClassVar[dict] = {}  # declared settings {name: default or Option(default, help)}; they become attributes
 
     def __init__(self, info: TaskInfo | None = None, **options):
         self.info = info or TaskInfo()
@@ -89,8 +108,8 @@ class PretextTask:
         if unknown:
             takes = ", ".join(self.options) or "no options"
             raise ValueError(f"{self.name or type(self).__name__} has no option {unknown[0]!r}; it takes: {takes}")
-        for key, default in self.options.items():
-            setattr(self, key, coerce_option(self.name, key, options.get(key, default), default))
+        for key, option in declared_options(type(self)).items():
+            setattr(self, key, coerce_option(self.name, key, options.get(key, option.default), option.default))
         self.setup()
 
     def setup(self) -> None:

@@ -14,7 +14,7 @@ the normalisation and a constant image stays constant. factor=1 without gaussian
 import kornia.filters
 from torch.nn import functional as F
 
-from .base import PretextTask
+from .base import Option, PretextTask
 
 
 def blur(x, factor: int, gaussian: bool = False):
@@ -36,7 +36,8 @@ class Blur(PretextTask):
     name = "blur"
     description = "true labels on inputs down-sampled by a factor and up-sampled (optionally Gaussian)"
     stochastic = False
-    options = {"factor": 0, "gaussian": False}
+    options = {"factor": Option(0, "down-sampling factor; 0 = auto: the paper's 4 on 32-pixel images, 2 on 8x8 digits"),
+               "gaussian": Option(False, "Gaussian smoothing (sigma = factor / 2) before down-sampling")}
 
     def setup(self) -> None:
         if self.factor == 0:

@@ -10,14 +10,14 @@ accuracy is against random labels (about chance when fraction=1).
 
 import torch
 
-from .base import PretextTask
+from .base import Option, PretextTask
 
 
 class RandomLabels(PretextTask):
     name = "random_labels"
     description = "uniform random labels, drawn once per example from a seed (fraction relabelled)"
     stochastic = False
-    options = {"fraction": 1.0}
+    options = {"fraction": Option(1.0, "share of examples given a random label")}
 
     def setup(self) -> None:
         if not 0.0 <= self.fraction <= 1.0:

@@ -13,7 +13,7 @@ The test split gets fixed rotations (the trainer seeds evaluation), so test accu
 import torch
 from torch import nn
 
-from .base import PretextTask
+from .base import Option, PretextTask
 
 
 def rotate(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -26,7 +26,7 @@ class Rotation(PretextTask):
     name = "rotation"
     description = "predict a 0/90/180/270-degree rotation (exact torch.rot90), 4-way head"
     uses_labels = False
-    options = {"all_four": False}
+    options = {"all_four": Option(False, "all four rotations of every image per batch (else one random each)")}
 
     def setup(self) -> None:
         height, width = self.info.image_size

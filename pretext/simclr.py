@@ -15,7 +15,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from torch.nn import functional as F
 
-from .base import PretextTask
+from .base import Option, PretextTask
 
 
 class SimCLR(PretextTask):
@@ -23,7 +23,9 @@ class SimCLR(PretextTask):
     description = "two kornia views per image, lightly's SimCLR projection head and NT-Xent loss"
     uses_labels = False
     standard_augmentation = False
-    options = {"temperature": 0.5, "out_dim": 128, "min_scale": 0.2}
+    options = {"temperature": Option(0.5, "NT-Xent temperature"),
+               "out_dim": Option(128, "projection head output size"),
+               "min_scale": Option(0.2, "smallest area share kept by the random resized crop")}
 
     def setup(self) -> None:
         if self.temperature <= 0 or self.out_dim < 1 or not 0 < self.min_scale <= 1:

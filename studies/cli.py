@@ -6,20 +6,7 @@ import importlib
 import sys
 
 from .engine.errors import UsageError, os_error_message
-
-# name -> (module with main(argv) -> int, config class for --help or None, one-line description)
-COMMANDS = {
-    "train": ("earlyphase.studies.jobs.train", "TrainConfig", "train a dense network"),
-    "pretrain": ("earlyphase.studies.jobs.pretrain", "PretrainConfig", "pretrain with a pretext task; saves rewind_point.pt"),
-    "pretext": ("earlyphase.studies.jobs.pretext_list", None, "list: the pretext tasks found (built-in and plugins)"),
-    "study": ("earlyphase.studies.jobs.study", "StudyConfig", "the main job: pretrain -> IMP -> tickets -> report, per condition and seed"),
-    "sweep": ("earlyphase.studies.jobs.sweep", None, "run FILE.yaml [--count=N] [--jobs=J]: a W&B sweep, locally, no server"),
-    "report": ("earlyphase.studies.reporting.report", None, "RUNS_DIR [-o OUT_DIR]: comparison report from run records"),
-    "imp": ("earlyphase.studies.jobs.imp", "ImpConfig", "iterative magnitude pruning with rewinding, controls, tickets.json"),
-    "stability": ("earlyphase.studies.jobs.stability", "ImpConfig", "instability of a rewind point to SGD noise: two "
-                  "copies from k, the linear path between them (imp's flags; --stability=0 by default)"),
-    "bench": ("earlyphase.studies.bench.bench", "BenchConfig", "time the trainer against a bare PyTorch loop; --gpu-suite"),
-}
+from .jobs.commands import COMMANDS
 
 USAGE = "usage: earlyphase COMMAND [--field=value ...]   (earlyphase COMMAND --help lists the fields)"
 HELP_FLAGS = ("-h", "--help")
@@ -35,14 +22,13 @@ def _config_class(name: str):
 def _shown_config(name: str, args: list[str]):
     """(the config `args` make, dataset and preset defaults filled in, or None; why not, or ""). A command
     module's own parse(argv) is used where it has one (study: presets), else the plain field parser."""
-    from .jobs.config import parse_overrides
+    from .jobs.config import parse_overrides, resolved
 
     module = importlib.import_module(COMMANDS[name][0])
     cls = _config_class(name)
     parse = getattr(module, "parse", None) or (lambda argv: parse_overrides(cls, argv))
     try:
-        cfg = parse(args)
-        return (cfg.resolved() if hasattr(cfg, "resolved") else cfg), ""
+        return resolved(parse(args)), ""
     except UsageError as err:
         return None, str(err)
 

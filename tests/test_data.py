@@ -77,7 +77,7 @@ def test_epoch_order_is_a_seeded_permutation():
 
 
 def test_gathered_crop_and_flip_equal_kornias_own_application():
-    from earlyphase.studies.bench.bench import synthetic_cifar
+    from earlyphase.studies.bench.timing import synthetic_cifar
 
     digits = load_digits()
     cifar_like = synthetic_cifar(600, torch.device("cpu"), seed=4)  # padding 4 and flips, as CIFAR-10
@@ -90,7 +90,7 @@ def test_gathered_crop_and_flip_equal_kornias_own_application():
 
 def test_table_normaliser_gives_the_cpu_numbers_bit_for_bit():
     """Off the CPU a per-channel table (computed on the CPU) normalises: same float32 values exactly."""
-    from earlyphase.studies.bench.bench import synthetic_cifar
+    from earlyphase.studies.bench.timing import synthetic_cifar
 
     for data in (load_digits(), synthetic_cifar(300, torch.device("cpu"), seed=2)):
         every_level = torch.arange(256, dtype=torch.uint8).view(4, 64).expand(2, data.train_x.shape[1], 4, 64).contiguous()

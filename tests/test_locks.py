@@ -100,7 +100,8 @@ def test_two_imp_processes_running_parts_interleaved_share_an_out_without_deadlo
     # by the test, so each must train (or skip) the trunk while waiting for the control, holding nothing
     args = ["imp", *TINY, "--rewind_step=5it", "--prune_fraction=0.5", "--levels=1", "--controls=random_reinit",
             "--concurrent=2"]
-    single, _ = imp_job.run(parse_overrides(imp_job.ImpConfig, args[1:] + [f"--out={out}/single"]))
+    command = imp_job.parse(args[1:] + [f"--out={out}/single"])
+    single, _ = imp_job.run(command.imp, scheduler=command.scheduler)
     shared = out / "shared" / single.name
     control = shared / "level_1" / "random_reinit"
     with locks.RunLock(control):

@@ -60,7 +60,7 @@ def test_third_party_plugin_end_to_end(tmp_path):
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert any(l.startswith("upside_down ") and "[earlyphase-upside-down 0.1.0]" in l for l in lines)
-    assert "--pretext_args=p=0.5" in listed.stdout
+    assert "--upside_down_p=0.5" in listed.stdout  # a plugin's options get flags, as earlyphase's own tasks do
     broken = [l for l in lines if l.startswith("broken_demo ")]
     assert broken and "BROKEN ModuleNotFoundError" in broken[0] and "not_a_module_anywhere_xyz" in broken[0]
     assert all(any(l.startswith(n + " ") for l in lines) for n in ("rotation", "simclr", "supervised"))

@@ -77,7 +77,7 @@ def test_sparse_pretraining_keeps_the_mask(out, tmp_path):
     (tmp_path / "copy").mkdir()
     torch.save(mask, tmp_path / "copy" / "mask.pt")
     assert pretrain(out, pretext="rotation", mask=str(tmp_path / "copy"))[0] == run_dir
-    assert run_dir != pretrain_job.pretrain_dir(PretrainConfig(out=str(out), **TINY), pretrain_job.registry.load("rotation").task, "")
+    assert run_dir != pretrain_job.pretrain_dir(PretrainConfig(out=str(out), **TINY), pretrain_job.registry.load("rotation"), "")
     # A mask for another width is refused before anything is written.
     wide = {n: torch.ones(p.shape, dtype=torch.bool) for n, p in models.create("cifar_resnet20", width=8).named_parameters()}
     torch.save(wide, tmp_path / "wide.pt")
@@ -95,7 +95,7 @@ def test_simclr_loss_decreases_on_digits(out):
 def test_run_names_cover_the_task_and_its_options_only(out):
     def name(**kw):
         cfg, plugin, _ = pretrain_job.validate(PretrainConfig(out=str(out), **{**TINY, **kw}))
-        return pretrain_job.pretrain_dir(cfg, plugin.task, "").name
+        return pretrain_job.pretrain_dir(cfg, plugin, "").name
 
     base = name(pretext="blur")
     assert base.startswith("pretrain_blur_")
@@ -122,7 +122,8 @@ def test_usage_errors_are_one_line_exit_2(out, capsys):
     assert err.count("\n") == 0 and "unknown pretext 'nope': choose one of" in err
     assert all(name in err for name in ("blur", "random_labels", "rotation", "simclr", "supervised"))
     for flags, message in [
-        (["--pretext=simclr", "--pretext_args=temperature=0.1"], "--simclr_temperature"),
+        (["--pretext=simclr", "--simclr_temperature=0.2", "--pretext_args=temperature=0.1"],
+         "temperature of simclr is set twice, by --simclr_temperature and --pretext_args: set it once"),
         (["--pretext=rotation", "--pretext_args=angle=3"], "rotation has no option 'angle'; it takes: all_four"),
         (["--pretext=blur", "--blur_factor=9"], "blur factor=9"),
         (["--pretext=rotation", "--pretrain_steps=7"], "--pretrain_steps"),

@@ -6,7 +6,7 @@ import torch
 from importlib.metadata import EntryPoint
 
 from earlyphase.pretext import registry
-from earlyphase.pretext.base import PretextTask, TaskInfo, parse_args
+from earlyphase.pretext.base import PretextTask, TaskInfo, declared_options, parse_args
 from earlyphase.pretext.blur import Blur
 from earlyphase.pretext.random_labels import RandomLabels
 from earlyphase.pretext.rotation import Rotation
@@ -119,8 +119,10 @@ def test_options_are_typed_checked_and_match_the_config_fields():
     defaults = {f: PretrainConfig.__dataclass_fields__[f].default for f in PretrainConfig.__dataclass_fields__}
     for plugin in registry.discover():
         if plugin.name in BUILT_INS:
-            for key, default in plugin.task.options.items():
-                assert defaults[flag_for(plugin.name, key)] == default, (plugin.name, key)
+            for key, declared in declared_options(plugin.task).items():
+                field = PretrainConfig.__dataclass_fields__[flag_for(plugin.name, key)]
+                assert defaults[field.name] == declared.default and field.metadata["help"] == declared.help
+                assert declared.help, (plugin.name, key)  # every built-in option explains itself
 
 
 def test_registry_lists_built_ins_and_tolerates_broken_plugins(monkeypatch):

@@ -13,7 +13,8 @@ from earlyphase.studies import cli
 from earlyphase.studies.jobs import setup
 from earlyphase.studies.jobs import stats
 from earlyphase.studies.jobs.config import TrainConfig
-from earlyphase.studies.engine.trainer import _Epochs, train
+from earlyphase.studies.engine.batches import EpochBatches
+from earlyphase.studies.engine.trainer import train
 
 INIT = torch.tensor([[1.0, -2.0, 3.0], [-4.0, 5.0, -6.0]])
 MASK = torch.tensor([[True, True, False], [True, False, True]])
@@ -84,7 +85,7 @@ def _setup(out, **kw):
 
 def test_gradient_at_hook_time_is_the_steps_loss_gradient(out):
     cfg, model, data, plan = _setup(out, training_steps="1it")
-    x, y, _ = _Epochs(data, plan, Supervised()).batch(0)
+    x, y, _ = EpochBatches(data, plan, Supervised()).batch(0)
     reference = setup.make_model(cfg, data, torch.device("cpu"))
     nn.functional.cross_entropy(reference(x), y).backward()
     seen = {}

@@ -22,10 +22,12 @@ def units_of(args):
 
 def test_presets_and_overrides():
     quick = study.parse([])
-    assert quick.dataset == "digits" and quick.seeds == "0,1,2" and quick.prune_fraction == 0.75
-    assert quick.rewind_step == quick.pretrain_steps  # one k for every condition
-    paper = study.parse(["--preset=paper", "--seeds=4"])
-    assert paper.dataset == "cifar10" and paper.levels == 8 and paper.rewind_step == "500it" and paper.seeds == "4"
+    assert quick.imp.dataset == quick.pretrain.dataset == "digits" and quick.seeds == "0,1,2"
+    assert quick.imp.prune_fraction == 0.75
+    assert quick.imp.rewind_step == quick.pretrain.pretrain_steps  # one k for every condition
+    paper = study.parse(["--preset=paper", "--seeds=4", "--lr=0.05", "--concurrent=2"])
+    assert paper.imp.dataset == "cifar10" and paper.imp.levels == 8 and paper.imp.rewind_step == "500it"
+    assert paper.seeds == "4" and paper.imp.lr == paper.pretrain.lr == 0.05 and paper.scheduler.concurrent == 2
     all_conditions = {u["condition"] for u in study.plan_units(quick)}
     assert {"reset", "rewind", "rotation", "simclr", "random_labels", "blur"} <= all_conditions
     assert "supervised" not in all_conditions  # supervised for k steps is rewinding to k: the same unit

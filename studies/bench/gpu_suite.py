@@ -42,7 +42,7 @@ from earlyphase.pretext.supervised import Supervised
 
 from ..jobs import setup
 from ..engine.augment import augment_split
-from .bench import (BATCH, CIFAR_TRAIN, GRID_EPOCHS, BareLoop, BenchConfig, bench_plan, device_name, half_mask,
+from .timing import (BATCH, CIFAR_TRAIN, GRID_EPOCHS, BareLoop, BenchConfig, bench_plan, device_name, half_mask,
                     measure, resnet20, synthetic_cifar)
 from ..engine.schedule import Training, train_interleaved
 from ..engine.stacked import StackedRun, train_stacked

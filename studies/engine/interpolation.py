@@ -34,7 +34,8 @@ from earlyphase.pretext.supervised import Supervised
 
 from .augment import fork_rng
 from .data import ImageData
-from .trainer import TrainPlan, evaluate
+from .evaluation import evaluate
+from .plan import TrainPlan
 
 BN_MODES = ("interpolate", "recompute")
 TRAIN_SUBSET = 10_000  # training examples evaluated along the path (the whole split when smaller)

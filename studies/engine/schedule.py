@@ -47,8 +47,10 @@ import torch
 from . import locks
 from .data import ImageData
 from .errors import UsageError
-from .stacked import StackedRun, _shared, train_stacked
-from .trainer import Mask, TrainPlan, TrainResult, finished_result, train, train_steps
+from .stacked import StackedRun, train_stacked
+from .plan import Mask, TrainPlan, TrainResult
+from .run_dir import finished_result
+from .trainer import train, train_steps
 
 Job = Generator[list, list, object]  # yields list[Training], is sent list[TrainResult], returns its value
 
@@ -88,7 +90,7 @@ def stack_key(t: Training):
         return None
     shapes = tuple((n, tuple(p.shape), p.dtype, p.device) for n, p in t.model.named_parameters())
     buffers = tuple((n, tuple(b.shape), b.dtype) for n, b in t.model.named_buffers())
-    return id(t.data), _shared(t.plan), shapes, buffers
+    return id(t.data), t.plan.shared(), shapes, buffers
 
 
 def chunks(items: list, k: int) -> list[list]:
@@ -183,12 +185,16 @@ def run_trainings(trainings: list[Training], concurrent: int = 1, engine: str = 
     return results
 
 
-def run(job: Job, concurrent: int = 1, engine: str = "streams"):
-    """Drive `job` to the end, running what it yields; returns the job's value."""
+def check_settings(concurrent: int, engine: str) -> None:
     if concurrent < 1:
         raise UsageError(f"--concurrent={concurrent}: must be 1 (one training at a time) or more, e.g. 8 on a GPU")
     if engine not in ENGINES:
         raise UsageError(f"--concurrent_engine={engine}: choose {', '.join(ENGINES)}")
+
+
+def run(job: Job, concurrent: int = 1, engine: str = "streams"):
+    """Drive `job` to the end, running what it yields; returns the job's value."""
+    check_settings(concurrent, engine)
     try:
         trainings = next(job)
         while True:

@@ -6,7 +6,7 @@ models' parameters and buffers are stacked (`stack_module_state`), one `vmap` of
 runs all K forward passes (BatchNorm updates its stacked running statistics per model), the sum of the
 K losses is backpropagated (each model's gradient is exactly its own loss's), and one SGD on the
 stacked tensors performs K elementwise-identical updates. Each model keeps batch 128 and its own
-seed's data order, augmentation and per-step task randomness (the trainer's `_Epochs`, reused), so
+seed's data order, augmentation and per-step task randomness (engine.batches, reused), so
 each result equals its sequential counterpart (tested in float64 to 1e-10).
 
 How to call it: wherever a caller would run K times
@@ -30,7 +30,6 @@ the stack with train()'s one-line TrainingDiverged (DivergenceWatch, checked onc
 from __future__ import annotations
 
 import copy
-import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +45,14 @@ from earlyphase.pretext.supervised import Supervised
 
 from . import locks
 from .augment import derive_seed
+from .batches import EpochBatches
 from .data import ImageData
+from .divergence import DivergenceWatch
+from .evaluation import autocast, evaluate
 from .graphed import GraphedStep
-from .trainer import (DivergenceWatch, Mask, TrainPlan, TrainResult, _Epochs, _restore_metrics, append_record,
-                      apply_mask, autocast, compile_mode, compiled, cpu_process_settings, evaluate, finish_run,
-                      finished_result, load_checkpoint, make_optimizer, masked_pairs, save_checkpoint, save_weights,
-                      whole_step_graph)
+from .plan import Mask, TrainPlan, TrainResult
+from .run_dir import RunFiles, finished_result
+from .trainer import apply_mask, compile_mode, compiled, cpu_process_settings, make_optimizer, masked_pairs, whole_step_graph
 
 
 @dataclass
@@ -67,10 +68,6 @@ class StackedRun:
     sinks: Sequence[Callable[[dict], None]] = ()
 
 
-def _shared(plan: TrainPlan) -> TrainPlan:
-    return dataclasses.replace(plan, seed=0, save_at=(), progress="")
-
-
 def _check(runs: Sequence[StackedRun], data: ImageData) -> None:
     if not runs:
         raise ValueError("train_stacked needs at least one run")
@@ -78,9 +75,9 @@ def _check(runs: Sequence[StackedRun], data: ImageData) -> None:
         raise ValueError("each stacked run needs its own model object")
     if len({Path(r.run_dir).resolve() for r in runs}) != len(runs):
         raise ValueError("each stacked run needs its own run directory")
-    first = _shared(runs[0].plan)
+    first = runs[0].plan.shared()
     for r in runs[1:]:
-        if _shared(r.plan) != first:
+        if r.plan.shared() != first:
             raise ValueError("stacked runs must share their plan except seed, save_at and progress")
     shapes = [[(n, p.shape, p.dtype) for n, p in r.model.named_parameters()] for r in runs]
     buffers = [[(n, b.shape, b.dtype) for n, b in r.model.named_buffers()] for r in runs]
@@ -92,47 +89,33 @@ def _check(runs: Sequence[StackedRun], data: ImageData) -> None:
 
 
 class _Member:
-    """Per-run bookkeeping, prepared exactly as train() prepares a run (resume, mask, metrics file)."""
+    """One run of the stack: its model, its optimiser in train()'s format (for its files) and its files,
+    prepared exactly as train() prepares a run (resume, mask, weights at the start)."""
 
     def __init__(self, run: StackedRun, device: torch.device):
         self.run, self.plan, self.model = run, run.plan, run.model
         self.task = run.task or Supervised()
         self.dir = Path(run.run_dir)
-        self.metrics_path = self.dir / "metrics.jsonl"
-        self.optimizer = make_optimizer(self.model, self.plan)  # holds this run's state in train()'s format
-        self.step, self.resumed_from = self.plan.start, None
-        self.loss_sum, self.loss_count = torch.zeros((), device=device), 0
-        self.records: list[dict] = []
-
-    def prepare(self, device: torch.device) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if (self.dir / "checkpoint.pt").exists():
-            self.step, self.loss_sum, self.loss_count, _ = load_checkpoint(self.dir, self.model, self.optimizer, device)
-            self.resumed_from = self.step
-        elif self.run.optimizer_state is not None:
-            self.optimizer.load_state_dict(self.run.optimizer_state)
-        apply_mask(*masked_pairs(self.model, self.run.mask))
-        self.records = _restore_metrics(self.metrics_path, self.resumed_from)
-        if self.step == self.plan.start and self.plan.start in self.plan.save_at:
-            self.save_weights(self.step)
+        self.optimizer = make_optimizer(self.model, self.plan)
+        self.files = RunFiles(self.dir, self.plan, run.sinks)
+        self.step, self.loss_sum, self.loss_count = self.files.resume(self.model, self.optimizer, device,
+                                                                      run.optimizer_state, restore_rng=False)
+        apply_mask(*masked_pairs(self.model, run.mask))
+        self.files.save_start(self.model, self.optimizer, self.step)
 
     def save_weights(self, it: int) -> None:
-        save_weights(self.dir, self.model, self.optimizer, it)
+        self.files.save_weights(self.model, self.optimizer, it)
 
     def checkpoint(self, step: int, device: torch.device) -> None:
-        save_checkpoint(self.dir, self.model, self.optimizer, step, self.loss_sum, self.loss_count, device)
-
-    def finish(self, data: ImageData) -> TrainResult:
-        summary = finish_run(self.dir, self.model, data, self.task, self.plan, self.records)
-        return TrainResult(summary, self.dir, resumed_from=self.resumed_from)
+        self.files.checkpoint(self.model, self.optimizer, step, self.loss_sum, self.loss_count, device)
 
 
 class _StackedEpochs:
-    """The K runs' batches for a step as one [K, B, ...] tensor, each from that run's own `_Epochs`."""
+    """The K runs' batches for a step as one [K, B, ...] tensor, each from that run's own `EpochBatches`."""
 
     def __init__(self, data: ImageData, members: list[_Member]):
         self.data = data
-        self.epochs = [_Epochs(data, m.plan, m.task) for m in members]
+        self.epochs = [EpochBatches(data, m.plan, m.task) for m in members]
         self.per_epoch, self.batch_size = self.epochs[0].per_epoch, members[0].plan.batch_size
         self.normalise = data.normaliser()
         self.rows = torch.arange(len(members), device=data.train_x.device).unsqueeze(1)
@@ -199,7 +182,6 @@ def _train_held(runs: dict, data: ImageData, device: torch.device) -> dict:
         results[k] = finished_result(run.run_dir)  # finished by another process just before the lock was taken
         if results[k] is None:
             members[k] = _Member(run, device)
-            members[k].prepare(device)
     for step in sorted({m.step for m in members.values()}):  # runs resumed at different steps: one group each
         group = {k: m for k, m in members.items() if m.step == step}
         for k, result in zip(group, _train_group(list(group.values()), data, device)):
@@ -315,14 +297,9 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
         for k, member in enumerate(members):
             member.loss_sum, member.loss_count = loss_sum[k].clone(), loss_count
             if evaluating:
-                record = {"step": step, "epoch": round(step / per_epoch, 4), "lr": lr,
-                          "train_loss": (loss_sum[k] / max(loss_count, 1)).item(),
-                          **evaluate(member.model, data, member.task, member.plan)}
+                member.files.record(step, per_epoch, lr, (loss_sum[k] / max(loss_count, 1)).item(),
+                                    evaluate(member.model, data, member.task, member.plan))
                 member.loss_sum, member.loss_count = torch.zeros((), device=device), 0
-                append_record(member.metrics_path, record)
-                member.records.append(record)
-                for sink in member.run.sinks:
-                    sink(record)
             if checkpointing:
                 member.checkpoint(step, device)
         if evaluating:
@@ -330,7 +307,7 @@ def _train_group(members: list[_Member], data: ImageData, device: torch.device) 
             loss_count = 0
     bar.close()
     write_back()
-    return [m.finish(data) for m in members]
+    return [m.files.finish(m.model, data, m.task) for m in members]
 
 
 def _batchnorm_in_fp32(template: torch.nn.Module) -> None:

@@ -31,10 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import sys
-from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -44,15 +41,15 @@ from tqdm import tqdm
 from earlyphase.pretext.base import PretextTask
 from earlyphase.pretext.supervised import Supervised
 
-from . import checkpoints
-
 from . import locks
-from .augment import augment_split, derive_seed, epoch_order, fork_rng, standard_augmentation
+from .augment import derive_seed
+from .batches import EpochBatches
 from .data import ImageData
-from .errors import TrainingDiverged
+from .divergence import DivergenceWatch
+from .evaluation import autocast, evaluate
 from .graphed import GraphedStep
-
-Mask = dict  # {parameter name: tensor of 0/1, same shape as the parameter}
+from .plan import Mask, TrainPlan, TrainResult
+from .run_dir import RunFiles, finished_result
 
 # cudagraph: the whole step as one CUDA graph (graphed.py); cudagraph-inductor: the same, the model's
 # forward/backward compiled by inductor (fused kernels) inside it; the rest: torch.compile modes.
@@ -64,107 +61,6 @@ COMPILE_MODES = ("none", "cudagraph", "cudagraph-inductor", "default", "reduce-o
 # matches the eager step (bf16: exactly, fp32: 7e-6 after 3 steps). Capture costs three warm-up
 # steps, so every CUDA run uses it.
 CUDA_COMPILE_AUTO = "cudagraph"
-
-
-@dataclass(frozen=True)
-class Schedule:
-    lr: float
-    milestones: tuple = ()  # iterations at which lr *= gamma
-    gamma: float = 0.1
-    warmup: int = 0  # iterations of linear warmup from lr/warmup
-
-    def lr_at(self, it: int) -> float:
-        factor = self.gamma ** sum(it >= m for m in self.milestones)
-        if self.warmup:
-            factor *= min(1.0, (it + 1) / self.warmup)
-        return self.lr * factor
-
-
-@dataclass(frozen=True)
-class TrainPlan:
-    seed: int
-    batch_size: int
-    schedule: Schedule
-    start: int  # first iteration to train (the rewind step for tickets)
-    end: int  # train until this many iterations in total
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    augment: bool = True
-    precision: str = "fp32"  # fp32 or bf16 (autocast; BatchNorm and the loss stay fp32)
-    eval_every: int = 1  # epochs
-    checkpoint_every: int = 1  # epochs
-    save_at: tuple = ()  # iterations at which to save weights (rewind points), as weights_{it}it.pt
-    progress: str = ""  # progress-bar label
-    compile: str = "auto"  # CUDA only: auto, or a COMPILE_MODES entry for the training step; ignored on CPU
-
-
-@dataclass
-class TrainResult:
-    summary: dict
-    run_dir: Path
-    resumed_from: int | None = None  # the step a checkpoint was resumed from, if any
-    skipped: bool = False  # finished earlier; nothing was trained
-    by_other_process: bool = False  # skipped after waiting for another process that trained it meanwhile
-    extras: dict = field(default_factory=dict)
-
-
-SUMMARY_KEYS = ("test_accuracy", "test_loss", "train_loss", "start_step", "end_step")
-
-
-def finished_result(run_dir: Path, by_other_process: bool = False) -> TrainResult | None:
-    """The result of a finished run (its summary.json exists), or None; a corrupt summary is a one-line error."""
-    path = Path(run_dir) / "summary.json"
-    if not path.exists():
-        return None
-    summary = checkpoints.read_json(path, SUMMARY_KEYS, fix="move it away to train that run again")
-    return TrainResult(summary, Path(run_dir), skipped=True, by_other_process=by_other_process)
-
-
-class DivergenceWatch:
-    """Stops a run whose training loss or weights became non-finite, without a host sync per step.
-
-    Each step's loss (shape () or, for a stack of K runs, [K]) is copied into a buffer on the device; check(),
-    called once per epoch where the loop reads the device anyway and before any weights are saved, looks at
-    those losses and at every weight and BatchNorm statistic in one transfer and raises TrainingDiverged
-    naming the first non-finite step. It only reads, so every number computed stays bit-identical.
-    tensors: the parameters and float buffers (for a stack: the stacked ones, K first)."""
-
-    def __init__(self, per_epoch: int, run_dirs: Sequence[Path], tensors: Sequence[torch.Tensor]):
-        self.run_dirs, self.tensors = list(run_dirs), [t for t in tensors if t.is_floating_point()]
-        self.losses = torch.zeros(per_epoch, len(self.run_dirs), device=self.tensors[0].device)
-        self.first, self.count = 0, 0  # the step (1-based) of losses[0], and how many are buffered
-
-    def add(self, step: int, loss: torch.Tensor) -> None:
-        """The training loss of step `step` (counted from 1)."""
-        if self.count == len(self.losses):  # never between the loop's per-epoch checks, but stay safe
-            self.check(step - 1)
-        if self.count == 0:
-            self.first = step
-        self.losses[self.count].copy_(loss.detach())
-        self.count += 1
-
-    @torch.no_grad()
-    def check(self, step: int) -> None:
-        """Raise TrainingDiverged if a buffered loss, or a weight after `step` steps, is not finite."""
-        k = len(self.run_dirs)
-        losses = self.losses[:self.count]
-        loss_ok = torch.isfinite(losses).all(0)
-        weights_ok = torch.stack([t.isfinite().reshape(k, -1).all(1) for t in self.tensors]).all(0)
-        if not bool((loss_ok & weights_ok).all()):  # the one host sync
-            self._raise(losses.cpu(), weights_ok.cpu(), step)
-        self.count = 0
-
-    def _raise(self, losses: torch.Tensor, weights_ok: torch.Tensor, step: int) -> None:
-        bad = [(int(rows[0]), k) for k in range(len(self.run_dirs))
-               if len(rows := (~torch.isfinite(losses[:, k])).nonzero().flatten())]
-        if bad:
-            row, k = min(bad)
-            what = f"the training loss was {losses[row, k].item()} at step {self.first + row}"
-        else:
-            k = int((~weights_ok).nonzero()[0])
-            what = f"the weights became non-finite at step {step} (the loss was still finite)"
-        raise TrainingDiverged(f"training diverged in {self.run_dirs[k]}: {what}; the run is left unfinished "
-                               f"(nothing non-finite was saved): lower the learning rate (--lr, --pretrain_lr)")
 
 
 def make_optimizer(model: torch.nn.Module, plan: TrainPlan) -> torch.optim.SGD:
@@ -196,11 +92,6 @@ def compiled(fn, mode: str):
     return torch.compile(fn, mode="default" if mode == "cudagraph-inductor" else mode, dynamic=False)
 
 
-def cpu_state(model: torch.nn.Module) -> dict:
-    """The state dict on the CPU as plain contiguous tensors (the CUDA path trains in channels_last)."""
-    return {k: v.contiguous() for k, v in checkpoints.state_dict_cpu(model).items()}
-
-
 def masked_pairs(model: torch.nn.Module, mask: Mask | None):
     """(parameters, masks) lists for foreach multiplication; masks cast to each parameter's dtype/device."""
     if not mask:
@@ -217,94 +108,6 @@ def masked_pairs(model: torch.nn.Module, mask: Mask | None):
 def apply_mask(params, masks) -> None:
     if params:
         torch._foreach_mul_(params, masks)
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":  # no weight-cast cache: each weight is cast once per step anyway, and CUDA graphs need it off
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
-    return nullcontext()
-
-
-@torch.no_grad()
-def evaluate(model, data: ImageData, task: PretextTask, plan: TrainPlan, batch: int = 1000) -> dict:
-    """Test loss and accuracy of `task` on the test split (accuracy is None where it has no meaning)."""
-    device = data.test_x.device
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct_sum, counted = torch.zeros((), device=device), 0
-    normalise = data.normaliser()  # once: off the CPU it builds a table
-    with fork_rng(device):
-        torch.manual_seed(derive_seed(plan.seed, "eval"))  # fixed draws for stochastic tasks (e.g. rotations)
-        for lo in range(0, len(data.test_y), batch):
-            idx = torch.arange(lo, min(lo + batch, len(data.test_y)), device=device)
-            inputs, targets = task.batch(normalise(data.test_x[idx]), data.test_y[idx], idx)
-            with autocast(device, plan.precision):
-                out = model(inputs)
-            loss_sum += task.loss(out.float(), targets).float() * len(idx)
-            correct = task.correct(out, targets)
-            if correct is not None:
-                correct_sum += correct
-                counted += len(targets)
-    model.train(was_training)
-    n = len(data.test_y)
-    return {"test_loss": loss_sum.item() / n, "test_accuracy": (correct_sum.item() / counted) if counted else None}
-
-
-class _Epochs:
-    """Caches one epoch's augmented split and order; batch(step) gives that step's examples."""
-
-    def __init__(self, data: ImageData, plan: TrainPlan, task: PretextTask):
-        self.data, self.plan = data, plan
-        self.augment = plan.augment and task.standard_augmentation
-        self.aug = standard_augmentation(data) if self.augment else None
-        self.per_epoch = data.iterations_per_epoch(plan.batch_size)
-        self.normalise = data.normaliser()
-        self.epoch, self.images, self.order = None, None, None
-
-    def batch(self, step: int):
-        epoch, i = divmod(step, self.per_epoch)
-        if epoch != self.epoch:
-            d, seed = self.data, self.plan.seed
-            self.order = epoch_order(len(d.train_y), seed, epoch, d.train_x.device)
-            self.images = augment_split(d, seed, epoch, self.aug) if self.augment else d.train_x
-            self.epoch = epoch
-        idx = self.order[i * self.plan.batch_size:(i + 1) * self.plan.batch_size]
-        return self.normalise(self.images[idx]), self.data.train_y[idx], idx
-
-
-# ------------------------------------------------------------------ a run directory's files (train() and stacked.py)
-def save_weights(run_dir: Path, model, optimizer, it: int) -> None:
-    """weights_{it}it.pt: a rewind point (model and optimiser at step it)."""
-    checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(), "step": it},
-                            run_dir / f"weights_{it}it.pt")
-
-
-def save_checkpoint(run_dir: Path, model, optimizer, step: int, loss_sum: torch.Tensor, loss_count: int,
-                    device: torch.device) -> None:
-    checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(), "step": step,
-                             "loss_sum": loss_sum.cpu(), "loss_count": loss_count, "rng": _rng_state(device)},
-                            run_dir / "checkpoint.pt")
-
-
-def load_checkpoint(run_dir: Path, model, optimizer, device: torch.device) -> tuple[int, torch.Tensor, int, dict]:
-    """Restore model and optimiser from checkpoint.pt; returns (step, loss_sum, loss_count, rng state)."""
-    state = checkpoints.load(run_dir / "checkpoint.pt", map_location=device)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    return state["step"], state["loss_sum"].to(device), state["loss_count"], state["rng"]
-
-
-def finish_run(run_dir: Path, model, data: ImageData, task: PretextTask, plan: TrainPlan, records: list[dict]) -> dict:
-    """final.pt and summary.json (the last evaluation's metrics), then the checkpoint goes; returns the summary."""
-    final = records[-1] if records else {**evaluate(model, data, task, plan), "train_loss": None}
-    checkpoints.save_atomic({"model": cpu_state(model), "step": plan.end}, run_dir / "final.pt")
-    summary = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
-               "train_loss": final["train_loss"], "start_step": plan.start, "end_step": plan.end,
-               "iterations_per_epoch": data.iterations_per_epoch(plan.batch_size)}
-    checkpoints.write_json_atomic(run_dir / "summary.json", summary)
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    return summary
 
 
 def cpu_process_settings() -> None:
@@ -326,29 +129,6 @@ def cpu_process_settings() -> None:
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h> parameter numbers
     mallopt(m_mmap_threshold, 32 << 20)
     mallopt(m_trim_threshold, 1 << 30)
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _restore_metrics(path: Path, resumed_from: int | None) -> list[dict]:
-    """The metrics log as of the checkpoint resumed from (records after it, or without a step, are dropped)."""
-    return checkpoints.truncate_jsonl(
-        path, lambda r: resumed_from is not None and isinstance(r.get("step"), int) and r["step"] <= resumed_from)
-
-
-def append_record(path: Path, record: dict) -> None:
-    checkpoints.append_text(path, json.dumps(record) + "\n")
 
 
 def train(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Path, *,
@@ -402,7 +182,6 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
 def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Path, *, task, mask,
                   optimizer_state, sinks, step_hooks):
     """train_steps' work, in a run directory whose lock this process holds and that is not finished."""
-    ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
     task = task or Supervised()
     device = next(model.parameters()).device
     if device.type == "cpu":
@@ -413,19 +192,10 @@ def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_
     forward = compiled(model, mode)
     optimizer = make_optimizer(model, plan)
     params, masks = masked_pairs(model, mask)
-    step, resumed_from = plan.start, None
-    loss_sum, loss_count = torch.zeros((), device=device), 0
-    if ckpt_path.exists():
-        step, loss_sum, loss_count, rng = load_checkpoint(run_dir, model, optimizer, device)
-        resumed_from = step
-        _set_rng_state(rng, device)
-    elif optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
+    files = RunFiles(run_dir, plan, sinks)
+    step, loss_sum, loss_count = files.resume(model, optimizer, device, optimizer_state)
     apply_mask(params, masks)
-    records = _restore_metrics(metrics_path, resumed_from)
-
-    if step == plan.start and plan.start in plan.save_at:
-        save_weights(run_dir, model, optimizer, step)
+    files.save_start(model, optimizer, step)
 
     def step_body(inputs, targets):
         optimizer.zero_grad(set_to_none=True)
@@ -440,14 +210,14 @@ def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_
 
     graphed = None  # the whole step as one CUDA graph (compile=cudagraph), built at the first full batch
     graphable = whole_step_graph(mode) and type(task).loss is PretextTask.loss
-    epochs = _Epochs(data, plan, task)
-    per_epoch = epochs.per_epoch
+    batches = EpochBatches(data, plan, task)
+    per_epoch = batches.per_epoch
     watch = DivergenceWatch(per_epoch, [run_dir], [*model.parameters(), *model.buffers()])
     bar = tqdm(total=plan.end - plan.start, initial=step - plan.start, desc=plan.progress or run_dir.name,
                file=sys.stderr, disable=None, leave=False, unit="it", mininterval=1.0)
     model.train()
     while step < plan.end:
-        x, y, idx = epochs.batch(step)
+        x, y, idx = batches.batch(step)
         if task.stochastic:
             torch.manual_seed(derive_seed(plan.seed, "batch", step))
         inputs, targets = task.batch(x, y, idx)
@@ -470,27 +240,21 @@ def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_
             hook(step, model, loss)
         if step in plan.save_at:
             watch.check(step)
-            save_weights(run_dir, model, optimizer, step)
+            files.save_weights(model, optimizer, step)
         yield  # a step is done: an interleaving caller may advance another training now
         if step % per_epoch and step != plan.end:
             continue
         watch.check(step)
         epoch = -(-step // per_epoch)
         if epoch % plan.eval_every == 0 or step == plan.end:
-            record = {"step": step, "epoch": round(step / per_epoch, 4), "lr": lr,
-                      "train_loss": (loss_sum / max(loss_count, 1)).item(), **evaluate(model, data, task, plan)}
+            record = files.record(step, per_epoch, lr, (loss_sum / max(loss_count, 1)).item(),
+                                  evaluate(model, data, task, plan))
             loss_sum.zero_()  # in place: a captured step adds into this very tensor
             loss_count = 0
-            append_record(metrics_path, record)
-            records.append(record)
-            for sink in sinks:
-                sink(record)
             bar.set_postfix(acc=record["test_accuracy"], loss=round(record["train_loss"], 4), refresh=False)
         if epoch % plan.checkpoint_every == 0 and step < plan.end:
-            save_checkpoint(run_dir, model, optimizer, step, loss_sum, loss_count, device)
+            files.checkpoint(model, optimizer, step, loss_sum, loss_count, device)
     bar.close()
     if device.type == "cuda":
         model.to(memory_format=torch.contiguous_format)
-
-    return TrainResult(finish_run(run_dir, model, data, task, plan, records), run_dir, resumed_from=resumed_from)
-
+    return files.finish(model, data, task)

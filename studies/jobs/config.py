@@ -1,11 +1,21 @@
-"""Dataclass configs, `--field=value` parsing and hash-named run directories (open_lth style).
+"""Every command's config, the flags that set them, and the one naming policy (open_lth style).
 
-Every config is a flat dataclass, so each field is settable as `--field_name=value`, which is exactly
-what `wandb agent` passes with `${args}`. Fields marked `platform` (paths, device, logging) do not
-change what is computed and stay out of the run name. A field left at its *effective default* (the
-class default, or the dataset's preset for fields that default to None) does not enter the hash
-either, so adding a field with a default never renames existing runs, and `--lr=0.1` on CIFAR-10
-names the same run as leaving it out.
+Configs are dataclasses whose fields are the command-line flags `--field_name=value`, exactly what `wandb
+agent` passes with `${args}`; a study's config is composed of an IMP config, a pretraining config and the
+scheduler's settings, and one flag sets a field wherever it appears. Each field's metadata says what it
+names (`field_kind`):
+- `option` (the default): names a run and its condition (lr, prune_fraction, pretext, ...);
+- `replicate`: names a run, not a condition (seed, data_seed): runs differing only there are replicates;
+- `content`: a path named by the content it points at (rewind_from, mask), given by the job as a digest;
+  a condition is named by what that content says (the report reads it from the run's records);
+- `platform`: names nothing (paths, device, logging, scheduling, which levels or controls to run).
+A field left at its *effective default* (the class default, or the dataset's for fields that default to
+None) does not enter a run's hash either, so adding a field never renames existing runs and `--lr=0.1` on
+CIFAR-10 names the same run as leaving it out. `run_name` and `condition_fields` are that policy; every
+job and the report use them.
+
+Pretext options are declared once, in each task (`options`): PretrainConfig's `--{task}_{option}` fields
+are derived from the installed tasks, plugins included, with the tasks' own help texts.
 """
 
 from __future__ import annotations
@@ -15,20 +25,49 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from earlyphase.pretext import registry
+from earlyphase.pretext.base import declared_options
+
 from ..engine.errors import UsageError
 
+KINDS = ("option", "replicate", "content", "platform")
 
-def platform(default, help: str = ""):
-    return field(default=default, metadata={"platform": True, "help": help})
+
+def _field(kind: str, default, help: str):
+    if isinstance(default, type) and dataclasses.is_dataclass(default):
+        return field(default_factory=default, metadata={"kind": kind, "help": help})
+    return field(default=default, metadata={"kind": kind, "help": help})
 
 
 def option(default, help: str = ""):
-    return field(default=default, metadata={"help": help})
+    return _field("option", default, help)
+
+
+def replicate(default, help: str = ""):
+    return _field("replicate", default, help)
+
+
+def content(default, help: str = ""):
+    return _field("content", default, help)
+
+
+def platform(default, help: str = ""):
+    return _field("platform", default, help)
+
+
+def component(cls, help: str = ""):
+    """A config held inside another (the study holds an IMP config, ...): its fields are set by the same flags."""
+    return _field("component", cls, help)
+
+
+def field_kind(f: dataclasses.Field) -> str:
+    return f.metadata.get("kind", "option")
 
 
 # Per-dataset training defaults, like open_lth's per-model defaults. None in a config means "take these".
@@ -53,8 +92,8 @@ class TrainConfig:
     dataset: str = option("digits", "digits (embedded, no network) or cifar10")
     model: str = option("cifar_resnet20", "a registered timm name: cifar_resnet{D}, (D-2) % 6 == 0")
     width: int = option(16, "channels of the first stage (the paper: 16)")
-    seed: int = option(0, "drives initialisation, data order and augmentation")
-    data_seed: typing.Optional[int] = option(None, "seed of the data order and augmentation alone (SGD noise); None: --seed")
+    seed: int = replicate(0, "drives initialisation, data order and augmentation")
+    data_seed: typing.Optional[int] = replicate(None, "seed of the data order and augmentation alone (SGD noise); None: --seed")
     batch_size: typing.Optional[int] = option(None)
     lr: typing.Optional[float] = option(None)
     momentum: typing.Optional[float] = option(None)
@@ -90,8 +129,117 @@ class TrainConfig:
         return dataclasses.replace(self, **fill)
 
 
-def is_platform(f: dataclasses.Field) -> bool:
-    return bool(f.metadata.get("platform"))
+@dataclass
+class SchedulerConfig:
+    """How a job's trainings share a device (`--concurrent`): it never changes what any training computes."""
+
+    concurrent: int = platform(1, "K trainings at once on one device (a level's trunk and controls, a study's units), "
+                                  "by --concurrent_engine")
+    concurrent_engine: str = platform("streams", "how --concurrent runs K trainings: streams (a step each in turn, "
+                                                 "on K CUDA streams; bit-identical to one by one) or vmap (torch.func "
+                                                 "stack of same-shaped trainings; equal up to rounding)")
+
+
+
+
+@dataclass
+class ImpConfig(TrainConfig):
+    """IMP with rewinding (`earlyphase imp`)."""
+
+    levels: int = platform(8, "pruning levels after the dense level 0 (out of the hash: raise it later to add levels)")
+    prune_fraction: float = option(0.2, "fraction of the surviving weights pruned per level, in (0, 1)")
+    prune_ignore: str = option("", "comma-separated parameters never pruned, e.g. fc.weight (default: prune all conv/linear weights)")
+    rewind_step: typing.Optional[str] = option(None, "step of the dense run the survivors are reset to (0it = original init); cifar10 500it, digits 24it")
+    rewind_from: typing.Optional[str] = content(None, "rewind point from a file or a run dir holding rewind_point.pt (replaces level 0's start)")
+    rewind_optimizer: str = option("fresh", "optimiser at the rewind: fresh (reference) or rewound (momentum from step k, masked)")
+    controls: str = platform("", "comma-separated controls per level: random_reinit,random_prune_global,random_prune_layerwise")
+    perturb: str = platform("", "comma-separated perturbations of the rewind point per level (or all): sign_rewind_mag_init,"
+                                "sign_init_mag_rewind,random_mag,permute,permute_keep_sign,noise")
+    perturb_noise: float = platform(1.0, "noise std per layer, in units of the layer's surviving-weight std "
+                                         "(names the part: perturb_noise or perturb_noise{SCALE})")
+    stability: str = platform("", "levels whose start state gets an instability analysis (two copies trained with other "
+                                  "data orders, the linear path between them): 0 = the dense network at the rewind point, "
+                                  "L = level L's ticket; comma-separated, all, or empty = none")
+    stability_points: int = platform(11, "points evaluated inside the linear path (the two endpoints are added)")
+    stability_bn: str = platform("interpolate", "BatchNorm statistics on the path: interpolate (with the weights) or "
+                                               "recompute (a pass over training data at each point)")
+    stability_data_seed: typing.Optional[int] = platform(None, "data-order seed of the second copy (the first is the "
+                                                               "level itself); None: derived from the run's")
+
+
+@dataclass
+class PretrainFields(TrainConfig):
+    """Pretraining's own fields; PretrainConfig adds every task's options (derived from the tasks)."""
+
+    pretext: str = option("rotation", "the task: `earlyphase pretext list` shows the installed ones")
+    pretrain_steps: str = option("500it", "length of pretraining, a step string: the k supervised iterations it replaces")
+    pretrain_lr: typing.Optional[float] = option(None, "a constant learning rate for pretraining; None: the training "
+                                                       "schedule's rate at each of the first k steps")
+    pretrain_batch_size: typing.Optional[int] = option(None, "None: --batch_size")
+    pretext_args: str = option("", "the task's options as key=value,key=value (or as --{task}_{option} flags)")
+    mask: str = content("", "mask.pt of an IMP level (or its run directory): pretrain that subnetwork")
+    fresh_classifier: bool = option(False, "also replace a trained 10-way classifier with a fresh one")
+
+
+@dataclass
+class ImpCommand:
+    """`earlyphase imp` (and `earlyphase stability`): IMP's config and how its trainings share the device."""
+
+    imp: ImpConfig = component(ImpConfig)
+    scheduler: SchedulerConfig = component(SchedulerConfig)
+
+
+def _task_option_fields() -> list[tuple]:
+    """`{task}_{option}` fields for every option of every installed task (earlyphase's and plugins'), typed,
+    defaulted and explained as the task declares them. A task that fails to load contributes none."""
+    taken = {f.name for f in fields(PretrainFields)}
+    out = []
+    for plugin in registry.discover():
+        if plugin.task is None:
+            continue
+        for key, declared in declared_options(plugin.task).items():
+            name = f"{plugin.name}_{key}"
+            if name.isidentifier() and name not in taken:
+                taken.add(name)
+                help = declared.help or f"an option of {plugin.name} ({plugin.distribution})"
+                out.append((name, type(declared.default), option(declared.default, help)))
+    return out
+
+
+PretrainConfig = dataclasses.make_dataclass("PretrainConfig", _task_option_fields(), bases=(PretrainFields,))
+PretrainConfig.__doc__ = "Pretraining with a pretext task (`earlyphase pretrain`): a rewind point for `earlyphase imp`."
+PretrainConfig.__module__ = __name__
+
+
+@dataclass
+class StudyConfig:
+    """A comparison of rewind points (`earlyphase study`): an IMP config, a pretraining config and the
+    scheduler's settings, composed (one flag sets a field in each that has it), plus the study's own fields."""
+
+    imp: ImpConfig = component(ImpConfig)
+    pretrain: PretrainConfig = component(PretrainConfig)
+    scheduler: SchedulerConfig = component(SchedulerConfig)
+    preset: str = platform("quick", "quick (digits, CPU, minutes) or paper (CIFAR-10, GPU); sets defaults")
+    conditions: str = option("all", "comma-separated: reset, rewind and pretext names; all = every one")
+    seeds: str = option("0,1", "comma-separated seeds; each condition runs once per seed")
+    pretrain_budgets: str = option("", "per-task pretraining lengths overriding --pretrain_steps: rotation=2ep,...")
+    control_conditions: str = option("rewind", "conditions that also run --controls (all = every one)")
+
+
+# ---------------------------------------------------------------------------------------------- naming
+def leaves(cfg) -> list[tuple[object, dataclasses.Field]]:
+    """(owner, field) for every flag-settable field of a config, through its components, each name once."""
+    out, seen = [], set()
+    for f in fields(cfg):
+        if field_kind(f) == "component":
+            for owner, leaf in leaves(getattr(cfg, f.name)):
+                if leaf.name not in seen:
+                    seen.add(leaf.name)
+                    out.append((owner, leaf))
+        elif f.name not in seen:
+            seen.add(f.name)
+            out.append((cfg, f))
+    return out
 
 
 def effective_default(cfg, f: dataclasses.Field):
@@ -101,26 +249,49 @@ def effective_default(cfg, f: dataclasses.Field):
     return default
 
 
-def hashed_fields(cfg) -> dict:
-    """The fields that name a run: non-platform fields away from their effective default."""
-    out = {}
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        if not is_platform(f) and value is not None and value != effective_default(cfg, f):
+def run_fields(cfg, *, digests: dict | None = None, unused=()) -> dict:
+    """The fields that name a run: every option and replicate field away from its effective default, and each
+    content field as its digest (`digests`, from the job; absent or empty: not named); `unused`: fields that
+    cannot change this run (the job knows which), left out."""
+    digests, out = digests or {}, {}
+    for owner, f in leaves(cfg):
+        kind, value = field_kind(f), getattr(owner, f.name)
+        if f.name in unused or kind == "platform":
+            continue
+        if kind == "content":
+            value = digests.get(f.name)
+            if value:
+                out[f.name] = value
+        elif value is not None and value != effective_default(owner, f):
             out[f.name] = value
     return out
 
 
-def run_name(kind: str, cfg, protocol: int | None = None) -> str:
-    """KIND_HASH over the hashed fields; `protocol` (when given) enters the hash, so runs computed under an
-    earlier protocol of that kind are never reused."""
-    named = {"kind": kind, **hashed_fields(cfg), **({"protocol": protocol} if protocol is not None else {})}
-    blob = json.dumps(named, sort_keys=True, default=str)
-    return f"{kind}_{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+def run_name(kind: str, cfg, *, digests: dict | None = None, unused=(), extra: dict | None = None,
+             label: str = "") -> str:
+    """KIND[_LABEL]_HASH over run_fields; `extra` entries (a protocol version) enter the hash too, so runs of an
+    earlier protocol are never reused."""
+    named = {"kind": kind, **run_fields(cfg, digests=digests, unused=unused), **(extra or {})}
+    digest = hashlib.sha256(json.dumps(named, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+    return f"{kind}_{safe}_{digest}" if label else f"{kind}_{digest}"
 
 
-def run_dir(kind: str, cfg) -> Path:
-    return Path(cfg.out).expanduser() / run_name(kind, cfg)
+def run_dir(kind: str, cfg, **naming) -> Path:
+    out = next(owner.out for owner, f in leaves(cfg) if f.name == "out")
+    return Path(out).expanduser() / run_name(kind, cfg, **naming)
+
+
+def _all_config_fields() -> dict[str, str]:
+    return {f.name: field_kind(f) for cls in (ImpConfig, PretrainConfig, StudyConfig, SchedulerConfig)
+            for _, f in leaves(cls())}
+
+
+def condition_fields(record: dict) -> dict:
+    """The entries of a recorded config (config.json) that name a condition: option fields only. Replicate,
+    content and platform fields and the record's own bookkeeping entries (no config field) are left out."""
+    kinds = _all_config_fields()
+    return {k: v for k, v in record.items() if kinds.get(k) == "option"}
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -152,14 +323,16 @@ def _convert(name: str, text: str, hint):
 
 
 def parse_overrides(cls, argv: list[str], base=None):
-    """Parse `--key=value` / `--key value` / `--flag` arguments into an instance of `cls`.
+    """Parse `--key=value` / `--key value` / `--flag` arguments into an instance of `cls` (or onto `base`),
+    composed configs included: a flag sets its field in every component that has it.
 
     Unknown keys are refused with the closest valid key suggested. A value never starts with `--`: in
     `--out --training_steps=3it` the second flag is not --out's value (`--out` is refused as missing one).
     A key given twice is refused: which one was meant is not ours to guess (last-wins hid typos in sweeps).
     """
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
+    cfg = base if base is not None else cls()
+    hints = _hints(cfg)
+    names = list(hints)
     values = {}
     i = 0
     while i < len(argv):
@@ -184,19 +357,33 @@ def parse_overrides(cls, argv: list[str], base=None):
             raise UsageError(f"--{key} is given twice: give each option once")
         values[key] = _convert(key, text, hints[key])
         i += 1
-    return dataclasses.replace(base, **values) if base is not None else cls(**values)
+    return with_values(cfg, values)
+
+
+def _hints(cfg) -> dict:
+    """{flag name: type} of every leaf field."""
+    return {f.name: typing.get_type_hints(type(owner))[f.name] for owner, f in leaves(cfg)}
+
+
+def with_values(cfg, values: dict):
+    """A copy of `cfg` with `values` set in every component that has each field."""
+    changes = {}
+    for f in fields(cfg):
+        if field_kind(f) == "component":
+            changes[f.name] = with_values(getattr(cfg, f.name), values)
+        elif f.name in values:
+            changes[f.name] = values[f.name]
+    return dataclasses.replace(cfg, **changes)
 
 
 def describe_options(cls, cfg=None) -> str:
-    """One line per field: --name=type  [value]  help. The value is `cfg`'s (the config the command's other
+    """One line per flag: --name=type  [value]  help. The value is `cfg`'s (the config the command's other
     arguments make, dataset defaults filled in) or, without one, the class default."""
-    hints = typing.get_type_hints(cls)
+    shown_cfg = cfg if cfg is not None else cls()
+    hints = _hints(shown_cfg)
     lines = []
-    for f in fields(cls):
-        if cfg is not None:
-            value = getattr(cfg, f.name)
-        else:
-            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    for owner, f in leaves(shown_cfg):
+        value = getattr(owner, f.name)
         by_dataset = cfg is None and any(f.name in preset for preset in DATASET_DEFAULTS.values())
         shown = repr(value) if value is not None else ("dataset default" if by_dataset else "none")
         hint = hints[f.name]
@@ -207,6 +394,15 @@ def describe_options(cls, cfg=None) -> str:
     return "\n".join(lines)
 
 
-def to_json(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+def resolved(cfg):
+    """A copy with dataset-dependent defaults filled in, through components."""
+    if hasattr(cfg, "resolved"):
+        return cfg.resolved()
+    return dataclasses.replace(cfg, **{f.name: resolved(getattr(cfg, f.name)) for f in fields(cfg)
+                                       if field_kind(f) == "component"})
+
+
+def flat(cfg) -> dict:
+    """Every flag's value (a composed config's components flattened), e.g. for a W&B run's config."""
+    return {f.name: getattr(owner, f.name) for owner, f in leaves(cfg)}
 

@@ -43,6 +43,7 @@ several scales share one trunk. "init" for the sign/magnitude swaps is the seed'
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -69,40 +70,10 @@ from . import stats
 from ..engine.interpolation import BN_MODES, PathSettings, check_mask_holds, evaluate_path, interpolate, summarise
 from ..engine.trainer import make_optimizer
 from ..engine.augment import derive_seed
-from .config import DATASET_DEFAULTS, TrainConfig, option, parse_overrides, platform, run_dir
+from .config import DATASET_DEFAULTS, ImpCommand, ImpConfig, SchedulerConfig, parse_overrides, run_dir
 from .wandb_log import logged_run
 from ..engine.errors import UsageError
 from ..engine.schedule import Job, Training
-
-
-@dataclass
-class ImpConfig(TrainConfig):
-    """IMP with rewinding (`earlyphase imp`)."""
-
-    levels: int = platform(8, "pruning levels after the dense level 0 (out of the hash: raise it later to add levels)")
-    prune_fraction: float = option(0.2, "fraction of the surviving weights pruned per level, in (0, 1)")
-    prune_ignore: str = option("", "comma-separated parameters never pruned, e.g. fc.weight (default: prune all conv/linear weights)")
-    rewind_step: typing.Optional[str] = option(None, "step of the dense run the survivors are reset to (0it = original init); cifar10 500it, digits 24it")
-    rewind_from: typing.Optional[str] = option(None, "rewind point from a file or a run dir holding rewind_point.pt (replaces level 0's start)")
-    rewind_optimizer: str = option("fresh", "optimiser at the rewind: fresh (reference) or rewound (momentum from step k, masked)")
-    controls: str = platform("", "comma-separated controls per level: random_reinit,random_prune_global,random_prune_layerwise")
-    perturb: str = platform("", "comma-separated perturbations of the rewind point per level (or all): sign_rewind_mag_init,"
-                                "sign_init_mag_rewind,random_mag,permute,permute_keep_sign,noise")
-    concurrent: int = platform(1, "K trainings at once on one device (a level's trunk and controls, a study's units), "
-                                  "by --concurrent_engine")
-    concurrent_engine: str = platform("streams", "how --concurrent runs K trainings: streams (a step each in turn, "
-                                                 "on K CUDA streams; bit-identical to one by one) or vmap (torch.func "
-                                                 "stack of same-shaped trainings; equal up to rounding)")
-    perturb_noise: float = platform(1.0, "noise std per layer, in units of the layer's surviving-weight std "
-                                         "(names the part: perturb_noise or perturb_noise{SCALE})")
-    stability: str = platform("", "levels whose start state gets an instability analysis (two copies trained with other "
-                                  "data orders, the linear path between them): 0 = the dense network at the rewind point, "
-                                  "L = level L's ticket; comma-separated, all, or empty = none")
-    stability_points: int = platform(11, "points evaluated inside the linear path (the two endpoints are added)")
-    stability_bn: str = platform("interpolate", "BatchNorm statistics on the path: interpolate (with the weights) or "
-                                               "recompute (a pass over training data at each point)")
-    stability_data_seed: typing.Optional[int] = platform(None, "data-order seed of the second copy (the first is the "
-                                                               "level itself); None: derived from the run's")
 
 
 @dataclass
@@ -251,11 +222,11 @@ def prepare(cfg: ImpConfig) -> _Run:
                          f"--levels={empty - 1}, or a smaller --prune_fraction")
     # The run's name: levels/controls are platform fields; rewind_from counts by content, and makes
     # rewind_step irrelevant, so neither the path nor an ignored rewind_step renames the run.
-    named = dataclasses.replace(cfg, rewind_from=f"sha256:{sha}" if sha else None,
-                                rewind_step=None if sha else cfg.rewind_step)
+    out = run_dir("imp", cfg, digests={"rewind_from": f"sha256:{sha}" if sha else ""},
+                  unused={"rewind_step"} if sha else ())
     data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
     seed = derive_seed(data_seed, "stability") if cfg.stability_data_seed is None else cfg.stability_data_seed
-    return _Run(cfg, device, data, run_dir("imp", named), start, end.it, model, names,
+    return _Run(cfg, device, data, out, start, end.it, model, names,
                 [n for n, _ in model.named_parameters()], base_mask, controls, rewind, level0, rewind_file, sha,
                 momentum, perturbations=perturbations, stability=levels,
                 path=PathSettings(cfg.stability_points, cfg.stability_bn), stability_seed=seed)
@@ -521,9 +492,11 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
     return r.out, records
 
 
-def run(cfg: ImpConfig, sinks=()) -> tuple[Path, list[dict]]:
-    """Run (or resume) IMP for levels 0..cfg.levels and the requested controls; returns (run dir, tickets)."""
-    return schedule.run(work(cfg, sinks), cfg.concurrent, cfg.concurrent_engine)
+def run(cfg: ImpConfig, sinks=(), scheduler: SchedulerConfig | None = None) -> tuple[Path, list[dict]]:
+    """Run (or resume) IMP for levels 0..cfg.levels and the requested controls; returns (run dir, tickets).
+    scheduler: how its trainings share the device (default: one at a time)."""
+    scheduler = scheduler or SchedulerConfig()
+    return schedule.run(work(cfg, sinks), scheduler.concurrent, scheduler.concurrent_engine)
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -598,14 +571,21 @@ def format_table(records: list[dict]) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header] + rows)
 
 
+def parse(argv: list[str]) -> ImpCommand:
+    return parse_overrides(ImpCommand, argv)
+
+
 def check(argv: list[str]) -> None:
     """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
-    prepare(parse_overrides(ImpConfig, argv))
+    command = parse(argv)
+    schedule.check_settings(command.scheduler.concurrent, command.scheduler.concurrent_engine)
+    prepare(command.imp)
 
 
 def main(argv: list[str]) -> int:
-    cfg = parse_overrides(ImpConfig, argv)
-    out, records = logged_run(run, cfg, f"imp seed {cfg.seed}", "level")
+    command = parse(argv)
+    cfg = command.imp
+    out, records = logged_run(functools.partial(run, scheduler=command.scheduler), cfg, f"imp seed {cfg.seed}", "level")
     print(format_table(records))
     print(out)
     return 0

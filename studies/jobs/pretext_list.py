@@ -7,6 +7,7 @@ A plugin that fails to load is listed with its error (the others are unaffected)
 from __future__ import annotations
 
 from earlyphase.pretext import registry
+from earlyphase.pretext.base import declared_options
 
 from ..engine.errors import UsageError
 from .pretrain import flag_for
@@ -15,10 +16,11 @@ USAGE = "usage: earlyphase pretext list"
 
 
 def describe_options(plugin: registry.Plugin) -> str:
+    """The task's option flags with their defaults (`--pretext_args=key=value` sets them too)."""
     flags = []
-    for key, default in plugin.task.options.items():
+    for key, declared in declared_options(plugin.task).items():
         flag = flag_for(plugin.name, key)
-        flags.append(f"--{flag}={default}" if flag else f"--pretext_args={key}={default}")
+        flags.append(f"--{flag}={declared.default}" if flag else f"--pretext_args={key}={declared.default}")
     return "options: " + ("  ".join(flags) if flags else "none")
 
 

@@ -50,7 +50,7 @@ import torch
 
 from earlyphase.pretext import registry
 from earlyphase.imp.rewinding import masked_momentum, momentum_by_name
-from earlyphase.pretext.base import PretextTask, TaskInfo, coerce_option, parse_args
+from earlyphase.pretext.base import PretextTask, TaskInfo, coerce_option, declared_options, parse_args
 
 from ..engine import checkpoints
 
@@ -58,80 +58,68 @@ from ..engine import schedule
 
 from . import setup
 from ..engine.augment import derive_seed
-from .config import TrainConfig, option, parse_overrides, run_name
+from .config import PretrainConfig, PretrainFields, parse_overrides, run_dir
 from .wandb_log import logged_run
 from ..engine.errors import UsageError
 from .stats import tracker_hooks
 from ..engine.schedule import Job, Training
-from ..engine.trainer import TrainPlan, TrainResult
+from ..engine.plan import TrainPlan, TrainResult
 
-
-
-@dataclass
-class PretrainConfig(TrainConfig):
-    """Pretraining with a pretext task (`earlyphase pretrain`): a rewind point for `earlyphase imp`."""
-
-    pretext: str = option("rotation", "the task: `earlyphase pretext list` shows the installed ones")
-    pretrain_steps: str = option("500it", "length of pretraining, a step string: the k supervised iterations it replaces")
-    pretrain_lr: typing.Optional[float] = option(None, "a constant learning rate for pretraining; None: the training "
-                                                       "schedule's rate at each of the first k steps")
-    pretrain_batch_size: typing.Optional[int] = option(None, "None: --batch_size")
-    pretext_args: str = option("", "options of a plugin task: key=value,key=value")
-    mask: str = option("", "mask.pt of an IMP level (or its run directory): pretrain that subnetwork")
-    fresh_classifier: bool = option(False, "also replace a trained 10-way classifier with a fresh one")
-    rotation_all_four: bool = option(False, "all four rotations of every image per batch (else one random each)")
-    simclr_temperature: float = option(0.5, "NT-Xent temperature")
-    simclr_out_dim: int = option(128, "projection head output size")
-    simclr_min_scale: float = option(0.2, "smallest area share kept by the random resized crop")
-    random_labels_fraction: float = option(1.0, "share of examples given a random label")
-    blur_factor: int = option(0, "down-sampling factor; 0 = auto: the paper's 4 on 32-pixel images, 2 on 8x8 digits")
-    blur_gaussian: bool = option(False, "Gaussian smoothing (sigma = factor / 2) before down-sampling")
 
 
 # ------------------------------------------------------------------------------------------ options
-def option_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(PretrainConfig)} - {f.name for f in dataclasses.fields(TrainConfig)}
-
-
-def flag_for(task: str, key: str) -> str | None:
-    """The config field that carries option `key` of `task`, or None (then it goes in --pretext_args)."""
-    name = f"{task}_{key}"
-    return name if name in option_fields() else None
-
-
-def task_options(cfg: PretrainConfig, task_cls: type[PretextTask]) -> dict:
-    """The task's option values from the flat fields and --pretext_args, converted and checked."""
-    try:
-        given = parse_args(cfg.pretext_args)
-    except ValueError as err:
-        raise UsageError(f"--pretext_args: {err}") from None
-    values = {}
-    for key, text in given.items():
-        if key not in task_cls.options:
-            takes = ", ".join(task_cls.options) or "no options"
-            raise UsageError(f"--pretext_args: {cfg.pretext} has no option {key!r}; it takes: {takes}")
-        if flag_for(cfg.pretext, key):
-            raise UsageError(f"--pretext_args: set {key} with --{flag_for(cfg.pretext, key)}=... instead")
-        try:
-            values[key] = coerce_option(cfg.pretext, key, text, task_cls.options[key])
-        except ValueError as err:
-            raise UsageError(f"--pretext_args: {err}") from None
-    for key in task_cls.options:
-        if flag_for(cfg.pretext, key):
-            values[key] = getattr(cfg, flag_for(cfg.pretext, key))
-    return values
-
-
-PRETRAIN_FIELDS = {"pretext", "pretrain_steps", "pretrain_lr", "pretrain_batch_size", "pretext_args", "mask",
-                   "fresh_classifier"}
+BUILT_IN = "earlyphase"  # the distribution of earlyphase's own tasks
 UNUSED_TRAINING_FIELDS = ("training_steps",)  # pretraining has its own length; it follows the schedule up to k
 PROTOCOL = 2  # 2: pretraining is the first k steps of the run (IMP trains [k, T)); 1 (unnamed): IMP restarted at 0
 
 
-def unused_fields(cfg: PretrainConfig, task_cls: type[PretextTask]) -> set[str]:
-    """Fields that cannot change this pretraining: other tasks' options and the training schedule's."""
-    own = {flag_for(cfg.pretext, key) for key in task_cls.options}
-    return (option_fields() - PRETRAIN_FIELDS - own) | set(UNUSED_TRAINING_FIELDS)
+def option_fields() -> set[str]:
+    """Every task's `{task}_{option}` fields (derived from the installed tasks)."""
+    return {f.name for f in dataclasses.fields(PretrainConfig)} - {f.name for f in dataclasses.fields(PretrainFields)}
+
+
+def flag_for(task: str, key: str) -> str | None:
+    """The config field that carries option `key` of `task`, or None (then only --pretext_args sets it)."""
+    name = f"{task}_{key}"
+    return name if name in option_fields() else None
+
+
+def built_in(plugin: registry.Plugin) -> bool:
+    return plugin.distribution.split()[0] == BUILT_IN
+
+
+def task_options(cfg: PretrainConfig, task_cls: type[PretextTask]) -> dict:
+    """The task's option values, from its `--{task}_{option}` flags and --pretext_args (each option set once),
+    converted and checked."""
+    try:
+        given = parse_args(cfg.pretext_args)
+    except ValueError as err:
+        raise UsageError(f"--pretext_args: {err}") from None
+    declared = declared_options(task_cls)
+    values = {}
+    for key, text in given.items():
+        if key not in declared:
+            takes = ", ".join(declared) or "no options"
+            raise UsageError(f"--pretext_args: {cfg.pretext} has no option {key!r}; it takes: {takes}")
+        flag = flag_for(cfg.pretext, key)
+        if flag and getattr(cfg, flag) != declared[key].default:
+            raise UsageError(f"{key} of {cfg.pretext} is set twice, by --{flag} and --pretext_args: set it once")
+        try:
+            values[key] = coerce_option(cfg.pretext, key, text, declared[key].default)
+        except ValueError as err:
+            raise UsageError(f"--pretext_args: {err}") from None
+    for key, option in declared.items():
+        flag = flag_for(cfg.pretext, key)
+        if key not in values:
+            values[key] = getattr(cfg, flag) if flag else option.default
+    return values
+
+
+def unused_fields(cfg: PretrainConfig, plugin: registry.Plugin) -> set[str]:
+    """Fields that cannot change this pretraining: other tasks' options and the training's length; a plugin's
+    own option fields too, since its options name the run as one --pretext_args entry (as they always did)."""
+    own = {f"{cfg.pretext}_{key}" for key in plugin.task.options} if built_in(plugin) else set()
+    return (option_fields() - own) | set(UNUSED_TRAINING_FIELDS)
 
 
 # --------------------------------------------------------------------------------------------- mask
@@ -182,20 +170,24 @@ def validate(cfg: PretrainConfig) -> tuple[PretrainConfig, registry.Plugin, dict
     if cfg.pretrain_batch_size is not None and cfg.pretrain_batch_size < 1:
         raise UsageError("--pretrain_batch_size must be a positive integer")
     options = task_options(cfg, plugin.task)
-    # Canonical forms, so equivalent commands name the same run.
-    plugin_args = {k: v for k, v in options.items() if not flag_for(cfg.pretext, k) and v != plugin.task.options[k]}
+    # Canonical forms, so equivalent commands name the same run: earlyphase's own tasks by their option
+    # fields, plugins by one pretext_args entry of their non-default options (how each was always named).
+    defaults = {k: o.default for k, o in declared_options(plugin.task).items()}
+    if built_in(plugin):
+        flags = {flag_for(cfg.pretext, k): v for k, v in options.items() if flag_for(cfg.pretext, k)}
+        cfg = dataclasses.replace(cfg, pretext_args="", **flags)
+    else:
+        changed = {k: v for k, v in options.items() if v != defaults[k]}
+        cfg = dataclasses.replace(cfg, pretext_args=",".join(f"{k}={v}" for k, v in sorted(changed.items())))
     cfg = dataclasses.replace(
-        cfg, pretext_args=",".join(f"{k}={v}" for k, v in sorted(plugin_args.items())),
-        pretrain_batch_size=None if cfg.pretrain_batch_size == cfg.batch_size else cfg.pretrain_batch_size)
+        cfg, pretrain_batch_size=None if cfg.pretrain_batch_size == cfg.batch_size else cfg.pretrain_batch_size)
     return cfg, plugin, options
 
 
-def pretrain_dir(cfg: PretrainConfig, task_cls: type[PretextTask], digest: str) -> Path:
-    defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
-    named = dataclasses.replace(cfg, mask=digest, **{n: defaults[n] for n in unused_fields(cfg, task_cls)})
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.pretext)
-    name = run_name("pretrain", named, protocol=PROTOCOL)
-    return Path(cfg.out).expanduser() / name.replace("pretrain_", f"pretrain_{safe}_", 1)
+def pretrain_dir(cfg: PretrainConfig, plugin: registry.Plugin, digest: str) -> Path:
+    """runs/pretrain_{task}_{hash}: the mask by content, the protocol in the hash (runs/ config.py's policy)."""
+    return run_dir("pretrain", cfg, digests={"mask": digest}, unused=unused_fields(cfg, plugin),
+                   extra={"protocol": PROTOCOL}, label=cfg.pretext)
 
 
 def task_info(cfg: PretrainConfig, data) -> TaskInfo:
@@ -256,7 +248,7 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
         raise UsageError(f"--pretext={cfg.pretext}: {err}") from None
     model = setup.make_model(cfg, data, device)
     mask = load_mask(cfg.mask, model) if cfg.mask else None
-    out = pretrain_dir(cfg, plugin.task, mask_digest(mask))
+    out = pretrain_dir(cfg, plugin, mask_digest(mask))
     plan, k = pretrain_plan(cfg, data, device, progress=f"pretrain {cfg.pretext} {out.name}")
 
     with torch.random.fork_rng(devices=[]):

@@ -16,7 +16,8 @@ from ..engine.data import ImageData, load
 from ..engine.errors import UsageError
 from .wandb_log import MODES as WANDB_MODES
 from ..engine.steps import Step, StepError
-from ..engine.trainer import COMPILE_MODES, Schedule, TrainPlan
+from ..engine.plan import Schedule, TrainPlan
+from ..engine.trainer import COMPILE_MODES
 
 
 def resolve_device(name: str) -> torch.device:

@@ -11,19 +11,24 @@ points), then the run directory.
 
 from __future__ import annotations
 
+import functools
+
 from ..engine import checkpoints
 from .config import parse_overrides
 from ..engine.errors import UsageError
-from .imp import ImpConfig, prepare, run, stability_dir
+from ..engine import schedule
+from .config import ImpCommand, ImpConfig, with_values
+from .imp import prepare, run, stability_dir
 from ..engine.interpolation import STABLE_BELOW
 from .wandb_log import logged_run
 
 DEFAULTS = {"levels": 0, "stability": "0"}
 
 
-def parse(argv: list[str]) -> ImpConfig:
+def parse(argv: list[str]) -> ImpCommand:
     given = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
-    return parse_overrides(ImpConfig, argv, base=ImpConfig(**{k: v for k, v in DEFAULTS.items() if k not in given}))
+    base = with_values(ImpCommand(), {k: v for k, v in DEFAULTS.items() if k not in given})
+    return parse_overrides(ImpCommand, argv, base=base)
 
 
 def table(cfg: ImpConfig) -> str:
@@ -42,14 +47,17 @@ def table(cfg: ImpConfig) -> str:
 
 def check(argv: list[str]) -> None:
     """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
-    prepare(parse(argv))
+    command = parse(argv)
+    schedule.check_settings(command.scheduler.concurrent, command.scheduler.concurrent_engine)
+    prepare(command.imp)
 
 
 def main(argv: list[str]) -> int:
-    cfg = parse(argv)
+    command = parse(argv)
+    cfg = command.imp
     if not cfg.stability.strip():
         raise UsageError("--stability is empty: name the levels to analyse, e.g. --stability=0")
-    out, _ = logged_run(run, cfg, f"stability seed {cfg.seed}", "level")
+    out, _ = logged_run(functools.partial(run, scheduler=command.scheduler), cfg, f"stability seed {cfg.seed}", "level")
     print(table(cfg))
     print(out)
     return 0

@@ -47,7 +47,7 @@ from earlyphase.pretext.supervised import Supervised
 
 from . import setup
 from ..engine.checkpoints import append_text, read_jsonl, truncate_jsonl, write_json_atomic
-from ..engine.trainer import evaluate as evaluate_task
+from ..engine.evaluation import evaluate as evaluate_task
 
 STATS_FILE, META_FILE = "stats.jsonl", "stats_meta.json"
 EVERY_STEP_UNTIL = 100

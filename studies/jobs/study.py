@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 from . import imp as imp_job
@@ -39,11 +38,9 @@ from . import pretrain as pretrain_job
 
 from ..engine import schedule
 from ..engine.checkpoints import write_json_atomic
-from .config import option, parse_overrides, platform, run_dir
+from .config import ImpConfig, PretrainConfig, StudyConfig, flat, parse_overrides, run_dir, with_values
 from .wandb_log import wandb_logger
 from ..engine.errors import UsageError
-from .imp import ImpConfig
-from .pretrain import PretrainConfig
 from ..reporting.report import write_report
 from ..engine.schedule import Job
 from .setup import SEED_LIMIT
@@ -62,17 +59,6 @@ PRESETS = {
 BASELINES = ("reset", "rewind")
 
 
-@dataclass
-class StudyConfig(ImpConfig, PretrainConfig):
-    """A comparison of rewind points: the fields of `earlyphase imp` and `earlyphase pretrain`, plus these."""
-
-    preset: str = platform("quick", "quick (digits, CPU, minutes) or paper (CIFAR-10, GPU); sets defaults")
-    conditions: str = option("all", "comma-separated: reset, rewind and pretext names; all = every one")
-    seeds: str = option("0,1", "comma-separated seeds; each condition runs once per seed")
-    pretrain_budgets: str = option("", "per-task pretraining lengths overriding --pretrain_steps: rotation=2ep,...")
-    control_conditions: str = option("rewind", "conditions that also run --controls (all = every one)")
-
-
 def parse(argv: list[str]) -> StudyConfig:
     preset = "quick"
     for arg in argv:
@@ -80,7 +66,7 @@ def parse(argv: list[str]) -> StudyConfig:
             preset = arg.split("=", 1)[1]
     if preset not in PRESETS:
         raise UsageError(f"--preset={preset}: choose one of {', '.join(PRESETS)}")
-    return parse_overrides(StudyConfig, argv, base=StudyConfig(preset=preset, **PRESETS[preset]))
+    return parse_overrides(StudyConfig, argv, base=with_values(StudyConfig(), {"preset": preset, **PRESETS[preset]}))
 
 
 def _split(text: str) -> list[str]:
@@ -160,11 +146,11 @@ def plan_units(cfg: StudyConfig) -> list[dict]:
         if c == "reset":
             add("reset", "0it", c)
         elif c == "rewind":
-            add("rewind", cfg.rewind_step, c)
+            add("rewind", cfg.imp.rewind_step, c)
         elif c == "supervised":
-            add("rewind", budgets.get(c, cfg.pretrain_steps), c)
+            add("rewind", budgets.get(c, cfg.pretrain.pretrain_steps), c)
         else:
-            budget = budgets.get(c, cfg.pretrain_steps)
+            budget = budgets.get(c, cfg.pretrain.pretrain_steps)
             add(c, budget, c)
             add("rewind", budget, c, reference_for=c)
     units = []
@@ -172,22 +158,17 @@ def plan_units(cfg: StudyConfig) -> list[dict]:
         for seed in _seeds(cfg.seeds):
             step_field = "rewind_step" if run["condition"] in BASELINES else "pretrain_steps"
             units.append({"condition": run["condition"], "seed": seed, step_field: run["steps"],
-                          "controls": cfg.controls if run["controls"] else "", "asked_by": run["asked_by"],
+                          "controls": cfg.imp.controls if run["controls"] else "", "asked_by": run["asked_by"],
                           "reference_for": run["reference_for"]})
     return units
 
 
-def _fields_of(cls, cfg) -> dict:
-    return {f.name: getattr(cfg, f.name) for f in fields(cls)}
-
-
 def unit_configs(cfg: StudyConfig, unit: dict) -> tuple[PretrainConfig | None, ImpConfig]:
-    imp = ImpConfig(**_fields_of(ImpConfig, cfg))
-    imp = dataclasses.replace(imp, seed=unit["seed"], controls=unit["controls"])
+    imp = dataclasses.replace(cfg.imp, seed=unit["seed"], controls=unit["controls"])
     if unit["condition"] in BASELINES:
         return None, dataclasses.replace(imp, rewind_step=unit["rewind_step"], rewind_from=None)
-    pre = PretrainConfig(**_fields_of(PretrainConfig, cfg))
-    pre = dataclasses.replace(pre, seed=unit["seed"], pretext=unit["condition"], pretrain_steps=unit["pretrain_steps"])
+    pre = dataclasses.replace(cfg.pretrain, seed=unit["seed"], pretext=unit["condition"],
+                              pretrain_steps=unit["pretrain_steps"])
     return pre, dataclasses.replace(imp, rewind_step=None)  # the pretrained point is the rewind point
 
 
@@ -209,8 +190,8 @@ def work(cfg: StudyConfig) -> Job:
     validate_units(cfg, units)
     out = run_dir("study", cfg)
     out.mkdir(parents=True, exist_ok=True)
-    logger = wandb_logger(cfg, group=out.name)
-    record = {"config": dataclasses.asdict(cfg), "units": units}
+    logger = wandb_logger(cfg.imp, group=out.name)
+    record = {"config": flat(cfg), "units": units}
     write_json_atomic(out / "study.json", record)
     started = time.monotonic()
 
@@ -230,10 +211,11 @@ def work(cfg: StudyConfig) -> Job:
 
     jobs = [unit_job(i, unit) for i, unit in enumerate(units, 1)]
     try:
-        yield from (schedule.gather(jobs) if cfg.concurrent > 1 else schedule.chain(jobs))
+        yield from (schedule.gather(jobs) if cfg.scheduler.concurrent > 1 else schedule.chain(jobs))
     finally:
         logger.close()
-    report_dir = write_report([out], out / "report", stability=f"bn={cfg.stability_bn},points={cfg.stability_points}")
+    report_dir = write_report([out], out / "report",
+                              stability=f"bn={cfg.imp.stability_bn},points={cfg.imp.stability_points}")
     print(f"study done in {time.monotonic() - started:.0f}s: report at {report_dir / 'report.md'}", file=sys.stderr)
     return out, report_dir
 
@@ -248,7 +230,7 @@ def _relative(run: Path, runs_folder: Path) -> str:
 
 
 def run(cfg: StudyConfig) -> tuple:
-    return schedule.run(work(cfg), cfg.concurrent, cfg.concurrent_engine)
+    return schedule.run(work(cfg), cfg.scheduler.concurrent, cfg.scheduler.concurrent_engine)
 
 
 def check(argv: list[str]) -> None:

@@ -118,12 +118,13 @@ def with_out(args: list[str], out: Path) -> list[str]:
 def check_args(args: list[str]) -> None:
     """Everything the run would refuse, refused before any run starts: its subcommand's full check (every field,
     every unit of a study), nothing written or trained."""
-    from .. import cli
     import importlib
 
-    if not args or args[0] not in cli.COMMANDS or not cli.COMMANDS[args[0]][1]:
+    from .commands import COMMANDS
+
+    if not args or args[0] not in COMMANDS or not COMMANDS[args[0]][1]:
         raise UsageError(f"the sweep's command runs `earlyphase {args[0] if args else ''}`: use a command with --field options, e.g. study")
-    importlib.import_module(cli.COMMANDS[args[0]][0]).check(args[1:])
+    importlib.import_module(COMMANDS[args[0]][0]).check(args[1:])
 
 
 def _parse_options(argv: list[str]) -> tuple[Path, int | None, int, Path, int]:
@@ -165,7 +166,7 @@ def run_in_process(commands: list[list[str]], out: Path, concurrency: int, finis
             raise UsageError(f"--concurrent runs sweeps of `earlyphase study`; this one runs `earlyphase {args[0]}`: use --jobs")
         cfgs.append(study.parse([a for a in with_out(args[1:], out) if not a.startswith("--concurrent=")]
                                 + [f"--concurrent={concurrency}"]))
-    engines = {cfg.concurrent_engine for cfg in cfgs}
+    engines = {cfg.scheduler.concurrent_engine for cfg in cfgs}
     if len(engines) > 1:
         raise UsageError(f"the sweep's runs ask for different --concurrent_engine values ({', '.join(sorted(engines))}): use one")
 

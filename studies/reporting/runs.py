@@ -21,7 +21,6 @@ name neither. Runs made before pretraining counted as the run's first k steps (t
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import statistics
@@ -31,21 +30,7 @@ from pathlib import Path
 
 from ..engine.checkpoints import read_json
 from ..engine.errors import UsageError
-
-# Config entries that are bookkeeping, never part of a condition or setting.
-_BOOKKEEPING = {"seed", "kind", "rewind_from", "rewind_from_sha256", "rewind_point", "perturb_kinds",
-                "rewind_step_it", "training_steps_it", "mask", "mask_digest", "preset", "protocol"}
-
-
-def not_condition_fields() -> set[str]:
-    """Config fields that name no condition: the platform fields of every command's config, and bookkeeping."""
-    from ..jobs.imp import ImpConfig
-    from ..jobs.pretrain import PretrainConfig
-
-    platform = {f.name for cls in (ImpConfig, PretrainConfig) for f in dataclasses.fields(cls)
-                if f.metadata.get("platform")}
-    return platform | _BOOKKEEPING
-
+from ..jobs.config import condition_fields
 
 @dataclass
 class Condition:
@@ -124,9 +109,10 @@ def _k(config: dict, tickets: list[dict]) -> int | None:
     return int(text[:-2]) if text.endswith("it") and text[:-2].isdigit() else (0 if text in ("0ep", "0ep0it") else None)
 
 
-def describe(config: dict, tickets: list[dict], skip: set[str]) -> tuple[str, str, int | None, dict, dict]:
-    """(label, kind, k, setting, details) of an IMP run's condition, from its config alone."""
-    setting = {k: v for k, v in config.items() if k not in skip and k != "rewind_step"}
+def describe(config: dict, tickets: list[dict]) -> tuple[str, str, int | None, dict, dict]:
+    """(label, kind, k, setting, details) of an IMP run's condition, from its config alone (the option fields,
+    jobs.config's naming policy, less the rewind step, which the condition names as k)."""
+    setting = {k: v for k, v in condition_fields(config).items() if k != "rewind_step"}
     k = _k(config, tickets)
     if not config.get("rewind_from"):
         kind = "reset" if k == 0 else "rewind"
@@ -144,7 +130,6 @@ def describe(config: dict, tickets: list[dict], skip: set[str]) -> tuple[str, st
 
 def collect(folders) -> tuple[list[Condition], list[dict]]:
     """Conditions with their ticket records, and the runs not (or not fully) in them, each with why."""
-    skip = not_condition_fields()
     found: dict[str, tuple[Path, dict, list]] = {}
     incomplete = []
     for folder in folders:
@@ -171,7 +156,7 @@ def collect(folders) -> tuple[list[Condition], list[dict]]:
                                "why": "made before pretraining counted as the run's first k steps (its levels trained "
                                       "[0, T)): not comparable; rerun it with this version"})
             continue
-        label, kind, k, setting, details = describe(config, tickets or [], skip)
+        label, kind, k, setting, details = describe(config, tickets or [])
         key = json.dumps(details, sort_keys=True, default=str)
         cond = conditions.setdefault(key, Condition(label, kind, k, json.dumps(setting, sort_keys=True, default=str),
                                                     details))
