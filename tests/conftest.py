@@ -1,6 +1,10 @@
+"""Shared test setup: W&B off, a fresh runs folder per test, and the helpers several test files use (run the CLI
+in-process, check its one-line error, load saved weights, compare states)."""
+
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -10,3 +14,37 @@ os.environ.setdefault("WANDB_SILENT", "true")
 def out(tmp_path):
     """A fresh runs folder for a test."""
     return tmp_path / "runs"
+
+
+def run_cli(args, capsys):
+    """(exit code, stdout, stderr) of `earlyphase ARGS`, run in this process."""
+    from earlyphase.studies import cli
+
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(code, stderr, *words):
+    """The error is one line, the last on stderr (imp prints its progress there before it); returns it."""
+    assert code == 2, stderr
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("earlyphase: error: ") and stderr.count("earlyphase: error") == 1, stderr
+    assert "Traceback" not in stderr and all(w in line for w in words), line
+    return line
+
+
+def load(path):
+    """A saved file, as the product loads it (weights_only)."""
+    return torch.load(path, weights_only=True)
+
+
+def final_weights(path):
+    """The model state of a final.pt (or of RUN_DIR/final.pt)."""
+    path = os.fspath(path)
+    return load(path if path.endswith(".pt") else os.path.join(path, "final.pt"))["model"]
+
+
+def same_state(a, b):
+    """Two state dicts hold the same tensors, bit for bit."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

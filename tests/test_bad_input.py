@@ -9,13 +9,14 @@ import subprocess
 
 import pytest
 
-from cli_checks import one_line_error, run_cli
+from earlyphase.studies.engine.errors import UsageError
 from earlyphase.studies.jobs import setup
 from earlyphase.studies.jobs.config import TrainConfig, parse_overrides, with_values
-from earlyphase.studies.engine.errors import UsageError
 from earlyphase.studies.jobs.imp import ImpConfig
 from earlyphase.studies.jobs.pretrain import PretrainConfig
 from earlyphase.studies.jobs.study import StudyConfig
+
+from conftest import one_line_error, run_cli
 
 TINY = ["--width=4", "--training_steps=1ep"]
 

@@ -9,10 +9,10 @@ import torch
 from earlyphase.studies.bench import gpu_suite
 from earlyphase.studies.bench.timing import CIFAR_TRAIN, GRID_EPOCHS, synthetic_cifar
 from earlyphase.studies.cli import main
+from earlyphase.studies.engine import models
 from earlyphase.studies.engine.plan import Schedule, TrainPlan
 from earlyphase.studies.engine.run_dir import cpu_state
 from earlyphase.studies.engine.trainer import CUDA_COMPILE_AUTO, compile_mode, make_optimizer
-from earlyphase.studies.engine import models
 
 CPU = torch.device("cpu")
 

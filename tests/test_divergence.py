@@ -5,14 +5,15 @@ import math
 import pytest
 import torch
 
-from cli_checks import one_line_error, run_cli
 from earlyphase.studies.engine import checkpoints
-from earlyphase.studies.jobs import setup
-from earlyphase.studies.jobs.config import TrainConfig
 from earlyphase.studies.engine.errors import TrainingDiverged
 from earlyphase.studies.engine.schedule import Training, run_trainings
 from earlyphase.studies.engine.stacked import StackedRun, train_stacked
 from earlyphase.studies.engine.trainer import train
+from earlyphase.studies.jobs import setup
+from earlyphase.studies.jobs.config import TrainConfig
+
+from conftest import one_line_error, run_cli
 
 TINY = ["--width=4", "--training_steps=1ep"]
 

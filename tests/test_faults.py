@@ -11,11 +11,12 @@ import subprocess
 import pytest
 import torch
 
-from cli_checks import final_weights, one_line_error, run_cli, same_state
 from earlyphase.studies.engine import checkpoints
+from earlyphase.studies.engine.trainer import train
 from earlyphase.studies.jobs import setup
 from earlyphase.studies.jobs.config import TrainConfig
-from earlyphase.studies.engine.trainer import train
+
+from conftest import final_weights, one_line_error, run_cli, same_state
 
 TINY = ["--width=4", "--training_steps=1ep"]
 RESUMABLE = ["--width=4", "--training_steps=4ep", "--milestone_steps=2ep,3ep", "--eval_every=1"]

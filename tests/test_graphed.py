@@ -7,10 +7,10 @@ the lr handling of the graphed path, so this checks everything but the capture i
 import torch
 
 from earlyphase.pretext.supervised import Supervised
-from earlyphase.studies.jobs import setup
 from earlyphase.studies.engine import trainer
-from earlyphase.studies.jobs.config import TrainConfig
 from earlyphase.studies.engine.graphed import GraphedStep
+from earlyphase.studies.jobs import setup
+from earlyphase.studies.jobs.config import TrainConfig
 
 CPU = torch.device("cpu")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cli_checks import run_cli
+from conftest import run_cli
 
 
 def _help_values(stdout):

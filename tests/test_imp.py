@@ -8,17 +8,15 @@ import torch
 from torch import nn
 
 from earlyphase.imp import controls, masks, pruning, rewinding
-from earlyphase.studies.jobs import imp as imp_job
 from earlyphase.studies.engine import models
-from earlyphase.studies.jobs import setup
 from earlyphase.studies.engine.trainer import train
+from earlyphase.studies.jobs import imp as imp_job
+from earlyphase.studies.jobs import setup
+
+from conftest import load
 
 CONTROLS = "random_reinit,random_prune_global,random_prune_layerwise"
 TINY = dict(width=4, training_steps="1ep", rewind_step="5it", prune_fraction=0.5, eval_every=1)
-
-
-def load(path):
-    return torch.load(path, weights_only=True)
 
 
 def tiny(out, **kw):

@@ -10,25 +10,18 @@ import time
 import pytest
 import torch
 
-from earlyphase.studies import cli
-
-from earlyphase.studies.jobs import imp as imp_job
-
 from earlyphase.studies.engine import models
+from earlyphase.studies.jobs import imp as imp_job
 from earlyphase.studies.jobs.config import parse_overrides
+
+from conftest import run_cli
 
 TINY = ["--width=4", "--training_steps=1ep", "--rewind_step=5it", "--prune_fraction=0.5"]
 
 
-def _cli(args, capsys):
-    code = cli.main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_prints_the_table_then_the_run_dir_last(out, capsys):
     args = ["imp", f"--out={out}", *TINY, "--levels=1", "--controls=random_reinit"]
-    code, stdout, stderr = _cli(args, capsys)
+    code, stdout, stderr = run_cli(args, capsys)
     assert code == 0
     lines = stdout.strip().splitlines()
     run_dir = lines[-1]
@@ -37,7 +30,7 @@ def test_prints_the_table_then_the_run_dir_last(out, capsys):
     tickets = json.loads(open(os.path.join(run_dir, "tickets.json")).read())
     assert lines[1].split()[:3] == ["0", "100.00", f"{tickets[0]['test_accuracy']:.4f}"]
     assert lines[2].split() == ["1", "50.00", f"{tickets[1]['test_accuracy']:.4f}", f"{tickets[2]['test_accuracy']:.4f}"]
-    code, stdout, stderr = _cli(args, capsys)
+    code, stdout, stderr = run_cli(args, capsys)
     assert code == 0 and stdout.strip().splitlines()[-1] == run_dir
     assert stderr.count("already finished") == 3
 
@@ -84,7 +77,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(out, tmp_path, capsy
     torch.save({"weights": 1}, files["NOTAPOINT"])
     args = [a.split("=")[0] + "=" + str(files[a.split("=")[1]]) if a.split("=")[1] in files else a for a in args]
     given = {a.split("=")[0] for a in args}  # a flag is given once: the case's value replaces TINY's
-    code, stdout, stderr = _cli(["imp", f"--out={out}", *[t for t in TINY if t.split("=")[0] not in given], *args],
+    code, stdout, stderr = run_cli(["imp", f"--out={out}", *[t for t in TINY if t.split("=")[0] not in given], *args],
                                 capsys)
     assert code == 2
     assert message in stderr and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr

@@ -15,14 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from earlyphase.studies.jobs import imp as imp_job
-
 from earlyphase.studies.engine import locks
-
-from earlyphase.studies.jobs import setup
-from earlyphase.studies.jobs.config import TrainConfig, parse_overrides, run_dir
 from earlyphase.studies.engine.schedule import Training, train_interleaved
 from earlyphase.studies.engine.stacked import StackedRun, train_stacked
+from earlyphase.studies.jobs import imp as imp_job
+from earlyphase.studies.jobs import setup
+from earlyphase.studies.jobs.config import TrainConfig, parse_overrides, run_dir
 
 TINY = ["--width=4", "--training_steps=1ep"]
 DEADLINE_S = 600  # only against a hang; nothing here measures time

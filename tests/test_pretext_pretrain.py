@@ -5,15 +5,14 @@ import json
 import torch
 
 from earlyphase.studies import cli
-
 from earlyphase.studies.engine import models
-
-from earlyphase.studies.jobs import pretrain as pretrain_job
-
-from earlyphase.studies.jobs import train as train_job
 from earlyphase.studies.engine.augment import derive_seed
+from earlyphase.studies.jobs import pretrain as pretrain_job
+from earlyphase.studies.jobs import train as train_job
 from earlyphase.studies.jobs.config import TrainConfig
 from earlyphase.studies.jobs.pretrain import PretrainConfig
+
+from conftest import load, same_state
 
 TINY = dict(width=4, pretrain_steps="6it", eval_every=1)
 
@@ -22,16 +21,8 @@ def pretrain(out, **kw):
     return pretrain_job.run(PretrainConfig(out=str(out), **{**TINY, **kw}))
 
 
-def load(path):
-    return torch.load(path, weights_only=True)
-
-
 def backbone(state):
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
-
-
-def same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_rotation_rewind_point_has_pretrained_backbone_and_fresh_classifier(out):
@@ -41,7 +32,7 @@ def test_rotation_rewind_point_has_pretrained_backbone_and_fresh_classifier(out)
     assert final["fc.weight"].shape == (4, 16)  # trained with the 4-way rotation head
     fresh = models.create("cifar_resnet20", width=4).state_dict()
     assert point["model"].keys() == fresh.keys() and point["model"]["fc.weight"].shape == (10, 16)
-    assert same(backbone(point["model"]), backbone(final))  # the pretrained backbone, BN statistics included
+    assert same_state(backbone(point["model"]), backbone(final))  # the pretrained backbone, BN statistics included
     classifier = models.create("cifar_resnet20", width=4)
     torch.manual_seed(derive_seed(0, "classifier"))
     classifier.reset_classifier(10)
@@ -59,7 +50,7 @@ def test_rotation_rewind_point_has_pretrained_backbone_and_fresh_classifier(out)
 def test_supervised_pretext_is_standard_rewinding(out):
     run_dir, _ = pretrain(out, pretext="supervised", pretrain_steps="5it")
     dense_dir, _ = train_job.run(TrainConfig(out=str(out), width=4, training_steps="5it", eval_every=1))
-    assert same(load(run_dir / "rewind_point.pt")["model"], load(dense_dir / "final.pt")["model"])
+    assert same_state(load(run_dir / "rewind_point.pt")["model"], load(dense_dir / "final.pt")["model"])
 
 
 def test_sparse_pretraining_keeps_the_mask(out, tmp_path):

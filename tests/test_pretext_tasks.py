@@ -1,9 +1,10 @@
 """The pretext tasks as a library: exact rotations, fixed random labels, blur, SimCLR views, options, registry."""
 
+from importlib.metadata import EntryPoint
+
 import numpy as np
 import pytest
 import torch
-from importlib.metadata import EntryPoint
 
 from earlyphase.pretext import registry
 from earlyphase.pretext.base import PretextTask, TaskInfo, declared_options, parse_args

@@ -8,15 +8,14 @@ import json
 
 import torch
 
-from earlyphase.studies.jobs import imp as imp_job
-
 from earlyphase.studies.engine import models
-
+from earlyphase.studies.jobs import imp as imp_job
 from earlyphase.studies.jobs import pretrain as pretrain_job
-
 from earlyphase.studies.jobs import setup
 from earlyphase.studies.jobs.imp import ImpConfig
 from earlyphase.studies.jobs.pretrain import PretrainConfig
+
+from conftest import load, same_state
 
 # digits at batch 64: 23 iterations per epoch; a milestone (3it) and warmup (2it) before k = 5 and a milestone
 # after it, so the pretraining must follow the training schedule step by step for the chain to be identical
@@ -24,16 +23,8 @@ SETTING = dict(width=4, training_steps="1ep", milestone_steps="3it,15it", warmup
 IMP = dict(prune_fraction=0.5, levels=2, controls="random_reinit")
 
 
-def load(path):
-    return torch.load(path, weights_only=True)
-
-
 def _model():
     return models.create("cifar_resnet20", width=4)
-
-
-def same_tensors(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_supervised_pretraining_for_k_then_imp_is_rewinding_to_k(out):
@@ -41,9 +32,9 @@ def test_supervised_pretraining_for_k_then_imp_is_rewinding_to_k(out):
     pre_dir, _ = pretrain_job.run(PretrainConfig(out=str(out), pretext="supervised", pretrain_steps="5it", **SETTING))
     point = load(pre_dir / "rewind_point.pt")
     dense_at_k = load(rewind_dir / "level_0" / "weights_5it.pt")
-    assert point["step"] == 5 and same_tensors(point["model"], dense_at_k["model"])
+    assert point["step"] == 5 and same_state(point["model"], dense_at_k["model"])
     names = [n for n, _ in _model().named_parameters()]
-    assert same_tensors(point["momentum"], {n: dense_at_k["optimizer"]["state"][i]["momentum_buffer"]
+    assert same_state(point["momentum"], {n: dense_at_k["optimizer"]["state"][i]["momentum_buffer"]
                                             for i, n in enumerate(names)})
 
     pre_imp_dir, pretext = imp_job.run(ImpConfig(out=str(out), rewind_from=str(pre_dir), **SETTING, **IMP))
@@ -57,8 +48,8 @@ def test_supervised_pretraining_for_k_then_imp_is_rewinding_to_k(out):
         assert (a["level"], a["kind"], a["density"], a["test_accuracy"]) == (b["level"], b["kind"], b["density"],
                                                                               b["test_accuracy"])
         part = a["run_dir"]
-        assert same_tensors(load(rewind_dir / part / "final.pt")["model"], load(pre_imp_dir / part / "final.pt")["model"])
-        assert same_tensors(load(rewind_dir / part / "mask.pt"), load(pre_imp_dir / part / "mask.pt"))
+        assert same_state(load(rewind_dir / part / "final.pt")["model"], load(pre_imp_dir / part / "final.pt")["model"])
+        assert same_state(load(rewind_dir / part / "mask.pt"), load(pre_imp_dir / part / "mask.pt"))
     config = json.loads((pre_imp_dir / "config.json").read_text())
     assert config["rewind_step_it"] == 5 and config["rewind_point"]["pretext"]["name"] == "supervised"
 
@@ -77,10 +68,10 @@ def test_a_task_with_its_own_head_hands_over_its_backbone_momentum_only(out):
                                              prune_fraction=0.5))
     assert [r["start_step"] for r in records] == [4, 4]
     start = load(imp_dir / "level_0" / "weights_4it.pt")  # level 0's exact start: the point, with its momentum
-    assert same_tensors(start["model"], point["model"])
+    assert same_state(start["model"], point["model"])
     buffers = {n: start["optimizer"]["state"][i]["momentum_buffer"]
                for i, (n, _) in enumerate(_model().named_parameters()) if i in start["optimizer"]["state"]}
-    assert same_tensors(buffers, point["momentum"])  # the fresh classifier starts without momentum
+    assert same_state(buffers, point["momentum"])  # the fresh classifier starts without momentum
     level1 = load(imp_dir / "level_1" / "weights_4it.pt")
     assert level1["optimizer"]["state"] == {}  # levels >= 1 rewind with a fresh optimiser (the default)
 

@@ -9,7 +9,7 @@ import yaml
 
 from earlyphase.studies import cli
 
-from cli_checks import one_line_error, run_cli
+from conftest import one_line_error, run_cli
 
 TINY = ["--width=4", "--training_steps=1ep"]
 

@@ -8,13 +8,7 @@ import statistics
 import pytest
 
 from earlyphase.studies import cli
-
-from earlyphase.studies.reporting import findings
-
-from earlyphase.studies.reporting import paired
-
-from earlyphase.studies.reporting import report
-
+from earlyphase.studies.reporting import findings, paired, report
 from earlyphase.studies.reporting import runs as report_data
 
 T_975_2 = 4.302652729749462  # Student's t, 97.5% quantile, 2 degrees of freedom (3 seeds), from tables

@@ -8,8 +8,9 @@ import torch
 import yaml
 
 from earlyphase.studies import cli
-
 from earlyphase.studies.engine import schedule
+
+from conftest import final_weights
 
 TINY = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
         "--rewind_step=3it", "--pretrain_steps=3it", "--batch_size=128", "--stability="]
@@ -63,10 +64,6 @@ def test_gather_runs_jobs_in_lockstep_and_chain_one_after_another():
     log, values = drive(schedule.chain([job("x", 2), job("y", 1)]))
     assert log == [["x0a", "x0b"], ["x1a", "x1b"], ["y0a", "y0b"]]
     assert values[1] == ("y", [["Y0A", "Y0B"]])
-
-
-def final_weights(path):
-    return torch.load(path / "final.pt", weights_only=True)["model"]
 
 
 def test_imp_concurrent_stacks_a_levels_parts_and_matches_sequential(tmp_path, capsys, stacks):

@@ -6,17 +6,13 @@ import pytest
 import torch
 
 from earlyphase.studies import cli
-
-from earlyphase.studies.jobs import imp as imp_job
-
 from earlyphase.studies.engine import interpolation as stability
+from earlyphase.studies.jobs import imp as imp_job
 from earlyphase.studies.jobs.imp import ImpConfig
 
+from conftest import load
+
 TINY = dict(width=4, training_steps="2ep", rewind_step="3it", prune_fraction=0.5, eval_every=2)
-
-
-def load(path):
-    return torch.load(path, weights_only=True)
 
 
 def result(folder, bn="interpolate", points=11):

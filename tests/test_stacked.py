@@ -7,10 +7,12 @@ import torch
 from torch.nn import functional as F
 
 from earlyphase.pretext.supervised import Supervised
-from earlyphase.studies.jobs import setup
-from earlyphase.studies.jobs.config import TrainConfig
 from earlyphase.studies.engine.stacked import StackedRun, _default_loss, _losses, train_stacked
 from earlyphase.studies.engine.trainer import make_optimizer, train
+from earlyphase.studies.jobs import setup
+from earlyphase.studies.jobs.config import TrainConfig
+
+from conftest import final_weights
 
 CPU = torch.device("cpu")
 STEPS = 30  # digits at batch 64: 23 iterations per epoch, so the runs cross an epoch boundary
@@ -58,10 +60,6 @@ def sequential(runs, data, root):
             for k, r in enumerate(runs)]
 
 
-def weights(run_dir, name="final.pt"):
-    return torch.load(run_dir / name, weights_only=True)["model"]
-
-
 def max_diff(a, b):
     assert a.keys() == b.keys()
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
@@ -73,7 +71,7 @@ def test_stacked_equals_sequential_in_float64(data, out):
     seq = sequential(make_runs(data, out / "ref"), data, out / "ref")
     for k, (s, r) in enumerate(zip(stacked, seq)):
         assert not s.skipped and s.summary["end_step"] == STEPS
-        assert max_diff(weights(s.run_dir), weights(r.run_dir)) < 1e-10
+        assert max_diff(final_weights(s.run_dir), final_weights(r.run_dir)) < 1e-10
         assert sorted(p.name for p in s.run_dir.iterdir()) == sorted(p.name for p in r.run_dir.iterdir())
         rec_s = [json.loads(x) for x in (s.run_dir / "metrics.jsonl").read_text().splitlines()]
         rec_r = [json.loads(x) for x in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -85,7 +83,7 @@ def test_stacked_equals_sequential_in_float64(data, out):
     assert max_diff(saved_s["model"], saved_r["model"]) < 1e-10
     momentum = lambda state: torch.cat([v["momentum_buffer"].flatten() for v in state["optimizer"]["state"].values()])
     assert (momentum(saved_s) - momentum(saved_r)).abs().max() < 1e-10
-    final = weights(stacked[1].run_dir)
+    final = final_weights(stacked[1].run_dir)
     assert all((final[n][~m] == 0).all() for n, m in runs[1].mask.items())  # pruned weights stay exactly zero
 
 
@@ -112,7 +110,7 @@ def test_interrupted_stack_resumes_stacked_or_sequentially(data, out):
     assert resumed[0].resumed_from == 23 and resumed[1].resumed_from == 23
     whole = train_stacked(make_runs(data, out / "b", end=50), data)
     for k in range(3):
-        assert max_diff(weights(out / "a" / f"run{k}"), weights(whole[k].run_dir)) < 1e-10
+        assert max_diff(final_weights(out / "a" / f"run{k}"), final_weights(whole[k].run_dir)) < 1e-10
     again = train_stacked(make_runs(data, out / "b", end=50), data)
     assert all(r.skipped for r in again)
 
@@ -131,7 +129,7 @@ def test_float32_stack_with_default_loss_matches_sequential(data, out):
     stacked = train_stacked(make_runs(data, out / "s", dtype=torch.float32, task_cls=Supervised, end=3), data)
     seq = sequential(make_runs(data, out / "r", dtype=torch.float32, task_cls=Supervised, end=3), data, out / "r")
     for s, r in zip(stacked, seq):
-        assert max_diff(weights(s.run_dir), weights(r.run_dir)) < 2e-5
+        assert max_diff(final_weights(s.run_dir), final_weights(r.run_dir)) < 2e-5
 
 
 def test_refuses_mismatched_runs(data, out):

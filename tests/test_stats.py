@@ -10,11 +10,10 @@ from torch import nn
 from earlyphase.imp import perturb as P
 from earlyphase.pretext.supervised import Supervised
 from earlyphase.studies import cli
-from earlyphase.studies.jobs import setup
-from earlyphase.studies.jobs import stats
-from earlyphase.studies.jobs.config import TrainConfig
 from earlyphase.studies.engine.batches import EpochBatches
 from earlyphase.studies.engine.trainer import train
+from earlyphase.studies.jobs import setup, stats
+from earlyphase.studies.jobs.config import TrainConfig
 
 INIT = torch.tensor([[1.0, -2.0, 3.0], [-4.0, 5.0, -6.0]])
 MASK = torch.tensor([[True, True, False], [True, False, True]])

@@ -6,7 +6,6 @@ import torch
 import torchvision
 
 from earlyphase.studies import cli
-
 from earlyphase.studies.jobs import study
 
 from cifar_files import UncheckedCIFAR10, write_cifar_tree

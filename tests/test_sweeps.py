@@ -6,7 +6,6 @@ import torch
 import yaml
 
 from earlyphase.studies import cli
-
 from earlyphase.studies.jobs import sweep as sweep_cmd
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
@@ -22,7 +21,6 @@ def cifar_sized(cfg, device):
     """CIFAR-10's shapes and split sizes without its pixels (which this machine cannot download): the checks
     of the paper sweeps depend on iterations per epoch, not on images."""
     from earlyphase.studies.engine import data
-    from earlyphase.studies.jobs import setup
 
     if cfg.dataset != "cifar10":
         return data.load(cfg.dataset)

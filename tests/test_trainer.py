@@ -8,11 +8,11 @@ import time
 import pytest
 import torch
 
-from earlyphase.studies import cli
-
+from earlyphase.studies.engine.trainer import train
 from earlyphase.studies.jobs import setup
 from earlyphase.studies.jobs.config import TrainConfig, run_dir
-from earlyphase.studies.engine.trainer import train
+
+from conftest import final_weights, run_cli, same_state
 
 TINY = dict(width=4, training_steps="4ep", milestone_steps="2ep,3ep", eval_every=1)
 
@@ -25,14 +25,6 @@ def build(cfg):
     device = torch.device("cpu")
     data = setup.load_data(cfg, device)
     return setup.make_model(cfg, data, device), data, setup.make_plan(cfg, data, device)
-
-
-def weights(path):
-    return torch.load(path, weights_only=True)["model"]
-
-
-def same_state(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_loss_falls_on_digits(out):
@@ -52,7 +44,7 @@ def test_same_seed_same_result_and_seed_matters(out):
         c = tiny(out, training_steps="1ep", seed=seed)
         model, data, plan = build(c)
         train(model, data, plan, out / name)
-        finals.append(weights(out / name / "final.pt"))
+        finals.append(final_weights(out / name / "final.pt"))
     assert same_state(finals[0], finals[1])
     assert not same_state(finals[0], finals[2])
 
@@ -63,7 +55,7 @@ def test_pruned_weights_stay_exactly_zero(out):
     gen = torch.Generator().manual_seed(0)
     mask = {n: (torch.rand(p.shape, generator=gen) > 0.7).float() for n, p in model.named_parameters() if p.dim() > 1}
     train(model, data, plan, out / "m", mask=mask)
-    final = weights(out / "m" / "final.pt")
+    final = final_weights(out / "m" / "final.pt")
     for name, m in mask.items():
         assert torch.all(final[name][m == 0] == 0), name
         assert final[name][m == 1].abs().min() > 0, name  # survivors did train
@@ -90,7 +82,7 @@ def test_interrupted_run_resumes_bit_identically(out):
     model, data, plan = build(cfg)
     result = train(model, data, plan, out / "resumed")
     assert result.resumed_from == 46
-    assert same_state(weights(out / "full" / "final.pt"), weights(out / "resumed" / "final.pt"))
+    assert same_state(final_weights(out / "full" / "final.pt"), final_weights(out / "resumed" / "final.pt"))
     assert (out / "full" / "metrics.jsonl").read_text() == (out / "resumed" / "metrics.jsonl").read_text()
     assert (out / "full" / "summary.json").read_text() == (out / "resumed" / "summary.json").read_text()
     assert not (out / "resumed" / "checkpoint.pt").exists()
@@ -101,20 +93,14 @@ def test_rewind_points_are_saved(out):
     model, data, plan = build(cfg)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     train(model, data, plan.__class__(**{**plan.__dict__, "save_at": (0, 5)}), out / "s")
-    assert same_state(weights(out / "s" / "weights_0it.pt"), start)
+    assert same_state(final_weights(out / "s" / "weights_0it.pt"), start)
     saved = torch.load(out / "s" / "weights_5it.pt", weights_only=True)
     assert saved["step"] == 5 and "momentum_buffer" in str(saved["optimizer"]["state"][0].keys())
 
 
-def _cli(args, capsys):
-    code = cli.main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_cli_trains_prints_run_dir_last_and_skips_finished(out, capsys):
     args = ["train", f"--out={out}", "--width=4", "--training_steps=1ep"]
-    code, stdout, _ = _cli(args, capsys)
+    code, stdout, _ = run_cli(args, capsys)
     assert code == 0
     path = stdout.strip().splitlines()[-1]
     assert path.startswith(str(out)) and os.path.basename(path).startswith("train_")
@@ -122,7 +108,7 @@ def test_cli_trains_prints_run_dir_last_and_skips_finished(out, capsys):
     summary = json.loads(open(os.path.join(path, "summary.json")).read())
     assert 0 <= summary["test_accuracy"] <= 1
     before = os.path.getmtime(os.path.join(path, "final.pt"))
-    code, stdout, _ = _cli(args, capsys)
+    code, stdout, _ = run_cli(args, capsys)
     assert code == 0 and "already finished" in stdout and stdout.strip().splitlines()[-1] == path
     assert os.path.getmtime(os.path.join(path, "final.pt")) == before
 
@@ -139,7 +125,7 @@ def test_cli_trains_prints_run_dir_last_and_skips_finished(out, capsys):
     (["positional"], "--name=value"),
 ])
 def test_bad_input_exits_2_with_one_line(out, capsys, args, message):
-    code, stdout, stderr = _cli(["train", f"--out={out}", *args], capsys)
+    code, stdout, stderr = run_cli(["train", f"--out={out}", *args], capsys)
     assert code == 2
     assert message in stderr and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
     assert not out.exists()
@@ -150,7 +136,7 @@ def test_corrupt_checkpoint_is_reported_not_overwritten(out, capsys):
     target = run_dir("train", cfg)
     target.mkdir(parents=True)
     (target / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    code, _, stderr = _cli(["train", f"--out={out}", "--width=4", "--training_steps=4ep",
+    code, _, stderr = run_cli(["train", f"--out={out}", "--width=4", "--training_steps=4ep",
                             "--milestone_steps=2ep,3ep", "--eval_every=1"], capsys)
     assert code == 2 and str(target / "checkpoint.pt") in stderr and "corrupt" in stderr
     assert (target / "checkpoint.pt").read_bytes() == b"not a checkpoint"
@@ -183,7 +169,7 @@ def test_kill_9_then_rerun_matches_uninterrupted(out):
     assert not (killed_dir / "summary.json").exists(), "the run finished before it could be killed"
     rerun = subprocess.run(args + [f"--out={out}/killed"], env=env, capture_output=True, text=True, check=True)
     assert rerun.stdout.strip().splitlines()[-1] == str(killed_dir)
-    assert same_state(weights(os.path.join(full_dir, "final.pt")), weights(killed_dir / "final.pt"))
+    assert same_state(final_weights(os.path.join(full_dir, "final.pt")), final_weights(killed_dir / "final.pt"))
     for name in ("metrics.jsonl", "summary.json"):
         assert open(os.path.join(full_dir, name)).read() == (killed_dir / name).read_text()
 

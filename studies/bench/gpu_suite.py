@@ -40,13 +40,24 @@ from torch.nn import functional as F
 
 from earlyphase.pretext.supervised import Supervised
 
-from ..jobs import setup
 from ..engine.augment import augment_split
-from .timing import (BATCH, CIFAR_TRAIN, GRID_EPOCHS, BareLoop, BenchConfig, bench_plan, device_name, half_mask,
-                    measure, resnet20, synthetic_cifar)
 from ..engine.schedule import Training, train_interleaved
 from ..engine.stacked import StackedRun, train_stacked
 from ..engine.trainer import CUDA_COMPILE_AUTO, train
+from ..jobs import setup
+from .timing import (
+    BATCH,
+    CIFAR_TRAIN,
+    GRID_EPOCHS,
+    BareLoop,
+    BenchConfig,
+    bench_plan,
+    device_name,
+    half_mask,
+    measure,
+    resnet20,
+    synthetic_cifar,
+)
 
 # Float32 after one step: a few steps would measure chaos, not correctness (early SGD steps amplify a 1e-7
 # perturbation to 1e-4 within two steps, measured on CPU). Float64 over several steps is the sharp check.

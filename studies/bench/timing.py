@@ -4,7 +4,6 @@ timed alternately on the same synthetic CIFAR-shaped data (see bench.py for what
 from __future__ import annotations
 
 import copy
-import json
 import os
 import platform as host
 import statistics
@@ -18,18 +17,21 @@ import torch
 from torch.nn import functional as F
 
 from ..engine import models
-
-from ..jobs import setup
-from ..jobs.config import DATASET_DEFAULTS, option, parse_overrides, platform
 from ..engine.data import IMAGENET_MEAN, IMAGENET_STD, ImageData
-from ..engine.errors import UsageError
-from ..engine.graphed import GraphedStep
-from ..engine.schedule import ENGINES, Training, train_interleaved
-from ..engine.stacked import train_stacked
 from ..engine.evaluation import autocast
+from ..engine.graphed import GraphedStep
 from ..engine.plan import Schedule, TrainPlan
-from ..engine.trainer import (COMPILE_MODES, compile_mode, compiled, cpu_process_settings, make_optimizer, train,
-                              whole_step_graph)
+from ..engine.schedule import Training, train_interleaved
+from ..engine.stacked import train_stacked
+from ..engine.trainer import (
+    compile_mode,
+    compiled,
+    cpu_process_settings,
+    make_optimizer,
+    train,
+    whole_step_graph,
+)
+from ..jobs.config import DATASET_DEFAULTS, option, platform
 
 CIFAR_TRAIN = 50_000
 GRID_EPOCHS = 6 * 3 * 9 * 160  # conditions x seeds x trainings (dense + 8 levels) x epochs

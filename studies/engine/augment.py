@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 
-import torch
 import kornia.augmentation as K
+import torch
 
 from .data import ImageData
 

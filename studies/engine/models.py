@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
+from timm.models import register_model
 from torch import nn
 from torch.nn import functional as F
-from timm.models import register_model
 
 REGISTERED_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 _NAME = re.compile(r"^cifar_resnet(\d+)$")

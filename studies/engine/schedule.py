@@ -47,9 +47,9 @@ import torch
 from . import locks
 from .data import ImageData
 from .errors import UsageError
-from .stacked import StackedRun, train_stacked
 from .plan import Mask, TrainPlan, TrainResult
 from .run_dir import finished_result
+from .stacked import StackedRun, train_stacked
 from .trainer import train, train_steps
 
 Job = Generator[list, list, object]  # yields list[Training], is sent list[TrainResult], returns its value

@@ -52,7 +52,15 @@ from .evaluation import autocast, evaluate
 from .graphed import GraphedStep
 from .plan import Mask, TrainPlan, TrainResult
 from .run_dir import RunFiles, finished_result
-from .trainer import apply_mask, compile_mode, compiled, cpu_process_settings, make_optimizer, masked_pairs, whole_step_graph
+from .trainer import (
+    apply_mask,
+    compile_mode,
+    compiled,
+    cpu_process_settings,
+    make_optimizer,
+    masked_pairs,
+    whole_step_graph,
+)
 
 
 @dataclass

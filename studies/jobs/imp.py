@@ -45,10 +45,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import re
 import sys
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,20 +58,15 @@ from earlyphase.imp import perturb as imp_perturb
 from earlyphase.imp.pruning import global_magnitude_prune, survivors
 from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_momentum, momentum_by_name, rewound_state
 
-from ..engine import checkpoints
-
-from ..engine import schedule
-
-from . import setup
-
-from . import stats
-from ..engine.interpolation import BN_MODES, PathSettings, check_mask_holds, evaluate_path, interpolate, summarise
-from ..engine.trainer import make_optimizer
+from ..engine import checkpoints, schedule
 from ..engine.augment import derive_seed
+from ..engine.errors import UsageError
+from ..engine.interpolation import BN_MODES, PathSettings, check_mask_holds, evaluate_path, interpolate, summarise
+from ..engine.schedule import Job, Training
+from ..engine.trainer import make_optimizer
+from . import setup, stats
 from .config import DATASET_DEFAULTS, ImpCommand, ImpConfig, SchedulerConfig, parse_overrides, run_dir
 from .wandb_log import logged_run
-from ..engine.errors import UsageError
-from ..engine.schedule import Job, Training
 
 
 @dataclass

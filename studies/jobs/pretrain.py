@@ -41,31 +41,23 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
-import typing
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from earlyphase.pretext import registry
 from earlyphase.imp.rewinding import masked_momentum, momentum_by_name
+from earlyphase.pretext import registry
 from earlyphase.pretext.base import PretextTask, TaskInfo, coerce_option, declared_options, parse_args
 
-from ..engine import checkpoints
-
-from ..engine import schedule
-
-from . import setup
+from ..engine import checkpoints, schedule
 from ..engine.augment import derive_seed
-from .config import PretrainConfig, PretrainFields, parse_overrides, run_dir
-from .wandb_log import logged_run
 from ..engine.errors import UsageError
-from .stats import tracker_hooks
-from ..engine.schedule import Job, Training
 from ..engine.plan import TrainPlan, TrainResult
-
-
+from ..engine.schedule import Job, Training
+from . import setup
+from .config import PretrainConfig, PretrainFields, parse_overrides, run_dir
+from .stats import tracker_hooks
+from .wandb_log import logged_run
 
 # ------------------------------------------------------------------------------------------ options
 BUILT_IN = "earlyphase"  # the distribution of earlyphase's own tasks

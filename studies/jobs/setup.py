@@ -11,13 +11,13 @@ from pathlib import Path
 import torch
 
 from ..engine import models
-from .config import TrainConfig
 from ..engine.data import ImageData, load
 from ..engine.errors import UsageError
-from .wandb_log import MODES as WANDB_MODES
-from ..engine.steps import Step, StepError
 from ..engine.plan import Schedule, TrainPlan
+from ..engine.steps import Step, StepError
 from ..engine.trainer import COMPILE_MODES
+from .config import TrainConfig
+from .wandb_log import MODES as WANDB_MODES
 
 
 def resolve_device(name: str) -> torch.device:

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import functools
 
-from ..engine import checkpoints
-from .config import parse_overrides
+from ..engine import checkpoints, schedule
 from ..engine.errors import UsageError
-from ..engine import schedule
-from .config import ImpCommand, ImpConfig, with_values
-from .imp import prepare, run, stability_dir
 from ..engine.interpolation import STABLE_BELOW
+from .config import ImpCommand, ImpConfig, parse_overrides, with_values
+from .imp import prepare, run, stability_dir
 from .wandb_log import logged_run
 
 DEFAULTS = {"levels": 0, "stability": "0"}

@@ -45,9 +45,9 @@ import torch
 from earlyphase.imp.masks import prunable_names
 from earlyphase.pretext.supervised import Supervised
 
-from . import setup
 from ..engine.checkpoints import append_text, read_jsonl, truncate_jsonl, write_json_atomic
 from ..engine.evaluation import evaluate as evaluate_task
+from . import setup
 
 STATS_FILE, META_FILE = "stats.jsonl", "stats_meta.json"
 EVERY_STEP_UNTIL = 100

@@ -40,8 +40,9 @@ def import_engine():
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sweeps' pydantic-2 config warnings are not the user's business
-            import sweeps
             from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+            import sweeps
     except ImportError:
         raise UsageError("the sweep engine is not installed: pip install 'earlyphase[sweeps]' (or pip install sweeps)") from None
     return sweeps, create_sweep_command_args

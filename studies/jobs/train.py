@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from . import setup
 from ..engine.checkpoints import write_json_atomic
-from .config import TrainConfig, parse_overrides, run_dir
-from .wandb_log import logged_run
-from .stats import tracker_hooks
 from ..engine.trainer import train
+from . import setup
+from .config import TrainConfig, parse_overrides, run_dir
+from .stats import tracker_hooks
+from .wandb_log import logged_run
 
 
 def run(cfg: TrainConfig, sinks=()) -> "tuple":

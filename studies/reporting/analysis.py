@@ -25,8 +25,8 @@ import statistics
 from pathlib import Path
 
 from ..engine.checkpoints import save_figure_atomic
-from .runs import curve, read_json
 from ..jobs.stats import read_stats
+from .runs import curve, read_json
 
 PANELS = (("train_loss", "training loss"), ("test_accuracy", "test accuracy"), ("grad_norm", "gradient L2 norm"),
           ("weight_norm", "weight L2 norm"), ("dist_init", "L2 distance from init"),

@@ -32,6 +32,7 @@ from ..engine.checkpoints import read_json
 from ..engine.errors import UsageError
 from ..jobs.config import condition_fields
 
+
 @dataclass
 class Condition:
     label: str

@@ -17,10 +17,10 @@ from __future__ import annotations
 import statistics
 
 from ..engine.checkpoints import save_figure_atomic
+from ..engine.interpolation import STABLE_BELOW
 from .findings import density, points
 from .paired import MIN_SEEDS, interval
 from .runs import Condition, by_seed
-from ..engine.interpolation import STABLE_BELOW
 
 DEFAULT_SETTING = "bn=interpolate,points=11"
 
