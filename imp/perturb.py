@@ -90,7 +90,9 @@ def perturb(perturbation: str, rewind: dict, mask: Mask, generator: torch.Genera
         raise ValueError(f"{perturbation} needs the initialisation (init=...)")
     if perturbation == "noise" and not (noise >= 0 and math.isfinite(noise)):
         raise ValueError(f"noise scale must be a finite number >= 0, got {noise}")
-    missing = [n for n in mask if n not in rewind or (init is not None and perturbation in NEEDS_INIT and n not in init)]
+    missing = [
+        n for n in mask if n not in rewind or (init is not None and perturbation in NEEDS_INIT and n not in init)
+    ]
     if missing:
         raise ValueError(f"the state lacks masked parameters {missing[:3]}")
     out = {name: tensor.detach().clone() for name, tensor in rewind.items()}

@@ -32,7 +32,9 @@ def rewound_state(state: dict, mask: Mask) -> dict:
         if name in mask:
             keep = mask[name].to(tensor.device)
             if keep.shape != tensor.shape:
-                raise ValueError(f"mask for {name!r} has shape {tuple(keep.shape)}, the rewind point {tuple(tensor.shape)}")
+                raise ValueError(
+                    f"mask for {name!r} has shape {tuple(keep.shape)}, the rewind point {tuple(tensor.shape)}"
+                )
             tensor = torch.where(keep, tensor, torch.zeros_like(tensor))
         out[name] = tensor
     return out
@@ -59,5 +61,7 @@ def masked_momentum(momentum: dict, mask: Mask) -> dict:
     out = {}
     for name, buffer in momentum.items():
         keep = mask.get(name)
-        out[name] = buffer.clone() if keep is None else torch.where(keep.to(buffer.device), buffer, torch.zeros_like(buffer))
+        out[name] = (
+            buffer.clone() if keep is None else torch.where(keep.to(buffer.device), buffer, torch.zeros_like(buffer))
+        )
     return out

@@ -7,8 +7,9 @@ blocky aliasing of plain down-sampling.
 Default factor (`factor=0`, auto): the paper's 4 on CIFAR-10's 32x32 images (8x8 left: a blurred but
 recognisable image), scaled with the image as size // 8, and at least 2, so a blur always removes detail.
 On 8x8 digits that is 2 (4x4 left); the paper's 4 would leave 2x2, four numbers per channel, which is not
-a blurred digit but almost none at all (dense accuracy on digits: README, "Pretext tasks"). Both steps are linear and average to one, so they commute with
-the normalisation and a constant image stays constant. factor=1 without gaussian is the identity.
+a blurred digit but almost none at all (dense accuracy on digits: README, "Pretext tasks"). Both steps are
+linear and average to one, so they commute with the normalisation and a constant image stays constant.
+factor=1 without gaussian is the identity.
 """
 
 import kornia.filters
@@ -43,8 +44,10 @@ class Blur(PretextTask):
         if self.factor == 0:
             self.factor = auto_factor(self.info.image_size)
         if not 1 <= self.factor <= min(self.info.image_size):
-            raise ValueError(f"blur factor={self.factor}: must be between 1 and the image size {min(self.info.image_size)} "
-                             f"(or 0 for auto)")
+            raise ValueError(
+                f"blur factor={self.factor}: must be between 1 and the image size {min(self.info.image_size)} "
+                f"(or 0 for auto)"
+            )
 
     def batch(self, x, y, idx):
         return blur(x, self.factor, self.gaussian), y

@@ -2,9 +2,9 @@
 
 Views are made on the device with kornia, per sample, from the images in pixel space: a random resized
 crop back to the input size (area scale `min_scale`-1, default 0.2: the usual small-image setting; 0.08
-leaves too little of a 32x32 or 8x8 image), a horizontal flip where the dataset is flip-invariant (not for digits), colour
-jitter (0.4, 0.4, 0.4, 0.1 with p=0.8) and grayscale (p=0.2). The dataset's standard augmentation is
-off: the views replace it. Head and loss are lightly's `SimCLRProjectionHead` (hidden width = the
+leaves too little of a 32x32 or 8x8 image), a horizontal flip where the dataset is flip-invariant (not for
+digits), colour jitter (0.4, 0.4, 0.4, 0.1 with p=0.8) and grayscale (p=0.2). The dataset's standard
+augmentation is off: the views replace it. Head and loss are lightly's `SimCLRProjectionHead` (hidden width = the
 backbone's features) and `NTXentLoss`. Accuracy: the share of views whose nearest other view (cosine)
 is their partner, i.e. top-1 positive retrieval within the batch.
 """

@@ -73,10 +73,17 @@ def test_gpu_suite_dry_run_on_cpu_checks_and_reports(capsys):
 def test_suite_conclusions_pick_the_fastest_correct_compile_mode():
     single = lambda ips, mode: {"trainer_images_per_s": ips, "trainer_s_per_cifar_epoch": CIFAR_TRAIN / ips,  # noqa: E731
                                 "grid_hours": 1.0, "compile": mode}
-    report = {"errors": {}, "checks": {"compile_reduce-overhead": {"ok": True}, "compile_default": {"ok": False}},
-              "variants": {"eager bf16": single(40_000, "none"), "reduce-overhead bf16": single(180_000, "reduce-overhead"),
-                           "default-compile bf16": single(300_000, "default"), "eager fp32": single(900_000, "none"),
-                           "stacked K=8 bf16": {"stacked_images_per_s": 6e5}}}
+    report = {
+        "errors": {},
+        "checks": {"compile_reduce-overhead": {"ok": True}, "compile_default": {"ok": False}},
+        "variants": {
+            "eager bf16": single(40_000, "none"),
+            "reduce-overhead bf16": single(180_000, "reduce-overhead"),
+            "default-compile bf16": single(300_000, "default"),
+            "eager fp32": single(900_000, "none"),
+            "stacked K=8 bf16": {"stacked_images_per_s": 6e5},
+        },
+    }
     out = gpu_suite.conclusions(report)
     assert out["best_single"]["variant"] == "reduce-overhead bf16"  # default failed its check; fp32 is not the default
     assert out["best_single"]["s_per_cifar_epoch"] == pytest.approx(50_000 / 180_000)
@@ -90,7 +97,9 @@ def test_trainer_fast_path_helpers_leave_cpu_results_alone():
     data = synthetic_cifar(16, CPU)
     x = data.train_x[:8]
     expected = (x.double() / 255 - torch.tensor(data.mean).view(1, -1, 1, 1)) / torch.tensor(data.std).view(1, -1, 1, 1)
-    assert torch.allclose(data.normaliser()(x).double(), expected, atol=1e-5)  # the in-place ops compute (x/255-mean)/std
+    assert torch.allclose(
+        data.normaliser()(x).double(), expected, atol=1e-5
+    )  # the in-place ops compute (x/255-mean)/std
     plan = TrainPlan(seed=0, batch_size=8, schedule=Schedule(0.1), start=0, end=1)
     model = models.create("cifar_resnet8", width=4)
     group = make_optimizer(model, plan).param_groups[0]

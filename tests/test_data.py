@@ -60,7 +60,11 @@ def test_augmentation_is_per_sample_and_seeded(tmp_path):
             for dx in range(9):
                 window = padded[i, :, dy:dy + 32, dx:dx + 32]
                 if torch.equal(window, aug[i].float()) or torch.equal(window.flip(-1), aug[i].float()):
-                    found = (dy, dx, torch.equal(window.flip(-1), aug[i].float()) and not torch.equal(window, aug[i].float()))
+                    found = (
+                        dy,
+                        dx,
+                        torch.equal(window.flip(-1), aug[i].float()) and not torch.equal(window, aug[i].float()),
+                    )
         assert found is not None, "augmented image is not a padded crop (or its flip) of the original"
         shifts.add(found)
     assert len(shifts) > 10
@@ -93,14 +97,18 @@ def test_table_normaliser_gives_the_cpu_numbers_bit_for_bit():
     from earlyphase.studies.bench.timing import synthetic_cifar
 
     for data in (load_digits(), synthetic_cifar(300, torch.device("cpu"), seed=2)):
-        every_level = torch.arange(256, dtype=torch.uint8).view(4, 64).expand(2, data.train_x.shape[1], 4, 64).contiguous()
+        every_level = (
+            torch.arange(256, dtype=torch.uint8).view(4, 64).expand(2, data.train_x.shape[1], 4, 64).contiguous()
+        )
         for x in (data.train_x[:200], torch.stack([data.train_x[:50], data.train_x[50:100]]), every_level):
             passes, table = data.normaliser(table=False)(x), data.normaliser(table=True)(x)
             assert table.dtype == torch.float32 and table.shape == x.shape
             assert torch.equal(passes, table)
         mean = torch.tensor(data.mean, dtype=torch.float64).view(-1, 1, 1)
         std = torch.tensor(data.std, dtype=torch.float64).view(-1, 1, 1)
-        assert torch.allclose(data.normaliser()(every_level).double(), (every_level.double() / 255 - mean) / std, atol=1e-5)
+        assert torch.allclose(
+            data.normaliser()(every_level).double(), (every_level.double() / 255 - mean) / std, atol=1e-5
+        )
 
 
 def test_a_failed_download_leaves_nothing_behind(tmp_path):

@@ -24,7 +24,9 @@ class CountingStep(GraphedStep):
 
 
 def run(tmp_path, name, monkeypatch=None, mask=False):
-    cfg = setup.validate(TrainConfig(width=4, training_steps="50it", milestone_steps="30it", eval_every=1, batch_size=64))
+    cfg = setup.validate(
+        TrainConfig(width=4, training_steps="50it", milestone_steps="30it", eval_every=1, batch_size=64)
+    )
     data = setup.load_data(cfg, CPU)
     model = setup.make_model(cfg, data, CPU)
     plan = setup.make_plan(cfg, data, CPU)
@@ -60,7 +62,9 @@ def test_non_default_losses_stay_eager(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "GraphedStep", CountingStep)
     cfg = setup.validate(TrainConfig(width=4, training_steps="5it"))
     data = setup.load_data(cfg, CPU)
-    trainer.train(setup.make_model(cfg, data, CPU), data, setup.make_plan(cfg, data, CPU), tmp_path / "r", task=OwnLoss())
+    trainer.train(
+        setup.make_model(cfg, data, CPU), data, setup.make_plan(cfg, data, CPU), tmp_path / "r", task=OwnLoss()
+    )
     assert CountingStep.calls == 0
 
 

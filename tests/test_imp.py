@@ -180,7 +180,9 @@ def test_masks_are_nested_global_magnitude_of_previous_final_weights(imp_run):
     assert all(bool(m.all()) for m in level[0].values())
     for L in (1, 2):
         assert masks.is_nested(level[L], level[L - 1])
-        expected = pruning.global_magnitude_prune(load(run_dir / f"level_{L - 1}" / "final.pt")["model"], level[L - 1], 0.5)
+        expected = pruning.global_magnitude_prune(
+            load(run_dir / f"level_{L - 1}" / "final.pt")["model"], level[L - 1], 0.5
+        )
         assert all(torch.equal(expected[n], level[L][n]) for n in expected)
 
 
@@ -261,7 +263,10 @@ def test_reset_to_init_and_rewound_optimizer(out):
     mask = load(run_dir / "level_1" / "mask.pt")
     names = [n for n, _ in models.create("cifar_resnet20", width=4).named_parameters()]
     for i, name in enumerate(names):
-        saved, used = point["optimizer"]["state"][i]["momentum_buffer"], start["optimizer"]["state"][i]["momentum_buffer"]
+        saved, used = (
+            point["optimizer"]["state"][i]["momentum_buffer"],
+            start["optimizer"]["state"][i]["momentum_buffer"],
+        )
         if name in mask:
             assert torch.equal(used[mask[name]], saved[mask[name]]) and (used[~mask[name]] == 0).all()
         else:

@@ -29,7 +29,12 @@ def test_prints_the_table_then_the_run_dir_last(out, capsys):
     assert lines[0].split() == ["level", "density", "%", "trunk", "acc", "random_reinit", "acc"]
     tickets = json.loads(open(os.path.join(run_dir, "tickets.json")).read())
     assert lines[1].split()[:3] == ["0", "100.00", f"{tickets[0]['test_accuracy']:.4f}"]
-    assert lines[2].split() == ["1", "50.00", f"{tickets[1]['test_accuracy']:.4f}", f"{tickets[2]['test_accuracy']:.4f}"]
+    assert lines[2].split() == [
+        "1",
+        "50.00",
+        f"{tickets[1]['test_accuracy']:.4f}",
+        f"{tickets[2]['test_accuracy']:.4f}",
+    ]
     code, stdout, stderr = run_cli(args, capsys)
     assert code == 0 and stdout.strip().splitlines()[-1] == run_dir
     assert stderr.count("already finished") == 3
@@ -68,10 +73,16 @@ def _rewind_file(path, width, arch=True, step=2):
     (["--prune_ignore=bn.weight"], "not a prunable weight"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(out, tmp_path, capsys, args, message):
-    files = {"WIDTH8": _rewind_file(tmp_path / "w8.pt", 8), "NOARCH8": _rewind_file(tmp_path / "n8.pt", 8, arch=False),
-             "GOOD": _rewind_file(tmp_path / "good.pt", 4), "CORRUPT": tmp_path / "bad.pt", "NOTAPOINT": tmp_path / "np.pt",
-             "TEXT": tmp_path / "TEXT",
-             "NOSTEP": _rewind_file(tmp_path / "nostep.pt", 4, step=None), "LATE": _rewind_file(tmp_path / "late.pt", 4, step=23)}
+    files = {
+        "WIDTH8": _rewind_file(tmp_path / "w8.pt", 8),
+        "NOARCH8": _rewind_file(tmp_path / "n8.pt", 8, arch=False),
+        "GOOD": _rewind_file(tmp_path / "good.pt", 4),
+        "CORRUPT": tmp_path / "bad.pt",
+        "NOTAPOINT": tmp_path / "np.pt",
+        "TEXT": tmp_path / "TEXT",
+        "NOSTEP": _rewind_file(tmp_path / "nostep.pt", 4, step=None),
+        "LATE": _rewind_file(tmp_path / "late.pt", 4, step=23),
+    }
     files["TEXT"].write_bytes(b"not a checkpoint")
     files["CORRUPT"].write_bytes(files["GOOD"].read_bytes()[:300])  # a torch file cut short
     torch.save({"weights": 1}, files["NOTAPOINT"])
@@ -84,7 +95,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(out, tmp_path, capsy
     assert not out.exists()
 
 
-@pytest.mark.parametrize("concurrent", [[], ["--controls=random_reinit", "--concurrent=2"]], ids=["sequential", "streams"])
+@pytest.mark.parametrize(
+    "concurrent", [[], ["--controls=random_reinit", "--concurrent=2"]], ids=["sequential", "streams"]
+)
 def test_kill_9_during_a_level_then_rerun_matches_uninterrupted(out, concurrent):
     # with --concurrent=2 (streams) the killed run trains level L's trunk and control interleaved, the
     # reference one after the other: bit-identical all the same

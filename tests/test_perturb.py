@@ -20,7 +20,12 @@ def states(seed=0):
 
 def run(name, seed=1, noise=1.0):
     rewind, init, mask = states()
-    return P.perturb(name, rewind, mask, torch.Generator().manual_seed(seed), init=init, noise=noise), rewind, init, mask
+    return (
+        P.perturb(name, rewind, mask, torch.Generator().manual_seed(seed), init=init, noise=noise),
+        rewind,
+        init,
+        mask,
+    )
 
 
 @pytest.mark.parametrize("name", P.PERTURBATIONS)

@@ -59,11 +59,11 @@ def test_third_party_plugin_end_to_end(tmp_path):
     listed = earlyphase(site, "pretext", "list")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert any(l.startswith("upside_down ") and "[earlyphase-upside-down 0.1.0]" in l for l in lines)
+    assert any(line.startswith("upside_down ") and "[earlyphase-upside-down 0.1.0]" in line for line in lines)
     assert "--upside_down_p=0.5" in listed.stdout  # a plugin's options get flags, as earlyphase's own tasks do
-    broken = [l for l in lines if l.startswith("broken_demo ")]
+    broken = [line for line in lines if line.startswith("broken_demo ")]
     assert broken and "BROKEN ModuleNotFoundError" in broken[0] and "not_a_module_anywhere_xyz" in broken[0]
-    assert all(any(l.startswith(n + " ") for l in lines) for n in ("rotation", "simclr", "supervised"))
+    assert all(any(line.startswith(n + " ") for line in lines) for n in ("rotation", "simclr", "supervised"))
 
     pretrained = earlyphase(site, "pretrain", "--pretext=upside_down", "--pretext_args=p=0.25", "--width=4",
                             "--pretrain_steps=4it", f"--out={out}")
@@ -74,6 +74,12 @@ def test_third_party_plugin_end_to_end(tmp_path):
     final = torch.load(run_dir / "final.pt", weights_only=True)["model"]
     assert final["fc.weight"].shape == (2, 16) and point["model"]["fc.weight"].shape == (10, 16)
     assert "upside_down(p=0.25)" in point["description"]
+    # the option's flag and --pretext_args are two spellings of one run: the second finds the first's result
+    again = earlyphase(site, "pretrain", "--pretext=upside_down", "--upside_down_p=0.25", "--width=4",
+                       "--pretrain_steps=4it", f"--out={out}")
+    assert again.returncode == 0 and Path(again.stdout.strip().splitlines()[-1]) == run_dir, again.stderr
+    refused = earlyphase(site, "pretrain", "--pretext=upside_down", "--upside_down_p=2", f"--out={out}")
+    assert refused.returncode == 2 and "p=2.0" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
     imp = earlyphase(site, "imp", f"--rewind_from={run_dir}", "--levels=1", "--width=4", "--training_steps=8it",
                      "--milestone_steps=", "--prune_fraction=0.5", f"--out={out}")

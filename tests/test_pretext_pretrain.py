@@ -68,9 +68,13 @@ def test_sparse_pretraining_keeps_the_mask(out, tmp_path):
     (tmp_path / "copy").mkdir()
     torch.save(mask, tmp_path / "copy" / "mask.pt")
     assert pretrain(out, pretext="rotation", mask=str(tmp_path / "copy"))[0] == run_dir
-    assert run_dir != pretrain_job.pretrain_dir(PretrainConfig(out=str(out), **TINY), pretrain_job.registry.load("rotation"), "")
+    assert run_dir != pretrain_job.pretrain_dir(
+        PretrainConfig(out=str(out), **TINY), pretrain_job.registry.load("rotation"), ""
+    )
     # A mask for another width is refused before anything is written.
-    wide = {n: torch.ones(p.shape, dtype=torch.bool) for n, p in models.create("cifar_resnet20", width=8).named_parameters()}
+    wide = {
+        n: torch.ones(p.shape, dtype=torch.bool) for n, p in models.create("cifar_resnet20", width=8).named_parameters()
+    }
     torch.save(wide, tmp_path / "wide.pt")
     assert cli.main(["pretrain", "--width=4", f"--mask={tmp_path / 'wide.pt'}", f"--out={out / 'x'}"]) == 2
     assert not (out / "x").exists()

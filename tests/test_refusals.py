@@ -1,4 +1,5 @@
-"""Hardening of the jobs: runaway IMP, miscounted or ambiguous input, misleading messages, nothing written on refusal."""
+"""Hardening of the jobs: runaway IMP, miscounted or ambiguous input, misleading messages, nothing written on
+refusal."""
 
 import json
 import shutil
@@ -58,9 +59,21 @@ def test_a_half_finished_study_reports_what_is_missing(tmp_path, capsys):
 
 
 def test_a_sweep_checks_every_run_before_the_first_starts(tmp_path, capsys):
-    sweep = {"method": "grid", "parameters": {"prune_fraction": {"values": [0.5, 1.5]}},
-             "command": ["${env}", "earlyphase", "imp", "--width=4", "--training_steps=1ep", "--rewind_step=5it", "--levels=1",
-                         "--out=elsewhere", "${args}"]}
+    sweep = {
+        "method": "grid",
+        "parameters": {"prune_fraction": {"values": [0.5, 1.5]}},
+        "command": [
+            "${env}",
+            "earlyphase",
+            "imp",
+            "--width=4",
+            "--training_steps=1ep",
+            "--rewind_step=5it",
+            "--levels=1",
+            "--out=elsewhere",
+            "${args}",
+        ],
+    }
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(sweep))
     code, _, err = run_cli(["sweep", "run", str(path), f"--out={tmp_path / 'runs'}"], capsys)
@@ -106,7 +119,10 @@ def test_the_report_verifies_the_parts_it_reports(out, capsys):
     report = json.loads((out / "rep" / "report.json").read_text())
     assert [p["level"] for p in report["conditions"][0]["curve"]] == [0]  # level 1's number is not shown
     problem = next(i for i in report["incomplete"] if i["run"].endswith("level_1"))
-    assert "its final.pt is missing or corrupt" in problem["why"] and "move final.pt and summary.json away" in problem["why"]
+    assert (
+        "its final.pt is missing or corrupt" in problem["why"]
+        and "move final.pt and summary.json away" in problem["why"]
+    )
 
 
 def test_a_report_killed_while_writing_leaves_the_previous_one_whole(tmp_path, monkeypatch):

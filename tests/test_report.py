@@ -22,9 +22,15 @@ def write_imp(root, name, seed, accuracies, *, k=24, controls=None, pretext=None
     base = {"kind": "imp", "seed": seed, "levels": len(accuracies) - 1, "dataset": "digits", "training_steps": "60it",
             "rewind_step": f"{k}it", "rewind_step_it": k, **config}
     if pretext:
-        base.update(rewind_step=None, rewind_from=f"/elsewhere/pretrain_{pretext}_{seed}",
-                    rewind_point={"step": k, "description": f"{pretext} seed {seed}",
-                                  "pretext": {"name": pretext, "pretrain_steps": f"{k}it", "options": {}, "seed": seed}})
+        base.update(
+            rewind_step=None,
+            rewind_from=f"/elsewhere/pretrain_{pretext}_{seed}",
+            rewind_point={
+                "step": k,
+                "description": f"{pretext} seed {seed}",
+                "pretext": {"name": pretext, "pretrain_steps": f"{k}it", "options": {}, "seed": seed},
+            },
+        )
     (d / "config.json").write_text(json.dumps(base))
     tickets = [{"level": i, "kind": "trunk", "density": densities[i], "test_accuracy": a, "seed": seed}
                for i, a in enumerate(accuracies)]

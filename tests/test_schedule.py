@@ -146,7 +146,9 @@ def test_streams_engine_interleaves_steps_and_is_bit_identical(tmp_path, capsys,
     for part in ("level_0", "level_1", "level_1/random_reinit"):
         a, b = final_weights(tmp_path / "seq" / con.name / part), final_weights(con / part)
         assert all(torch.equal(a[k], b[k]) for k in a)
-        assert (tmp_path / "seq" / con.name / part / "metrics.jsonl").read_text() == (con / part / "metrics.jsonl").read_text()
+        assert (tmp_path / "seq" / con.name / part / "metrics.jsonl").read_text() == (
+            con / part / "metrics.jsonl"
+        ).read_text()
     # the two parts of level 1 really alternate: their evaluations (one per 23-step epoch) interleave
     from earlyphase.studies.jobs import setup
     from earlyphase.studies.jobs.config import TrainConfig

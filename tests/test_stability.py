@@ -52,7 +52,9 @@ def test_two_data_orders_the_path_and_its_masks(out):
     assert r["path"][0]["test_error"] == 1.0 - first["test_accuracy"]
     assert r["path"][-1]["test_error"] == 1.0 - second["test_accuracy"]
     errors = [p["test_error"] for p in r["path"]]
-    assert r["instability"] == pytest.approx(100 * (max(errors) - (errors[0] + errors[-1]) / 2)) and r["instability"] >= 0
+    assert (
+        r["instability"] == pytest.approx(100 * (max(errors) - (errors[0] + errors[-1]) / 2)) and r["instability"] >= 0
+    )
     assert r["density"] == 0.5 and r["start_step"] == 3 and r["bn"] == "interpolate"
     # both copies share the mask, so every point of the path keeps the pruned weights at exactly 0
     mask = load(level / "mask.pt")

@@ -81,7 +81,10 @@ def test_stacked_equals_sequential_in_float64(data, out):
             assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-10)
     saved_s, saved_r = (torch.load(x.run_dir / "weights_10it.pt", weights_only=True) for x in (stacked[0], seq[0]))
     assert max_diff(saved_s["model"], saved_r["model"]) < 1e-10
-    momentum = lambda state: torch.cat([v["momentum_buffer"].flatten() for v in state["optimizer"]["state"].values()])
+
+    def momentum(state):
+        return torch.cat([v["momentum_buffer"].flatten() for v in state["optimizer"]["state"].values()])
+
     assert (momentum(saved_s) - momentum(saved_r)).abs().max() < 1e-10
     final = final_weights(stacked[1].run_dir)
     assert all((final[n][~m] == 0).all() for n, m in runs[1].mask.items())  # pruned weights stay exactly zero

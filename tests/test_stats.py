@@ -36,7 +36,9 @@ def test_hand_computed_statistics_for_two_steps(tmp_path):
     set_step(model, torch.tensor([[2.0, -2.0, 0.0], [4.0, 0.0, -6.0]]), torch.ones(2, 3))
     tracker(1, model, torch.tensor(0.5))
     assert not (tmp_path / stats.STATS_FILE).read_text()  # nothing synced before the epoch ends
-    set_step(model, torch.tensor([[-1.0, -2.0, 0.0], [4.0, 0.0, 6.0]]), torch.tensor([[3.0, 0.0, 9.0], [4.0, 9.0, 0.0]]))
+    set_step(
+        model, torch.tensor([[-1.0, -2.0, 0.0], [4.0, 0.0, 6.0]]), torch.tensor([[3.0, 0.0, 9.0], [4.0, 9.0, 0.0]])
+    )
     tracker(2, model, torch.tensor(0.25))  # step 2 ends an epoch: both points are written
     first, second = stats.read_stats(tmp_path)
     # masked init [[1,-2,0],[-4,0,-6]]; masked gradients count the 4 survivors only
@@ -136,13 +138,17 @@ def test_perturbed_tickets_end_to_end_in_tickets_and_report(out, tmp_path, capsy
     tickets = json.loads((run / "tickets.json").read_text())
     assert [(t["level"], t["kind"]) for t in tickets] == [(0, "trunk"), (1, "trunk"), (1, "perturb_permute_keep_sign"),
                                                           (1, "perturb_noise0.5")]
-    assert tickets[2]["density"] == tickets[1]["density"] == 0.5 and "perturbed: permute_keep_sign" in tickets[2]["rewind"]
+    assert (
+        tickets[2]["density"] == tickets[1]["density"] == 0.5 and "perturbed: permute_keep_sign" in tickets[2]["rewind"]
+    )
     # the perturbed start: the rewind point's survivors, magnitudes shuffled within each layer, signs kept
     level = run / "level_1"
     mask = torch.load(level / "mask.pt", weights_only=True)
     rewound = torch.load(level / "weights_5it.pt", weights_only=True)["model"]
     start = torch.load(level / "perturb_permute_keep_sign" / "weights_5it.pt", weights_only=True)["model"]
-    assert torch.equal(torch.load(level / "perturb_permute_keep_sign" / "mask.pt", weights_only=True)["fc.weight"], mask["fc.weight"])
+    assert torch.equal(
+        torch.load(level / "perturb_permute_keep_sign" / "mask.pt", weights_only=True)["fc.weight"], mask["fc.weight"]
+    )
     for name, keep in mask.items():
         assert torch.equal(start[name][~keep], torch.zeros(int((~keep).sum())))
         assert torch.equal(torch.sign(start[name][keep]), torch.sign(rewound[name][keep]))

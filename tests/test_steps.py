@@ -3,7 +3,9 @@ import pytest
 from earlyphase.studies.engine.steps import Step, StepError
 
 
-@pytest.mark.parametrize("text,its", [("500it", 500), ("2ep", 782), ("1ep100it", 491), ("0it", 0), ("0ep", 0), (" 3ep ", 1173)])
+@pytest.mark.parametrize(
+    "text,its", [("500it", 500), ("2ep", 782), ("1ep100it", 491), ("0it", 0), ("0ep", 0), (" 3ep ", 1173)]
+)
 def test_step_strings(text, its):
     step = Step.parse(text, 391)
     assert step.it == its

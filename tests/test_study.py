@@ -33,9 +33,17 @@ def test_presets_and_overrides():
 
 
 def test_every_pretext_budget_brings_rewinding_to_the_same_step():
-    units = units_of(["--conditions=reset,rotation,supervised", "--seeds=0", "--rewind_step=12it",
-                      "--pretrain_steps=12it", "--pretrain_budgets=rotation=7it,supervised=40it", "--controls=random_reinit",
-                      "--control_conditions=reset,rotation"])
+    units = units_of(
+        [
+            "--conditions=reset,rotation,supervised",
+            "--seeds=0",
+            "--rewind_step=12it",
+            "--pretrain_steps=12it",
+            "--pretrain_budgets=rotation=7it,supervised=40it",
+            "--controls=random_reinit",
+            "--control_conditions=reset,rotation",
+        ]
+    )
     assert units == [("reset", 0, "0it", "random_reinit"), ("rotation", 0, "7it", "random_reinit"),
                      ("rewind", 0, "7it", ""), ("rewind", 0, "40it", "")]
     # rewind asked for itself and as supervised's and rotation's reference: one unit, controls as rewind asks

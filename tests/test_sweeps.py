@@ -59,7 +59,9 @@ def test_grid_enumerates_exactly_the_agents_argv():
     assert sorted(map(tuple, argvs)) == sorted(map(tuple, expected))
     assert ["--augment=False", "--conditions=reset", "--seeds=0"] in argvs
     assert sweep_cmd.enumerate_argvs(config, 4) == argvs[:4]
-    command = sweep_cmd.expand_command({"command": ["${env}", "earlyphase", "study", "--preset=quick", "${args}"]}, argvs[0])
+    command = sweep_cmd.expand_command(
+        {"command": ["${env}", "earlyphase", "study", "--preset=quick", "${args}"]}, argvs[0]
+    )
     assert command == ["earlyphase", "study", "--preset=quick", *argvs[0]]
 
 

@@ -149,7 +149,9 @@ def test_run_names_ignore_defaults_and_platform_fields(tmp_path):
     assert run_name("train", TrainConfig(lr=0.1, batch_size=64, out="elsewhere", device="cpu")) == base
     assert run_name("train", TrainConfig().resolved()) == base
     assert run_name("train", TrainConfig(seed=1)) != base
-    assert run_name("train", TrainConfig(dataset="cifar10", lr=0.1)) == run_name("train", TrainConfig(dataset="cifar10"))
+    assert run_name("train", TrainConfig(dataset="cifar10", lr=0.1)) == run_name(
+        "train", TrainConfig(dataset="cifar10")
+    )
 
 
 def test_kill_9_then_rerun_matches_uninterrupted(out):

@@ -40,17 +40,29 @@ def table(result: dict) -> str:
              f"steps of batch {result['batch_size']}; load average {result['load_average_before']:.1f} -> "
              f"{result['load_average_after']:.1f})"]
     if "bare_images_per_s" in result:
-        lines.append(f"  bare loop : {result['bare_images_per_s']:9.0f} images/s  {result['bare_s_per_cifar_epoch']:8.2f} s per CIFAR-10 epoch")
+        lines.append(
+            f"  bare loop : {result['bare_images_per_s']:9.0f} images/s  "
+            f"{result['bare_s_per_cifar_epoch']:8.2f} s per CIFAR-10 epoch"
+        )
     if "trainer_images_per_s" in result:
-        lines.append(f"  trainer   : {result['trainer_images_per_s']:9.0f} images/s  {result['trainer_s_per_cifar_epoch']:8.2f} s per CIFAR-10 epoch")
+        lines.append(
+            f"  trainer   : {result['trainer_images_per_s']:9.0f} images/s  "
+            f"{result['trainer_s_per_cifar_epoch']:8.2f} s per CIFAR-10 epoch"
+        )
     if "ratio" in result:
         lines.append(f"  ratio     : {result['ratio']:.3f} (trainer / bare)" + (
             f"; per process CPU-second {result['ratio_cpu_time']:.3f}" if "ratio_cpu_time" in result else ""))
     if "grid_hours" in result:
-        lines.append(f"  grid      : {result['grid_epochs']} ResNet-20 epochs ~ {result['grid_hours']:.1f} h at the trainer's speed")
+        lines.append(
+            f"  grid      : {result['grid_epochs']} ResNet-20 epochs ~ "
+            f"{result['grid_hours']:.1f} h at the trainer's speed"
+        )
     if "stacked_images_per_s" in result:
-        lines += [f"  {result['stacked_engine']} K={result['stacked_k']}: {result['stacked_images_per_s']:9.0f} images/s aggregate  "
-                  f"grid ~ {result['stacked_grid_hours']:.1f} h"]
+        lines += [
+            f"  {result['stacked_engine']} K={result['stacked_k']}: "
+            f"{result['stacked_images_per_s']:9.0f} images/s aggregate  "
+            f"grid ~ {result['stacked_grid_hours']:.1f} h"
+        ]
     return "\n".join(lines)
 
 
@@ -78,6 +90,8 @@ def main(argv: list[str]) -> int:
         return run_suite(cfg)
     device, precision, spe = resolve(cfg)
     print(f"bench on {device_name(device)}: bare loop vs trainer, {cfg.repeats} repeats", file=sys.stderr)
-    result = measure(device, precision, cfg.compile, cfg.width, spe, cfg.repeats, stacked=cfg.stacked, engine=cfg.engine)
+    result = measure(
+        device, precision, cfg.compile, cfg.width, spe, cfg.repeats, stacked=cfg.stacked, engine=cfg.engine
+    )
     print(json.dumps(result) if cfg.json else table(result))
     return 0

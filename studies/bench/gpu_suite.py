@@ -361,13 +361,18 @@ def conclusions(report: dict) -> dict:
     if single:
         best = max(single, key=lambda n: single[n]["trainer_images_per_s"])
         r = single[best]
-        out["best_single"] = {"variant": best, "compile": r["compile"], "s_per_cifar_epoch": r["trainer_s_per_cifar_epoch"],
-                              "images_per_s": r["trainer_images_per_s"], "grid_hours": r["grid_hours"]}
+        out["best_single"] = {
+            "variant": best,
+            "compile": r["compile"],
+            "s_per_cifar_epoch": r["trainer_s_per_cifar_epoch"],
+            "images_per_s": r["trainer_images_per_s"],
+            "grid_hours": r["grid_hours"],
+        }
         lines.append(f"best single run: {best}: {r['trainer_s_per_cifar_epoch']:.3f} s per CIFAR-10 epoch "
                      f"(target <= 0.3: {'met' if r['trainer_s_per_cifar_epoch'] <= 0.3 else 'not met'}); "
                      f"grid of {GRID_EPOCHS} epochs ~ {r['grid_hours']:.1f} h")
         if r["compile"] != CUDA_COMPILE_AUTO:
-            lines.append(f"recommendation: set CUDA_COMPILE_AUTO = {r['compile']!r} in studies/trainer.py "
+            lines.append(f"recommendation: set CUDA_COMPILE_AUTO = {r['compile']!r} in studies/engine/trainer.py "
                          f"(now {CUDA_COMPILE_AUTO!r})")
         else:
             lines.append(f"recommendation: keep CUDA_COMPILE_AUTO = {CUDA_COMPILE_AUTO!r}")

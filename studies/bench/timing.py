@@ -44,7 +44,10 @@ class BenchConfig:
 
     device: str = platform("auto", "auto, cpu, cuda or cuda:N")
     precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16")
-    compile: str = option("auto", "CUDA only: auto (= cudagraph), none, cudagraph, cudagraph-inductor, default, reduce-overhead, max-autotune")
+    compile: str = option(
+        "auto",
+        "CUDA only: auto (= cudagraph), none, cudagraph, cudagraph-inductor, default, reduce-overhead, max-autotune",
+    )
     repeats: int = option(3, "timed repeats (medians), after a short warm-up")
     steps_per_epoch: int | None = option(None, "iterations per synthetic epoch (default: 6 on CPU, 391 on CUDA)")
     width: int = option(16, "ResNet-20 width (16 is the paper's)")
@@ -69,15 +72,27 @@ def synthetic_cifar(n_train: int, device: torch.device, seed: int = 0) -> ImageD
 def half_mask(model: torch.nn.Module, seed: int = 0) -> dict:
     """A random 50% mask over the conv/linear weights (what an IMP level applies every step)."""
     gen = torch.Generator().manual_seed(seed)
-    return {n: (torch.rand(p.shape, generator=gen) < 0.5).to(p.device) for n, p in model.named_parameters() if p.dim() > 1}
+    return {
+        n: (torch.rand(p.shape, generator=gen) < 0.5).to(p.device) for n, p in model.named_parameters() if p.dim() > 1
+    }
 
 
 def bench_plan(steps_per_epoch: int, epochs: int, precision: str, compile: str, seed: int = 0) -> TrainPlan:
     end = steps_per_epoch * epochs
     cifar = DATASET_DEFAULTS["cifar10"]
-    return TrainPlan(seed=seed, batch_size=BATCH, schedule=Schedule(cifar["lr"], (end // 2, end * 3 // 4), cifar["gamma"]),
-                     start=0, end=end, momentum=cifar["momentum"], weight_decay=cifar["weight_decay"],
-                     precision=precision, eval_every=cifar["eval_every"], checkpoint_every=1, compile=compile)
+    return TrainPlan(
+        seed=seed,
+        batch_size=BATCH,
+        schedule=Schedule(cifar["lr"], (end // 2, end * 3 // 4), cifar["gamma"]),
+        start=0,
+        end=end,
+        momentum=cifar["momentum"],
+        weight_decay=cifar["weight_decay"],
+        precision=precision,
+        eval_every=cifar["eval_every"],
+        checkpoint_every=1,
+        compile=compile,
+    )
 
 
 def resnet20(width: int, device: torch.device, seed: int = 0) -> torch.nn.Module:
@@ -156,7 +171,9 @@ class BareLoop:
             x, y = self.x[j:j + BATCH], self.y[j:j + BATCH]
             if whole_step_graph(self.mode):
                 if self.graphed is None:
-                    self.graphed = GraphedStep(self.body, self.optimizer, x, y, lr, other_state=list(self.model.buffers()))
+                    self.graphed = GraphedStep(
+                        self.body, self.optimizer, x, y, lr, other_state=list(self.model.buffers())
+                    )
                 self.graphed(x, y, lr)
                 continue
             if self.mode == "reduce-overhead":
@@ -232,7 +249,10 @@ def measure(device: torch.device, precision: str, compile: str, width: int, step
     data = synthetic_cifar(steps_per_epoch * BATCH, device)
     runners, images = {}, {}
     if bare:
-        runners["bare"], images["bare"] = BareLoop(width, device, plan, steps_per_epoch, channels_last), plan.end * BATCH
+        runners["bare"], images["bare"] = (
+            BareLoop(width, device, plan, steps_per_epoch, channels_last),
+            plan.end * BATCH,
+        )
     if trainer:
         runners["trainer"], images["trainer"] = TrainerRun(width, device, plan, data), plan.end * BATCH
     if stacked:
@@ -247,7 +267,10 @@ def measure(device: torch.device, precision: str, compile: str, width: int, step
     for r in range(repeats):
         for name, runner in runners.items():
             times[name].append(runner.run())
-        log(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {images[n] / t[-1].wall:.0f} img/s" for n, t in times.items()))
+        log(
+            f"  repeat {r + 1}/{repeats}: "
+            + ", ".join(f"{n} {images[n] / t[-1].wall:.0f} img/s" for n, t in times.items())
+        )
     result = {"device": device_name(device), "precision": precision, "compile": compile_mode(plan, device),
               "channels_last": device.type == "cuda" if channels_last is None else channels_last,
               "width": width, "batch_size": BATCH, "steps_per_repeat": plan.end, "steps_per_epoch": steps_per_epoch,

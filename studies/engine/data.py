@@ -79,7 +79,9 @@ def load_digits() -> ImageData:
 
     bunch = sk_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # N x 8 x 8
-    x_tr, x_te, y_tr, y_te = train_test_split(images, bunch.target, test_size=0.2, random_state=0, stratify=bunch.target)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, bunch.target, test_size=0.2, random_state=0, stratify=bunch.target
+    )
     to_x = lambda a: torch.from_numpy(a).unsqueeze(1).repeat(1, 3, 1, 1).contiguous()  # noqa: E731
     mean = float(x_tr.mean() / 255.0)
     std = float(x_tr.std() / 255.0)
@@ -94,14 +96,19 @@ def load_cifar10(data_dir: str | Path, download: bool = False, reader=None) -> I
     root = Path(data_dir).expanduser()
     folder = root / reader.base_folder
     if not download and not folder.is_dir():
-        raise UsageError(f"CIFAR-10 not found at {folder}: pass --download=true, or put the python-version batches there "
-                         f"(--data_dir sets the parent folder)")
+        raise UsageError(
+            f"CIFAR-10 not found at {folder}: pass --download=true, or put the python-version batches there "
+            f"(--data_dir sets the parent folder)"
+        )
     created = _missing_paths(root, folder, root / getattr(reader, "filename", "cifar-10-python.tar.gz"))
     try:
         splits = [reader(str(root), train=train, download=download) for train in (True, False)]
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted", or metadata corrupted
         _remove_if_created(created)
-        raise UsageError(f"CIFAR-10 at {folder} is missing files or corrupt ({err}); delete that folder and rerun with --download=true") from None
+        raise UsageError(
+            f"CIFAR-10 at {folder} is missing files or corrupt ({err}); "
+            f"delete that folder and rerun with --download=true"
+        ) from None
     except OSError as err:  # no network, refused connection, ...
         _remove_if_created(created)
         raise UsageError(f"cannot get CIFAR-10 into {folder}: {err}") from None

@@ -14,7 +14,9 @@ from .plan import TrainPlan
 
 
 def autocast(device: torch.device, precision: str):
-    if precision == "bf16":  # no weight-cast cache: each weight is cast once per step anyway, and CUDA graphs need it off
+    if (
+        precision == "bf16"
+    ):  # no weight-cast cache: each weight is cast once per step anyway, and CUDA graphs need it off
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
     return nullcontext()
 

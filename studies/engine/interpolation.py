@@ -121,5 +121,12 @@ def check_mask_holds(state: dict, mask: dict | None) -> None:
 def summarise(path: list[dict], settings: PathSettings, seeds: tuple[int, int]) -> dict:
     """stability.json's content for one start state."""
     test, train = instability(path, "test_error"), instability(path, "train_error")
-    return {"instability": test, "train_instability": train, "stable": bool(math.isfinite(test) and test < STABLE_BELOW),
-            "points": settings.points, "bn": settings.bn, "data_seeds": list(seeds), "path": path}
+    return {
+        "instability": test,
+        "train_instability": train,
+        "stable": bool(math.isfinite(test) and test < STABLE_BELOW),
+        "points": settings.points,
+        "bn": settings.bn,
+        "data_seeds": list(seeds),
+        "path": path,
+    }

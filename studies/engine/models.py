@@ -19,7 +19,9 @@ _NAME = re.compile(r"^cifar_resnet(\d+)$")
 
 def check_depth(depth: int) -> None:
     if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"CIFAR ResNet depth {depth} is invalid: (depth - 2) must be a positive multiple of 6, e.g. 20, 32, 56")
+        raise ValueError(
+            f"CIFAR ResNet depth {depth} is invalid: (depth - 2) must be a positive multiple of 6, e.g. 20, 32, 56"
+        )
 
 
 class BasicBlock(nn.Module):
@@ -93,7 +95,9 @@ class CifarResNet(nn.Module):
 def _register(depth: int):
     def factory(pretrained: bool = False, **kwargs):
         if pretrained:
-            raise ValueError("CIFAR ResNets have no pretrained weights; a rewind point comes from `earlyphase pretrain`")
+            raise ValueError(
+                "CIFAR ResNets have no pretrained weights; a rewind point comes from `earlyphase pretrain`"
+            )
         return CifarResNet(depth=depth, **kwargs)
 
     factory.__name__ = factory.__qualname__ = f"cifar_resnet{depth}"

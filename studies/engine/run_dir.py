@@ -84,7 +84,10 @@ class RunFiles:
             optimizer.load_state_dict(optimizer_state)
         self.records = checkpoints.truncate_jsonl(
             self.metrics_path,
-            lambda r: self.resumed_from is not None and isinstance(r.get("step"), int) and r["step"] <= self.resumed_from)
+            lambda r: (
+                self.resumed_from is not None and isinstance(r.get("step"), int) and r["step"] <= self.resumed_from
+            ),
+        )
         return step, loss_sum, loss_count
 
     def save_start(self, model, optimizer, step: int) -> None:

@@ -5,13 +5,41 @@ if it takes --field options, `parse(argv)`, `check(argv)` and its config class) 
 # name -> (module with main(argv) -> int, config class for --help or None, one-line description)
 COMMANDS = {
     "train": ("earlyphase.studies.jobs.train", "TrainConfig", "train a dense network"),
-    "pretrain": ("earlyphase.studies.jobs.pretrain", "PretrainConfig", "pretrain with a pretext task; saves rewind_point.pt"),
+    "pretrain": (
+        "earlyphase.studies.jobs.pretrain",
+        "PretrainConfig",
+        "pretrain with a pretext task; saves rewind_point.pt",
+    ),
     "pretext": ("earlyphase.studies.jobs.pretext_list", None, "list: the pretext tasks found (built-in and plugins)"),
-    "study": ("earlyphase.studies.jobs.study", "StudyConfig", "the main job: pretrain -> IMP -> tickets -> report, per condition and seed"),
-    "sweep": ("earlyphase.studies.jobs.sweep", None, "run FILE.yaml [--count=N] [--jobs=J]: a W&B sweep, locally, no server"),
-    "report": ("earlyphase.studies.reporting.report", None, "RUNS_DIR [-o OUT_DIR]: comparison report from run records"),
-    "imp": ("earlyphase.studies.jobs.imp", "ImpCommand", "iterative magnitude pruning with rewinding, controls, tickets.json"),
-    "stability": ("earlyphase.studies.jobs.stability", "ImpCommand", "instability of a rewind point to SGD noise: two "
-                  "copies from k, the linear path between them (imp's flags; --stability=0 by default)"),
-    "bench": ("earlyphase.studies.bench.bench", "BenchConfig", "time the trainer against a bare PyTorch loop; --gpu-suite"),
+    "study": (
+        "earlyphase.studies.jobs.study",
+        "StudyConfig",
+        "the main job: pretrain -> IMP -> tickets -> report, per condition and seed",
+    ),
+    "sweep": (
+        "earlyphase.studies.jobs.sweep",
+        None,
+        "run FILE.yaml [--count=N] [--jobs=J]: a W&B sweep, locally, no server",
+    ),
+    "report": (
+        "earlyphase.studies.reporting.report",
+        None,
+        "RUNS_DIR [-o OUT_DIR]: comparison report from run records",
+    ),
+    "imp": (
+        "earlyphase.studies.jobs.imp",
+        "ImpCommand",
+        "iterative magnitude pruning with rewinding, controls, tickets.json",
+    ),
+    "stability": (
+        "earlyphase.studies.jobs.stability",
+        "ImpCommand",
+        "instability of a rewind point to SGD noise: two "
+        "copies from k, the linear path between them (imp's flags; --stability=0 by default)",
+    ),
+    "bench": (
+        "earlyphase.studies.bench.bench",
+        "BenchConfig",
+        "time the trainer against a bare PyTorch loop; --gpu-suite",
+    ),
 }

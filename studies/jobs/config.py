@@ -93,7 +93,9 @@ class TrainConfig:
     model: str = option("cifar_resnet20", "a registered timm name: cifar_resnet{D}, (D-2) % 6 == 0")
     width: int = option(16, "channels of the first stage (the paper: 16)")
     seed: int = replicate(0, "drives initialisation, data order and augmentation")
-    data_seed: typing.Optional[int] = replicate(None, "seed of the data order and augmentation alone (SGD noise); None: --seed")
+    data_seed: typing.Optional[int] = replicate(
+        None, "seed of the data order and augmentation alone (SGD noise); None: --seed"
+    )
     batch_size: typing.Optional[int] = option(None)
     lr: typing.Optional[float] = option(None)
     momentum: typing.Optional[float] = option(None)
@@ -110,13 +112,18 @@ class TrainConfig:
     data_dir: str = platform("~/.cache/earlyphase/data", "where cifar10 lives")
     download: bool = platform(False, "download cifar10 if missing")
     out: str = platform("runs", "parent folder of the run directories")
-    wandb: typing.Optional[str] = platform(None, "disabled, offline or online (default: WANDB_MODE, else online with an API key, else disabled)")
+    wandb: typing.Optional[str] = platform(
+        None, "disabled, offline or online (default: WANDB_MODE, else online with an API key, else disabled)"
+    )
     wandb_project: str = platform("earlyphase", "W&B project")
     wandb_entity: str = platform("", "W&B entity (team or user)")
     wandb_group: str = platform("", "W&B group (a study's default: its directory name)")
-    compile: str = platform("auto", "CUDA only, results unchanged up to rounding: how the training step runs (auto = "
-                                    "cudagraph, the whole step as one CUDA graph; cudagraph-inductor = the same with the model compiled "
-                                    "by inductor; none = eager; or a torch.compile mode: default, reduce-overhead, max-autotune)")
+    compile: str = platform(
+        "auto",
+        "CUDA only, results unchanged up to rounding: how the training step runs (auto = "
+        "cudagraph, the whole step as one CUDA graph; cudagraph-inductor = the same with the model compiled "
+        "by inductor; none = eager; or a torch.compile mode: default, reduce-overhead, max-autotune)",
+    )
     track_steps: str = platform("", "early-phase statistics over the first N steps of each training, e.g. 4000it "
                                     "(stats.jsonl; results unchanged); empty = off")
 
@@ -148,18 +155,34 @@ class ImpConfig(TrainConfig):
 
     levels: int = platform(8, "pruning levels after the dense level 0 (out of the hash: raise it later to add levels)")
     prune_fraction: float = option(0.2, "fraction of the surviving weights pruned per level, in (0, 1)")
-    prune_ignore: str = option("", "comma-separated parameters never pruned, e.g. fc.weight (default: prune all conv/linear weights)")
-    rewind_step: typing.Optional[str] = option(None, "step of the dense run the survivors are reset to (0it = original init); cifar10 500it, digits 24it")
-    rewind_from: typing.Optional[str] = content(None, "rewind point from a file or a run dir holding rewind_point.pt (replaces level 0's start)")
-    rewind_optimizer: str = option("fresh", "optimiser at the rewind: fresh (reference) or rewound (momentum from step k, masked)")
-    controls: str = platform("", "comma-separated controls per level: random_reinit,random_prune_global,random_prune_layerwise")
-    perturb: str = platform("", "comma-separated perturbations of the rewind point per level (or all): sign_rewind_mag_init,"
-                                "sign_init_mag_rewind,random_mag,permute,permute_keep_sign,noise")
+    prune_ignore: str = option(
+        "", "comma-separated parameters never pruned, e.g. fc.weight (default: prune all conv/linear weights)"
+    )
+    rewind_step: typing.Optional[str] = option(
+        None, "step of the dense run the survivors are reset to (0it = original init); cifar10 500it, digits 24it"
+    )
+    rewind_from: typing.Optional[str] = content(
+        None, "rewind point from a file or a run dir holding rewind_point.pt (replaces level 0's start)"
+    )
+    rewind_optimizer: str = option(
+        "fresh", "optimiser at the rewind: fresh (reference) or rewound (momentum from step k, masked)"
+    )
+    controls: str = platform(
+        "", "comma-separated controls per level: random_reinit,random_prune_global,random_prune_layerwise"
+    )
+    perturb: str = platform(
+        "",
+        "comma-separated perturbations of the rewind point per level (or all): sign_rewind_mag_init,"
+        "sign_init_mag_rewind,random_mag,permute,permute_keep_sign,noise",
+    )
     perturb_noise: float = platform(1.0, "noise std per layer, in units of the layer's surviving-weight std "
                                          "(names the part: perturb_noise or perturb_noise{SCALE})")
-    stability: str = platform("", "levels whose start state gets an instability analysis (two copies trained with other "
-                                  "data orders, the linear path between them): 0 = the dense network at the rewind point, "
-                                  "L = level L's ticket; comma-separated, all, or empty = none")
+    stability: str = platform(
+        "",
+        "levels whose start state gets an instability analysis (two copies trained with other "
+        "data orders, the linear path between them): 0 = the dense network at the rewind point, "
+        "L = level L's ticket; comma-separated, all, or empty = none",
+    )
     stability_points: int = platform(11, "points evaluated inside the linear path (the two endpoints are added)")
     stability_bn: str = platform("interpolate", "BatchNorm statistics on the path: interpolate (with the weights) or "
                                                "recompute (a pass over training data at each point)")
@@ -172,7 +195,9 @@ class PretrainFields(TrainConfig):
     """Pretraining's own fields; PretrainConfig adds every task's options (derived from the tasks)."""
 
     pretext: str = option("rotation", "the task: `earlyphase pretext list` shows the installed ones")
-    pretrain_steps: str = option("500it", "length of pretraining, a step string: the k supervised iterations it replaces")
+    pretrain_steps: str = option(
+        "500it", "length of pretraining, a step string: the k supervised iterations it replaces"
+    )
     pretrain_lr: typing.Optional[float] = option(None, "a constant learning rate for pretraining; None: the training "
                                                        "schedule's rate at each of the first k steps")
     pretrain_batch_size: typing.Optional[int] = option(None, "None: --batch_size")

@@ -101,13 +101,17 @@ def _resolve_rewind_from(text: str) -> Path:
     if path.is_dir():
         path = path / "rewind_point.pt"
     if not path.is_file():
-        raise UsageError(f"--rewind_from={text}: no rewind point there; pass a run directory holding rewind_point.pt or a .pt file")
+        raise UsageError(
+            f"--rewind_from={text}: no rewind point there; pass a run directory holding rewind_point.pt or a .pt file"
+        )
     return path
 
 
 def _check_rewind_file(state, path: Path, cfg: ImpConfig, model, names) -> dict:
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise UsageError(f"--rewind_from: {path} is not a rewind point (a dict with 'model', 'mask', 'arch', 'description')")
+        raise UsageError(
+            f"--rewind_from: {path} is not a rewind point (a dict with 'model', 'mask', 'arch', 'description')"
+        )
     arch = state.get("arch") or {}
     want = {"model": cfg.model, "width": cfg.width, "num_classes": model.num_classes}
     for key, value in want.items():
@@ -127,8 +131,9 @@ def _check_rewind_file(state, path: Path, cfg: ImpConfig, model, names) -> dict:
                          f"remake it, or add 'step': K (0 = an initialisation) to the file")
     momentum = state.get("momentum") or {}
     params = dict(model.named_parameters())
-    if not isinstance(momentum, dict) or any(n not in params or not isinstance(m, torch.Tensor) or m.shape != params[n].shape
-                                             for n, m in momentum.items()):
+    if not isinstance(momentum, dict) or any(
+        n not in params or not isinstance(m, torch.Tensor) or m.shape != params[n].shape for n, m in momentum.items()
+    ):
         raise UsageError(f"--rewind_from: {path} holds momentum that does not fit {cfg.model} width {cfg.width}")
     mask = state.get("mask")
     if mask is not None:
@@ -138,7 +143,10 @@ def _check_rewind_file(state, path: Path, cfg: ImpConfig, model, names) -> dict:
             raise UsageError(f"--rewind_from: {path}: {err}") from None
         outside = sorted(set(mask) - set(names))
         if outside:
-            raise UsageError(f"--rewind_from: {path} prunes {outside[0]}, which is not in the prunable set; drop it from --prune_ignore")
+            raise UsageError(
+                f"--rewind_from: {path} prunes {outside[0]}, which is not in the prunable set; "
+                f"drop it from --prune_ignore"
+            )
     return state
 
 
@@ -176,7 +184,9 @@ def prepare(cfg: ImpConfig) -> _Run:
         raise UsageError("--prune_ignore excludes every prunable weight: nothing left to prune")
     # canonical spellings, so `fc` and `fc.weight` (or another order) name the same run
     ignored = [n for n in imp_masks.prunable_names(model) if n not in names]
-    cfg = dataclasses.replace(cfg, controls=",".join(controls), prune_ignore=",".join(ignored), perturb=",".join(perturbations))
+    cfg = dataclasses.replace(
+        cfg, controls=",".join(controls), prune_ignore=",".join(ignored), perturb=",".join(perturbations)
+    )
     base_mask = imp_masks.dense_mask(model, names)
 
     rewind_file = sha = momentum = None
@@ -187,7 +197,9 @@ def prepare(cfg: ImpConfig) -> _Run:
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         momentum = rewind_file.get("momentum") or None
         if cfg.rewind_optimizer == "rewound" and momentum is None:
-            raise UsageError(f"--rewind_optimizer=rewound needs momentum at the rewind point; {path} holds none: use fresh")
+            raise UsageError(
+                f"--rewind_optimizer=rewound needs momentum at the rewind point; {path} holds none: use fresh"
+            )
         if rewind_file.get("mask") is not None:
             base_mask.update({n: m.clone() for n, m in rewind_file["mask"].items()})
         start = rewind_file["step"]
@@ -231,16 +243,23 @@ def _stability_levels(cfg: ImpConfig) -> tuple[int, ...]:
     if not text:
         return ()
     try:
-        levels = tuple(range(cfg.levels + 1)) if text == "all" else tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
+        levels = (
+            tuple(range(cfg.levels + 1))
+            if text == "all"
+            else tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
+        )
     except ValueError:
-        raise UsageError(f"--stability={cfg.stability}: give levels, e.g. 0 (the dense network at the rewind point) "
-                         f"or 0,3, or all") from None
+        raise UsageError(
+            f"--stability={cfg.stability}: give levels, e.g. 0 (the dense network at the rewind point) or 0,3, or all"
+        ) from None
     beyond = [lvl for lvl in levels if not 0 <= lvl <= cfg.levels]
     if beyond:
         raise UsageError(f"--stability={cfg.stability}: level {beyond[0]} is not among levels 0..{cfg.levels}; "
                          f"raise --levels or name fewer levels")
     if cfg.stability_points < 1:
-        raise UsageError(f"--stability_points={cfg.stability_points}: evaluate at least 1 point inside the path, e.g. 11")
+        raise UsageError(
+            f"--stability_points={cfg.stability_points}: evaluate at least 1 point inside the path, e.g. 11"
+        )
     if cfg.stability_bn not in BN_MODES:
         raise UsageError(f"--stability_bn={cfg.stability_bn}: choose {' or '.join(BN_MODES)}")
     return levels
@@ -314,8 +333,10 @@ def _part(r: _Run, part_dir: Path, state: dict, mask: dict, *, start: int, save_
     def done(result) -> None:
         acc = result.summary["test_accuracy"]
         state_text = "already finished" if result.skipped else "done"
-        print(f"imp level {level} {kind}: density {imp_masks.density(mask):.4f}, test accuracy {acc:.4f} ({state_text})",
-              file=sys.stderr)
+        print(
+            f"imp level {level} {kind}: density {imp_masks.density(mask):.4f}, test accuracy {acc:.4f} ({state_text})",
+            file=sys.stderr,
+        )
 
     return Training(model, r.data, plan, part_dir, mask=mask if pruned else None, optimizer_state=optimizer_state,
                     sinks=sinks, step_hooks=hooks, done=done)
@@ -327,7 +348,9 @@ def _rewind_point(r: _Run) -> tuple[dict, dict | None]:
         return r.rewind_file["model"], r.rewind_momentum
     path = r.out / "level_0" / f"weights_{r.start}it.pt"
     if not path.exists():
-        raise UsageError(f"the rewind point {path} is missing although level 0 finished; move level_0 away to retrain it")
+        raise UsageError(
+            f"the rewind point {path} is missing although level 0 finished; move level_0 away to retrain it"
+        )
     saved = checkpoints.load(path)
     return saved["model"], momentum_by_name(saved["optimizer"], r.param_names)
 
@@ -354,7 +377,8 @@ def _control(r: _Run, level: int, control: str, trunk_mask: dict, rewind_model, 
 
 
 def _init_state(r: _Run, seed: int | None = None) -> dict:
-    """The seed's initialisation (what level 0 and pretraining start from; level_0/weights_0it.pt without --rewind_from)."""
+    """The seed's initialisation: what level 0 and pretraining start from (level_0/weights_0it.pt without
+    --rewind_from)."""
     return setup.make_model(r.cfg, r.data, torch.device("cpu"), seed=seed).state_dict()
 
 
@@ -373,16 +397,28 @@ def _perturbation(r: _Run, level: int, name: str, trunk_mask: dict, rewind_model
     mask = _ensure_mask(part, r, lambda: {n: m.clone() for n, m in trunk_mask.items()})
     seed = _perturb_seed(r, name, level)
     if not (part / "perturbation.json").exists():
-        checkpoints.write_json_atomic(part / "perturbation.json", {"perturbation": name, "seed": seed,
-                                                                    "noise": r.cfg.perturb_noise if name == "noise" else None})
+        checkpoints.write_json_atomic(
+            part / "perturbation.json",
+            {"perturbation": name, "seed": seed, "noise": r.cfg.perturb_noise if name == "noise" else None},
+        )
     generator = torch.Generator().manual_seed(seed)
     try:
         state = imp_perturb.perturb(name, rewound_state(rewind_model, mask), mask, generator,
                                     init=_init_state(r), noise=r.cfg.perturb_noise)
     except ValueError as err:
         raise UsageError(f"--perturb={name}: {err}") from None
-    return _part(r, part, state, mask, start=r.start, save_at=(r.start,), momentum=_momentum_for(r, rewind_momentum, mask),
-                 sinks=sinks, level=level, kind=kind)
+    return _part(
+        r,
+        part,
+        state,
+        mask,
+        start=r.start,
+        save_at=(r.start,),
+        momentum=_momentum_for(r, rewind_momentum, mask),
+        sinks=sinks,
+        level=level,
+        kind=kind,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- stability
@@ -442,13 +478,17 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
     r = prepare(cfg)
     r.out.mkdir(parents=True, exist_ok=True)
     point = r.rewind_file or {}
-    checkpoints.write_json_atomic(r.out / "config.json", {**setup.config_record("imp", r.cfg),
-                                                          "rewind_from_sha256": r.rewind_from_sha256,
-                                                          "rewind_step_it": r.start, "training_steps_it": r.end,
-                                                          "rewind_point": {k: point.get(k) for k in ("description", "step",
-                                                                                                     "pretext")} if point else None,
-                                                          "perturb_kinds": [perturb_kind(p, r.cfg.perturb_noise)
-                                                                            for p in r.perturbations]})
+    checkpoints.write_json_atomic(
+        r.out / "config.json",
+        {
+            **setup.config_record("imp", r.cfg),
+            "rewind_from_sha256": r.rewind_from_sha256,
+            "rewind_step_it": r.start,
+            "training_steps_it": r.end,
+            "rewind_point": {k: point.get(k) for k in ("description", "step", "pretext")} if point else None,
+            "perturb_kinds": [perturb_kind(p, r.cfg.perturb_noise) for p in r.perturbations],
+        },
+    )
     mask = _trunk_mask(r, 0)
     if r.rewind_file is not None:  # the run continues from the rewind point at k, momentum included
         state, save_at = rewound_state(r.rewind_file["model"], mask), (r.start,)
@@ -513,9 +553,13 @@ def _record(r: _Run, level: int, kind: str, part: Path) -> dict:
     if kind.startswith("perturb_"):
         info = checkpoints.read_json(part / "perturbation.json", missing_ok=True,
                                      fix="move it away: it is rewritten when the part is rerun") or {}
-        record.update(perturbation=info.get("perturbation"), perturb_noise=info.get("noise"), control_seed=info.get("seed"))
+        record.update(
+            perturbation=info.get("perturbation"), perturb_noise=info.get("noise"), control_seed=info.get("seed")
+        )
     elif kind != "trunk":
-        record["control_seed"] = _reinit_seed(r, level) if kind == "random_reinit" else derive_seed(r.cfg.seed, kind, level)
+        record["control_seed"] = (
+            _reinit_seed(r, level) if kind == "random_reinit" else derive_seed(r.cfg.seed, kind, level)
+        )
     return record
 
 
@@ -526,7 +570,9 @@ def collect_tickets(r: _Run) -> list[dict]:
     for level in levels:
         trunk = r.out / f"level_{level}"
         perturbed = sorted((p for p in trunk.glob("perturb_*") if p.is_dir()), key=_perturb_order)
-        for kind, part in [("trunk", trunk)] + [(c, trunk / c) for c in imp_controls.CONTROLS] + [(p.name, p) for p in perturbed]:
+        for kind, part in (
+            [("trunk", trunk)] + [(c, trunk / c) for c in imp_controls.CONTROLS] + [(p.name, p) for p in perturbed]
+        ):
             if (part / "summary.json").exists():
                 records.append(_record(r, level, kind, part))
     return records
@@ -548,7 +594,9 @@ def write_tickets(r: _Run) -> list[dict]:
 def format_table(records: list[dict]) -> str:
     """level | density % | trunk accuracy | one column per control present."""
     kinds = [c for c in imp_controls.CONTROLS if any(rec["kind"] == c for rec in records)]
-    kinds += sorted({rec["kind"] for rec in records if rec["kind"].startswith("perturb_")}, key=lambda k: _perturb_order(Path(k)))
+    kinds += sorted(
+        {rec["kind"] for rec in records if rec["kind"].startswith("perturb_")}, key=lambda k: _perturb_order(Path(k))
+    )
     by_level = {}
     for rec in records:
         by_level.setdefault(rec["level"], {})[rec["kind"]] = rec
@@ -568,11 +616,14 @@ def parse(argv: list[str]) -> ImpCommand:
     return parse_overrides(ImpCommand, argv)
 
 
-def check(argv: list[str]) -> None:
-    """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
-    command = parse(argv)
+def check_command(command: ImpCommand) -> None:
+    """Everything running `command` would refuse, refused now; nothing is written or trained."""
     schedule.check_settings(command.scheduler.concurrent, command.scheduler.concurrent_engine)
     prepare(command.imp)
+
+
+def check(argv: list[str]) -> None:
+    check_command(parse(argv))
 
 
 def main(argv: list[str]) -> int:

@@ -122,8 +122,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     try:
         models.check_depth(int(cfg.model.removeprefix("cifar_resnet")))
     except ValueError as err:
-        raise UsageError(f"--model={cfg.model}: {err}" if cfg.model.startswith("cifar_resnet") and
-                         cfg.model[12:].isdigit() else f"--model={cfg.model}: use cifar_resnet{{D}}, e.g. cifar_resnet20") from None
+        raise UsageError(
+            f"--model={cfg.model}: {err}"
+            if cfg.model.startswith("cifar_resnet") and cfg.model[12:].isdigit()
+            else f"--model={cfg.model}: use cifar_resnet{{D}}, e.g. cifar_resnet20"
+        ) from None
     resolve_precision(cfg.precision, torch.device("cpu"))
     if cfg.compile not in ("auto", *COMPILE_MODES):
         raise UsageError(f"--compile={cfg.compile}: use auto, {', '.join(COMPILE_MODES)}")
@@ -162,7 +165,9 @@ def training_steps(cfg: TrainConfig, data: ImageData) -> tuple[int, Step]:
 
 def schedule(cfg: TrainConfig, per_epoch: int) -> Schedule:
     """The learning rate as a function of the step: --lr, x --gamma at each milestone, --warmup_steps."""
-    milestones = tuple(parse_step(t, per_epoch, "milestone_steps").it for t in filter(None, cfg.milestone_steps.split(",")))
+    milestones = tuple(
+        parse_step(t, per_epoch, "milestone_steps").it for t in filter(None, cfg.milestone_steps.split(","))
+    )
     warmup = parse_step(cfg.warmup_steps, per_epoch, "warmup_steps").it
     return Schedule(cfg.lr, milestones, cfg.gamma, warmup)
 

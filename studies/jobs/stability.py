@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import functools
 
-from ..engine import checkpoints, schedule
+from ..engine import checkpoints
 from ..engine.errors import UsageError
 from ..engine.interpolation import STABLE_BELOW
 from .config import ImpCommand, ImpConfig, parse_overrides, with_values
-from .imp import prepare, run, stability_dir
+from .imp import check_command, prepare, run, stability_dir
 from .wandb_log import logged_run
 
 DEFAULTS = {"levels": 0, "stability": "0"}
@@ -43,18 +43,21 @@ def table(cfg: ImpConfig) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
 
 
+def _parse_levels_given(argv: list[str]) -> ImpCommand:
+    command = parse(argv)
+    if not command.imp.stability.strip():
+        raise UsageError("--stability is empty: name the levels to analyse, e.g. --stability=0")
+    return command
+
+
 def check(argv: list[str]) -> None:
     """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
-    command = parse(argv)
-    schedule.check_settings(command.scheduler.concurrent, command.scheduler.concurrent_engine)
-    prepare(command.imp)
+    check_command(_parse_levels_given(argv))
 
 
 def main(argv: list[str]) -> int:
-    command = parse(argv)
+    command = _parse_levels_given(argv)
     cfg = command.imp
-    if not cfg.stability.strip():
-        raise UsageError("--stability is empty: name the levels to analyse, e.g. --stability=0")
     out, _ = logged_run(functools.partial(run, scheduler=command.scheduler), cfg, f"stability seed {cfg.seed}", "level")
     print(table(cfg))
     print(out)

@@ -159,7 +159,12 @@ class StatsTracker:
         n = len(self.names)
         grad, weight = row[1:1 + n], row[1 + n:1 + 2 * n]
         layers = {name: {"grad_norm": grad[i], "weight_norm": weight[i]} for i, name in enumerate(self.names)}
-        record = {"step": step, "train_loss": row[0], "grad_norm": math.hypot(*grad), "weight_norm": math.hypot(*weight)}
+        record = {
+            "step": step,
+            "train_loss": row[0],
+            "grad_norm": math.hypot(*grad),
+            "weight_norm": math.hypot(*weight),
+        }
         at = 1 + 2 * n
         total = sum(self.survivors)
         for ref in self.refs:

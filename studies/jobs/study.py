@@ -98,7 +98,9 @@ def _seeds(text: str) -> list[int]:
         raise UsageError("--seeds: give at least one seed, e.g. --seeds=0,1,2")
     outside = [s for s in seeds if not 0 <= s < SEED_LIMIT]
     if outside:
-        raise UsageError(f"--seeds={text}: seed {outside[0]} is outside 0 ... 2**64 - 1; use whole numbers such as 0,1,2")
+        raise UsageError(
+            f"--seeds={text}: seed {outside[0]} is outside 0 ... 2**64 - 1; use whole numbers such as 0,1,2"
+        )
     twice = sorted({s for s in seeds if seeds.count(s) > 1})
     if twice:
         raise UsageError(f"--seeds={text}: seed {twice[0]} is given twice; each seed is one replicate")

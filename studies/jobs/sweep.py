@@ -44,7 +44,9 @@ def import_engine():
 
             import sweeps
     except ImportError:
-        raise UsageError("the sweep engine is not installed: pip install 'earlyphase[sweeps]' (or pip install sweeps)") from None
+        raise UsageError(
+            "the sweep engine is not installed: pip install 'earlyphase[sweeps]' (or pip install sweeps)"
+        ) from None
     return sweeps, create_sweep_command_args
 
 
@@ -108,7 +110,9 @@ def earlyphase_args(command: list[str]) -> list[str]:
     for i, part in enumerate(command):
         if Path(part).name == "earlyphase" or part.endswith("earlyphase.studies.cli"):
             return command[i + 1:]
-    raise UsageError("the sweep's command does not run earlyphase: write command as [${env}, earlyphase, SUBCOMMAND, ..., ${args}]")
+    raise UsageError(
+        "the sweep's command does not run earlyphase: write command as [${env}, earlyphase, SUBCOMMAND, ..., ${args}]"
+    )
 
 
 def with_out(args: list[str], out: Path) -> list[str]:
@@ -124,7 +128,10 @@ def check_args(args: list[str]) -> None:
     from .commands import COMMANDS
 
     if not args or args[0] not in COMMANDS or not COMMANDS[args[0]][1]:
-        raise UsageError(f"the sweep's command runs `earlyphase {args[0] if args else ''}`: use a command with --field options, e.g. study")
+        raise UsageError(
+            f"the sweep's command runs `earlyphase {args[0] if args else ''}`: "
+            f"use a command with --field options, e.g. study"
+        )
     importlib.import_module(COMMANDS[args[0]][0]).check(args[1:])
 
 
@@ -164,12 +171,16 @@ def run_in_process(commands: list[list[str]], out: Path, concurrency: int, finis
     for command in commands:
         args = earlyphase_args(command)
         if args[0] != "study":
-            raise UsageError(f"--concurrent runs sweeps of `earlyphase study`; this one runs `earlyphase {args[0]}`: use --jobs")
+            raise UsageError(
+                f"--concurrent runs sweeps of `earlyphase study`; this one runs `earlyphase {args[0]}`: use --jobs"
+            )
         cfgs.append(study.parse([a for a in with_out(args[1:], out) if not a.startswith("--concurrent=")]
                                 + [f"--concurrent={concurrency}"]))
     engines = {cfg.scheduler.concurrent_engine for cfg in cfgs}
     if len(engines) > 1:
-        raise UsageError(f"the sweep's runs ask for different --concurrent_engine values ({', '.join(sorted(engines))}): use one")
+        raise UsageError(
+            f"the sweep's runs ask for different --concurrent_engine values ({', '.join(sorted(engines))}): use one"
+        )
 
     def booked(i: int):
         yield from study.work(cfgs[i])
@@ -190,7 +201,9 @@ def main(argv: list[str]) -> int:
             check_args(with_out(earlyphase_args(command), out))
         except UsageError as err:
             raise UsageError(f"run {i} of {len(commands)} ({' '.join(argvs[i - 1])}): {err}") from None
-    digest = hashlib.sha256(json.dumps([config, str(out.resolve())], sort_keys=True, default=str).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(json.dumps([config, str(out.resolve())], sort_keys=True, default=str).encode()).hexdigest()[
+        :10
+    ]
     ledger_dir = out / "sweeps" / f"{path.stem}-{digest}"
     ledger_dir.mkdir(parents=True, exist_ok=True)
     ledger_path = ledger_dir / "ledger.json"
@@ -230,6 +243,9 @@ def main(argv: list[str]) -> int:
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         codes = list(pool.map(run_one, range(len(commands)), commands))
     failed = sum(c != 0 for c in codes)
-    print(f"sweep {path.name}: {len(codes) - failed} of {len(codes)} runs finished; report: earlyphase report {out}", file=sys.stderr)
+    print(
+        f"sweep {path.name}: {len(codes) - failed} of {len(codes)} runs finished; report: earlyphase report {out}",
+        file=sys.stderr,
+    )
     print(ledger_dir)
     return 1 if failed else 0

@@ -94,7 +94,9 @@ class WandbLogger:
             return wandb.init(mode=self.mode, **kwargs)
         except Exception as err:  # unreachable server, bad key, ...: go offline, never fail the run
             if self.mode == "online":
-                self._warn_once(f"W&B unreachable ({type(err).__name__}: {_first_line(err)}); logging offline, `wandb sync` later")
+                self._warn_once(
+                    f"W&B unreachable ({type(err).__name__}: {_first_line(err)}); logging offline, `wandb sync` later"
+                )
                 self.mode = "offline"
                 try:
                     return wandb.init(mode="offline", **kwargs)

@@ -2,9 +2,9 @@
 
 Each figure is a callable (conditions, out_dir) -> PNG file name, or None when no run has the data, for
 `report.write_report(..., extra_figures=...)`; `figures()` lists them (write_report's default). The
-conditions are studies.report_data's: every run directory read here is one of theirs.
+conditions are reporting.runs': every run directory read here is one of theirs.
 
-- `early_phase_stats.png`: whole-network statistics (stats.jsonl, see studies.stats) against the
+- `early_phase_stats.png`: whole-network statistics (stats.jsonl, see jobs.stats) against the
   iteration on a log axis, one panel per statistic, one colour per condition: its dense level 0
   (solid; the supervised training from the condition's start point) and, for pretext conditions, the
   pretraining itself (dashed; weight statistics only, since its loss and accuracy are the pretext's).
@@ -134,7 +134,9 @@ def stats_figure():
             pre = [read_stats(d) for d in filter(None, map(_pretrain_dir, cond.runs))]
             if pre and all(pre):
                 values = {k: v for k, v in mean_series(pre).items() if k in PRETRAIN_PANELS}
-                series.append({"label": f"{cond.label}: pretraining", "style": "--", "colour": colour, "values": values})
+                series.append(
+                    {"label": f"{cond.label}: pretraining", "style": "--", "colour": colour, "values": values}
+                )
         series = [s for s in series if s["values"]]
         if not series:
             return None
@@ -150,12 +152,16 @@ def ticket_stats_figure():
     def make(conditions: list, out_dir: Path) -> str | None:
         colours, series = _colours(), []
         for i, cond in enumerate(conditions):
-            with_stats = [{lvl for lvl, d in _level_dirs(run).items() if lvl >= 1 and read_stats(d)} for run in cond.runs]
+            with_stats = [
+                {lvl for lvl, d in _level_dirs(run).items() if lvl >= 1 and read_stats(d)} for run in cond.runs
+            ]
             common = set.intersection(*with_stats) if with_stats else set()
             if not common:
                 continue
             level = max(common)
-            density = statistics.fmean(r["density"] for r in cond.records if r["level"] == level and r["kind"] == "trunk")
+            density = statistics.fmean(
+                r["density"] for r in cond.records if r["level"] == level and r["kind"] == "trunk"
+            )
             runs = [read_stats(Path(run) / f"level_{level}") for run in cond.runs]
             series.append({"label": f"{cond.label}: level {level} ({100 * density:.1f}%)", "style": "-",
                            "colour": colours[i % len(colours)], "values": mean_series(runs)})
@@ -163,7 +169,11 @@ def ticket_stats_figure():
         if not series:
             return None
         name = "early_phase_stats_tickets.png"
-        _plot_stats(series, Path(out_dir) / name, "Early phase of the sparse tickets (deepest level with statistics), mean over seeds")
+        _plot_stats(
+            series,
+            Path(out_dir) / name,
+            "Early phase of the sparse tickets (deepest level with statistics), mean over seeds",
+        )
         return name
     return make
 
@@ -186,7 +196,11 @@ def perturbation_figure():
         colours = _colours()
         for ax, cond in zip(axes.flat, perturbed):
             order = list(dict.fromkeys(r["kind"] for r in cond.records))  # tickets.json's canonical order
-            kinds = ["trunk"] + [k for k in order if k.startswith("perturb_")] + [k for k in order if k not in ("trunk",) and not k.startswith("perturb_")]
+            kinds = (
+                ["trunk"]
+                + [k for k in order if k.startswith("perturb_")]
+                + [k for k in order if k not in ("trunk",) and not k.startswith("perturb_")]
+            )
             for j, kind in enumerate(kinds):
                 pts = [p for p in curve(cond.records, kind) if kind != "trunk" or p["level"] >= 1]
                 if not pts:
@@ -196,10 +210,18 @@ def perturbation_figure():
                 s = [100 * (p["std"] or 0.0) for p in pts]
                 control = kind != "trunk" and not kind.startswith("perturb_")
                 colour = "black" if kind == "trunk" else "grey" if control else colours[(j - 1) % len(colours)]
-                label = "unperturbed ticket" if kind == "trunk" else f"control: {kind}" if control else kind.removeprefix("perturb_")
+                label = (
+                    "unperturbed ticket"
+                    if kind == "trunk"
+                    else f"control: {kind}"
+                    if control
+                    else kind.removeprefix("perturb_")
+                )
                 style = "-" if kind == "trunk" else ":" if control else "--"
                 ax.plot(x, m, style, color=colour, marker="o", ms=3, label=label)
-                ax.fill_between(x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=colour, alpha=0.12)
+                ax.fill_between(
+                    x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=colour, alpha=0.12
+                )
             ax.set_xscale("log")
             ticks = sorted({round(100 * r["density"], 1) for r in cond.records if r["level"] >= 1})
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
@@ -212,7 +234,9 @@ def perturbation_figure():
             ax.legend(fontsize=7, loc="lower left")
         for ax in list(axes.flat)[len(perturbed):]:
             ax.axis("off")
-        fig.suptitle("Perturbed rewind points vs the unperturbed ticket\n(mean +- std over seeds; dotted: controls)", fontsize=10)
+        fig.suptitle(
+            "Perturbed rewind points vs the unperturbed ticket\n(mean +- std over seeds; dotted: controls)", fontsize=10
+        )
         fig.tight_layout()
         name = "perturbations.png"
         save_figure_atomic(fig, Path(out_dir) / name)

@@ -1,4 +1,4 @@
-"""The report's findings: plain sentences generated from the paired intervals (studies.paired), nothing else.
+"""The report's findings: plain sentences generated from the paired intervals (reporting.paired), nothing else.
 
 Each sentence names the comparison, the densities where the 95% interval of the paired difference
 excludes 0 (with the difference in points, its interval and n), and says where no difference is

@@ -1,20 +1,20 @@
 """`earlyphase report FOLDER [FOLDER ...] [-o OUT_DIR]`: the comparison, from local run records, offline.
 
 Reads the IMP runs below the folders (a study directory reads exactly its own runs; runs folders of
-several machines are merged: studies.report_data), compares conditions like for like with paired
-intervals (studies.paired) and writes, into OUT_DIR (default FOLDER/report):
+several machines are merged: reporting.runs), compares conditions like for like with paired
+intervals (reporting.paired) and writes, into OUT_DIR (default FOLDER/report):
 - report.md and report.html (self-contained: figures embedded; rendered with Python-Markdown):
-  the findings in sentences (studies.findings), the ticket table (one row per condition, one column
+  the findings in sentences (reporting.findings), the ticket table (one row per condition, one column
   per density: mean +- sample std over seeds, and the paired difference to the condition's reference
   with its 95% interval; `*` marks an interval that excludes 0 with 3 or more seeds), the controls
   table, each condition's settings, and the incomplete or excluded runs;
 - report.json: the same numbers (conditions, comparisons with every difference and interval, findings);
-- with instability analyses (`--stability`), a stability section and stability.png (studies.stability_report);
+- with instability analyses (`--stability`), a stability section and stability.png (reporting.stability);
 - accuracy_vs_density.png: one panel per question (rewinding vs reset; each pretext condition vs
   rewinding at its own k, with reset and the other rewinding runs as thin reference lines), mean and
   95% interval band of the mean over seeds; paired_differences.png: the paired differences with their
   intervals, one panel per question; and the analysis figures where runs have the data
-  (studies.analysis_report: early-phase statistics, perturbations).
+  (reporting.analysis: early-phase statistics, perturbations).
 Every file is written atomically (a temporary file, then a rename).
 """
 
@@ -276,7 +276,9 @@ def render_markdown(conditions, found, notes, incomplete, figures: list[str], st
         lines += [f"### {c.label}", "", f"k = {c.k}it; seeds: {seeds}; runs: {len(c.runs)}", "",
                   "```", json.dumps(shown, indent=1, sort_keys=True, default=str), "```", ""]
     lines += ["## Incomplete and excluded runs", ""]
-    lines += [f"- {i['run']}: {i.get('condition', '?')} seed {i.get('seed', '?')}: {i['why']}" for i in incomplete] or ["None."]
+    lines += [f"- {i['run']}: {i.get('condition', '?')} seed {i.get('seed', '?')}: {i['why']}" for i in incomplete] or [
+        "None."
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -318,8 +320,8 @@ def write_report(folders, out_dir: Path, extra_figures=None, stability: str | No
     """Write report.md, report.html, report.json and the figures into out_dir; returns out_dir.
 
     folders: a study directory or runs folders (several are merged). extra_figures: None = the standard
-    analyses (studies.analysis_report), each drawn only where runs have the data; () = none. stability: the
-    path setting the findings use (`bn=MODE,points=N`; default: studies.stability_report's choice)."""
+    analyses (reporting.analysis), each drawn only where runs have the data; () = none. stability: the
+    path setting the findings use (`bn=MODE,points=N`; default: reporting.stability's choice)."""
     folders = [Path(f) for f in ([folders] if isinstance(folders, (str, Path)) else folders)]
     for folder in folders:
         if not folder.is_dir():

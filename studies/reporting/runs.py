@@ -13,7 +13,7 @@ each IMP run's config.json:
 - a `rewind_from` made by `earlyphase pretrain` -> the task and its budget, `rotation 400it` (`sparse`
   for masked pretraining), with k = the step the rewind point stands for.
 Everything else in the config (dataset, model, T, schedule, pruning, precision, ...) is the condition's
-*setting*; conditions are only ever compared within one setting (studies.paired). Fields that cannot
+*setting*; conditions are only ever compared within one setting (reporting.paired). Fields that cannot
 change a result (platform fields: paths, device, logging, scheduling, which levels or controls to run)
 name neither. Runs made before pretraining counted as the run's first k steps (their config has no
 `rewind_step_it`) are listed as excluded, never compared.

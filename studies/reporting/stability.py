@@ -1,7 +1,7 @@
 """The report's stability section: instability per condition and level, what it says, and its figure.
 
 Per condition and analysed level (0 = the dense network at the rewind point), the instability of the
-test error over seeds: mean and 95% t interval (studies.paired.interval). A start state is called
+test error over seeds: mean and 95% t interval (paired.interval). A start state is called
 *stable* when the whole interval lies below STABLE_BELOW points (the LMC paper's threshold), *unstable*
 when it lies above; otherwise, or with fewer than MIN_SEEDS seeds, the data cannot say. The findings set
 this against the condition's tickets (Frankle et al. 2020: tickets match the dense network only from
@@ -183,7 +183,9 @@ def figure(conditions: list[Condition], path, wanted: str | None = None) -> bool
         paths = [r["path"] for r in c.stability if r["level"] == 0 and r["setting"] == setting]
         alphas = [p["alpha"] for p in paths[0]]
         mean = [100 * statistics.fmean(p[j]["test_error"] for p in paths) for j in range(len(alphas))]
-        right.plot(alphas, mean, "-", marker=".", color=colours[i % len(colours)], label=f"{c.label} (n = {len(paths)})")
+        right.plot(
+            alphas, mean, "-", marker=".", color=colours[i % len(colours)], label=f"{c.label} (n = {len(paths)})"
+        )
     right.set_xlabel("alpha (0: first copy, 1: second)", fontsize=8)
     right.set_ylabel("test error (%)", fontsize=8)
     right.set_title("Test error along the linear path, level 0", fontsize=9)
