@@ -28,8 +28,11 @@ class SimCLR(PretextTask):
                "min_scale": Option(0.2, "smallest area share kept by the random resized crop")}
 
     def setup(self) -> None:
-        if self.temperature <= 0 or self.out_dim < 1 or not 0 < self.min_scale <= 1:
-            raise ValueError("simclr needs temperature > 0, out_dim >= 1 and min_scale in (0, 1]")
+        for bad, need in ((self.temperature <= 0, f"temperature={self.temperature}: must be > 0, e.g. 0.5"),
+                          (self.out_dim < 1, f"out_dim={self.out_dim}: must be 1 or more, e.g. 128"),
+                          (not 0 < self.min_scale <= 1, f"min_scale={self.min_scale}: must be in (0, 1], e.g. 0.2")):
+            if bad:
+                raise ValueError(f"simclr {need}")
         ops = [K.RandomResizedCrop(tuple(self.info.image_size), scale=(self.min_scale, 1.0))]
         if self.info.flip:
             ops.append(K.RandomHorizontalFlip())

@@ -105,6 +105,14 @@ def test_a_seed_out_of_range_is_refused_before_anything_is_written(out, capsys, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command,field", [("train", "data_seed"), ("stability", "data_seed"),
+                                           ("stability", "stability_data_seed")])
+def test_every_seed_field_is_range_checked(out, capsys, command, field):
+    code, _, stderr = run_cli([command, f"--out={out}", *TINY, f"--{field}=-3"], capsys)
+    one_line_error(code, stderr, f"--{field}=-3", "from 0 to 2**64 - 1")
+    assert not out.exists()
+
+
 def test_the_largest_seed_trains(out, capsys):
     largest = 2 ** 64 - 1
     code, stdout, _ = run_cli(["train", f"--out={out}", "--width=4", "--training_steps=2it", f"--seed={largest}"],

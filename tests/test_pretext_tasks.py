@@ -106,6 +106,10 @@ def test_simclr_views_differ_and_pair_up():
     base = torch.randn(16, 8)
     assert task.correct(torch.cat([base, base]), partner).item() == 32
     assert task.loss(torch.cat([base, base]), partner) < task.loss(torch.cat([base, torch.randn(16, 8)]), partner)
+    for bad, message in (({"temperature": 0}, "temperature=0.0: must be > 0"), ({"out_dim": 0}, "out_dim=0"),
+                         ({"min_scale": 1.5}, "min_scale=1.5: must be in")):  # names the one value at fault
+        with pytest.raises(ValueError, match=message):
+            SimCLR(info, **bad)
 
 
 def test_options_are_typed_checked_and_match_the_config_fields():

@@ -1,6 +1,11 @@
 """Stability to SGD noise: two copies from a rewind point, the linear path between them, instability."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -8,9 +13,10 @@ import torch
 from earlyphase.studies import cli
 from earlyphase.studies.engine import interpolation as stability
 from earlyphase.studies.jobs import imp as imp_job
+from earlyphase.studies.jobs import stability as stability_job
 from earlyphase.studies.jobs.imp import ImpConfig
 
-from conftest import load
+from conftest import final_weights, load, same_state
 
 TINY = dict(width=4, training_steps="2ep", rewind_step="3it", prune_fraction=0.5, eval_every=2)
 
@@ -117,3 +123,24 @@ def test_bad_stability_input_is_one_line_and_writes_nothing(out, capsys, args, m
     assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
     assert cli.main(["stability", f"--out={out}", "--stability="]) == 2
     assert "--stability is empty" in capsys.readouterr().err
+
+
+def test_kill_9_during_the_second_copy_then_rerun_matches_uninterrupted(out):
+    flags = ["--width=4", "--training_steps=3ep", "--rewind_step=3it", "--eval_every=2"]
+    full_dir, _ = imp_job.run(stability_job.parse(flags + [f"--out={out}/full"]).imp)  # the reference
+    args = [sys.executable, "-m", "earlyphase.studies.cli", "stability", *flags, f"--out={out}/killed"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same kernels as the reference
+    killed = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    copy = out / "killed" / full_dir.name / "level_0" / "stability"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (copy / "checkpoint.pt").exists():
+        time.sleep(0.005)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert (copy / "checkpoint.pt").exists() and not (copy / "summary.json").exists(), "killed too late"
+
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    assert rerun.stdout.strip().splitlines()[-1] == str(copy.parents[1])
+    reference = full_dir / "level_0" / "stability"
+    assert (copy / "stability.json").read_text() == (reference / "stability.json").read_text()
+    assert same_state(final_weights(copy / "final.pt"), final_weights(reference / "final.pt"))

@@ -108,8 +108,10 @@ def check_out(text: str) -> None:
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Resolve dataset defaults and check every training field; returns the resolved config."""
     check_finite(cfg)
-    if not 0 <= cfg.seed < SEED_LIMIT:
-        raise UsageError(f"--seed={cfg.seed}: use a whole number from 0 to 2**64 - 1 = {SEED_LIMIT - 1}")
+    for name in ("seed", "data_seed", "stability_data_seed"):  # None: derived from --seed
+        value = getattr(cfg, name, None)
+        if value is not None and not 0 <= value < SEED_LIMIT:
+            raise UsageError(f"--{name}={value}: use a whole number from 0 to 2**64 - 1 = {SEED_LIMIT - 1}")
     cfg = cfg.resolved()
     for name in ("batch_size", "width", "eval_every", "checkpoint_every"):
         if getattr(cfg, name) < 1:
