@@ -626,10 +626,14 @@ def check(argv: list[str]) -> None:
     check_command(parse(argv))
 
 
-def main(argv: list[str]) -> int:
-    command = parse(argv)
+def run_logged(command: ImpCommand, what: str) -> tuple[Path, list[dict]]:
+    """Run an IMP command under W&B logging (one W&B run, a step per level); `what` names it, e.g. "imp"."""
     cfg = command.imp
-    out, records = logged_run(functools.partial(run, scheduler=command.scheduler), cfg, f"imp seed {cfg.seed}", "level")
+    return logged_run(functools.partial(run, scheduler=command.scheduler), cfg, f"{what} seed {cfg.seed}", "level")
+
+
+def main(argv: list[str]) -> int:
+    out, records = run_logged(parse(argv), "imp")
     print(format_table(records))
     print(out)
     return 0

@@ -11,14 +11,11 @@ points), then the run directory.
 
 from __future__ import annotations
 
-import functools
-
 from ..engine import checkpoints
 from ..engine.errors import UsageError
 from ..engine.interpolation import STABLE_BELOW
 from .config import ImpCommand, ImpConfig, parse_overrides, with_values
-from .imp import check_command, prepare, run, stability_dir
-from .wandb_log import logged_run
+from .imp import check_command, prepare, run_logged, stability_dir
 
 DEFAULTS = {"levels": 0, "stability": "0"}
 
@@ -57,8 +54,7 @@ def check(argv: list[str]) -> None:
 
 def main(argv: list[str]) -> int:
     command = _parse_levels_given(argv)
-    cfg = command.imp
-    out, _ = logged_run(functools.partial(run, scheduler=command.scheduler), cfg, f"stability seed {cfg.seed}", "level")
-    print(table(cfg))
+    out, _ = run_logged(command, "stability")
+    print(table(command.imp))
     print(out)
     return 0
