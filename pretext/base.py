@@ -40,9 +40,8 @@ class TaskInfo:
     image_size: tuple = (32, 32)  # (height, width)
     mean: tuple = (0.5, 0.5, 0.5)  # the normalisation the batches arrive with (per channel)
     std: tuple = (0.5, 0.5, 0.5)
-    flip: bool = (
-        True  # whether horizontal flips preserve the data's meaning (the dataset's standard augmentation flips)
-    )
+    # whether horizontal flips preserve the data's meaning (the dataset's standard augmentation flips)
+    flip: bool = True
 
     def normalisation(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) as 1 x C x 1 x 1 tensors; make them once per device (each call is a host->device copy)."""

@@ -97,9 +97,8 @@ def test_trainer_fast_path_helpers_leave_cpu_results_alone():
     data = synthetic_cifar(16, CPU)
     x = data.train_x[:8]
     expected = (x.double() / 255 - torch.tensor(data.mean).view(1, -1, 1, 1)) / torch.tensor(data.std).view(1, -1, 1, 1)
-    assert torch.allclose(
-        data.normaliser()(x).double(), expected, atol=1e-5
-    )  # the in-place ops compute (x/255-mean)/std
+    # the in-place ops compute (x/255-mean)/std
+    assert torch.allclose(data.normaliser()(x).double(), expected, atol=1e-5)
     plan = TrainPlan(seed=0, batch_size=8, schedule=Schedule(0.1), start=0, end=1)
     model = models.create("cifar_resnet8", width=4)
     group = make_optimizer(model, plan).param_groups[0]

@@ -80,19 +80,10 @@ def half_mask(model: torch.nn.Module, seed: int = 0) -> dict:
 def bench_plan(steps_per_epoch: int, epochs: int, precision: str, compile: str, seed: int = 0) -> TrainPlan:
     end = steps_per_epoch * epochs
     cifar = DATASET_DEFAULTS["cifar10"]
-    return TrainPlan(
-        seed=seed,
-        batch_size=BATCH,
-        schedule=Schedule(cifar["lr"], (end // 2, end * 3 // 4), cifar["gamma"]),
-        start=0,
-        end=end,
-        momentum=cifar["momentum"],
-        weight_decay=cifar["weight_decay"],
-        precision=precision,
-        eval_every=cifar["eval_every"],
-        checkpoint_every=1,
-        compile=compile,
-    )
+    return TrainPlan(seed=seed, batch_size=BATCH, start=0, end=end,
+                     schedule=Schedule(cifar["lr"], (end // 2, end * 3 // 4), cifar["gamma"]),
+                     momentum=cifar["momentum"], weight_decay=cifar["weight_decay"], precision=precision,
+                     eval_every=cifar["eval_every"], checkpoint_every=1, compile=compile)
 
 
 def resnet20(width: int, device: torch.device, seed: int = 0) -> torch.nn.Module:

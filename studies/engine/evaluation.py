@@ -14,9 +14,8 @@ from .plan import TrainPlan
 
 
 def autocast(device: torch.device, precision: str):
-    if (
-        precision == "bf16"
-    ):  # no weight-cast cache: each weight is cast once per step anyway, and CUDA graphs need it off
+    # no weight-cast cache: each weight is cast once per step anyway, and CUDA graphs need it off
+    if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
     return nullcontext()
 
