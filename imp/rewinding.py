@@ -57,11 +57,6 @@ def momentum_by_name(optimizer_state: dict, param_names: list[str]) -> dict:
 
 
 def masked_momentum(momentum: dict, mask: Mask) -> dict:
-    """A copy of {name: momentum buffer} with the entries of pruned weights zeroed, so no momentum pushes them."""
-    out = {}
-    for name, buffer in momentum.items():
-        keep = mask.get(name)
-        out[name] = (
-            buffer.clone() if keep is None else torch.where(keep.to(buffer.device), buffer, torch.zeros_like(buffer))
-        )
-    return out
+    """A copy of {name: momentum buffer} with the entries of pruned weights zeroed, so no momentum pushes them
+    (parameters without momentum yet, e.g. a fresh classifier, are simply absent)."""
+    return rewound_state(momentum, {name: keep for name, keep in mask.items() if name in momentum})

@@ -47,6 +47,10 @@ class PathSettings:
     points: int = 11  # interior points; the endpoints are added
     bn: str = "interpolate"
 
+    def key(self) -> str:
+        """How stability.json keys a result computed with these settings, e.g. bn=interpolate,points=11."""
+        return f"bn={self.bn},points={self.points}"
+
     def alphas(self) -> list[float]:
         return [i / (self.points + 1) for i in range(self.points + 2)]
 
@@ -75,7 +79,7 @@ def train_subset(data: ImageData, size: int = TRAIN_SUBSET) -> ImageData:
 def recompute_batchnorm(model: torch.nn.Module, images: torch.Tensor, normalise, batch_size: int) -> None:
     """Running statistics of every BatchNorm as the cumulative average over `images` (uint8), in train mode."""
     layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.training) for m in layers]
+    momenta = [m.momentum for m in layers]
     for m in layers:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch weighs the same
@@ -83,7 +87,7 @@ def recompute_batchnorm(model: torch.nn.Module, images: torch.Tensor, normalise,
     model.train()
     for lo in range(0, len(images), batch_size):
         model(normalise(images[lo:lo + batch_size]))
-    for m, (momentum, _) in zip(layers, saved):
+    for m, momentum in zip(layers, momenta):
         m.momentum = momentum
     model.train(was_training)
 

@@ -127,6 +127,10 @@ class TrainConfig:
     track_steps: str = platform("", "early-phase statistics over the first N steps of each training, e.g. 4000it "
                                     "(stats.jsonl; results unchanged); empty = off")
 
+    def data_order_seed(self) -> int:
+        """The seed of the data order and augmentation: --data_seed, else --seed."""
+        return self.seed if self.data_seed is None else self.data_seed
+
     def resolved(self):
         """A copy with dataset-dependent defaults filled in."""
         if self.dataset not in DATASET_DEFAULTS:
@@ -145,8 +149,6 @@ class SchedulerConfig:
     concurrent_engine: str = platform("streams", "how --concurrent runs K trainings: streams (a step each in turn, "
                                                  "on K CUDA streams; bit-identical to one by one) or vmap (torch.func "
                                                  "stack of same-shaped trainings; equal up to rounding)")
-
-
 
 
 @dataclass

@@ -169,7 +169,7 @@ def prepare(cfg: ImpConfig) -> _Run:
         raise UsageError(f"--perturb: {err}") from None
     if not (cfg.perturb_noise >= 0 and cfg.perturb_noise < float("inf")):
         raise UsageError(f"--perturb_noise={cfg.perturb_noise}: must be a finite number >= 0, e.g. 1.0")
-    levels = _stability_levels(cfg)
+    levels = stability_levels(cfg)
     ignore = [t.strip() for t in cfg.prune_ignore.split(",") if t.strip()]
 
     device = setup.resolve_device(cfg.device)
@@ -229,15 +229,16 @@ def prepare(cfg: ImpConfig) -> _Run:
     # rewind_step irrelevant, so neither the path nor an ignored rewind_step renames the run.
     out = run_dir("imp", cfg, digests={"rewind_from": f"sha256:{sha}" if sha else ""},
                   unused={"rewind_step"} if sha else ())
-    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
-    seed = derive_seed(data_seed, "stability") if cfg.stability_data_seed is None else cfg.stability_data_seed
+    seed = cfg.stability_data_seed
+    if seed is None:
+        seed = derive_seed(cfg.data_order_seed(), "stability")
     return _Run(cfg, device, data, out, start, end.it, model, names,
                 [n for n, _ in model.named_parameters()], base_mask, controls, rewind, level0, rewind_file, sha,
                 momentum, perturbations=perturbations, stability=levels,
                 path=PathSettings(cfg.stability_points, cfg.stability_bn), stability_seed=seed)
 
 
-def _stability_levels(cfg: ImpConfig) -> tuple[int, ...]:
+def stability_levels(cfg: ImpConfig) -> tuple[int, ...]:
     """The levels --stability names (all = 0..levels), checked with its path settings."""
     text = cfg.stability.strip()
     if not text:
@@ -366,14 +367,14 @@ def _control(r: _Run, level: int, control: str, trunk_mask: dict, rewind_model, 
     part = r.out / f"level_{level}" / control
     generator = torch.Generator().manual_seed(derive_seed(r.cfg.seed, control, level))
     mask = _ensure_mask(part, r, lambda: imp_controls.control_mask(control, trunk_mask, generator))
-    if imp_controls.reinitialises(control):
-        fresh = setup.make_model(r.cfg, r.data, torch.device("cpu"), seed=_reinit_seed(r, level))
+    reinit_seed = _reinit_seed(r, level) if imp_controls.reinitialises(control) else None
+    if reinit_seed is not None:
+        fresh = setup.make_model(r.cfg, r.data, torch.device("cpu"), seed=reinit_seed)
         state, momentum = rewound_state(fresh.state_dict(), mask), None
     else:
         state, momentum = rewound_state(rewind_model, mask), _momentum_for(r, rewind_momentum, mask)
     return _part(r, part, state, mask, start=r.start, save_at=(r.start,), momentum=momentum,
-                 sinks=sinks, level=level, kind=control,
-                 init_seed=_reinit_seed(r, level) if imp_controls.reinitialises(control) else None)
+                 sinks=sinks, level=level, kind=control, init_seed=reinit_seed)
 
 
 def _init_state(r: _Run, seed: int | None = None) -> dict:
@@ -407,25 +408,16 @@ def _perturbation(r: _Run, level: int, name: str, trunk_mask: dict, rewind_model
                                     init=_init_state(r), noise=r.cfg.perturb_noise)
     except ValueError as err:
         raise UsageError(f"--perturb={name}: {err}") from None
-    return _part(
-        r,
-        part,
-        state,
-        mask,
-        start=r.start,
-        save_at=(r.start,),
-        momentum=_momentum_for(r, rewind_momentum, mask),
-        sinks=sinks,
-        level=level,
-        kind=kind,
-    )
+    return _part(r, part, state, mask, start=r.start, save_at=(r.start,),
+                 momentum=_momentum_for(r, rewind_momentum, mask), sinks=sinks, level=level, kind=kind)
 
 
 # ---------------------------------------------------------------------------------------------- stability
-def stability_dir(r: _Run, level: int) -> Path:
-    """Where a level's second copy trains: `stability`, or `stability_seed{N}` for a chosen data-order seed."""
-    name = "stability" if r.cfg.stability_data_seed is None else f"stability_seed{r.cfg.stability_data_seed}"
-    return r.out / f"level_{level}" / name
+def stability_dir(out: Path, cfg: ImpConfig, level: int) -> Path:
+    """Where a level's second copy trains in the run directory `out`: `stability`, or `stability_seed{N}` for a
+    chosen data-order seed."""
+    name = "stability" if cfg.stability_data_seed is None else f"stability_seed{cfg.stability_data_seed}"
+    return out / f"level_{level}" / name
 
 
 def _level0_at_k(r: _Run) -> tuple[dict, dict, dict | None]:
@@ -437,15 +429,15 @@ def _level0_at_k(r: _Run) -> tuple[dict, dict, dict | None]:
 def _second_copy(r: _Run, level: int, state: dict, mask: dict, momentum: dict | None, sinks) -> Training:
     """The level's second copy: its start state, mask and optimiser, another data order; the first copy is the
     level itself (level 0: the dense run, which passes through k in the same state)."""
-    return _part(r, stability_dir(r, level), state, mask, start=r.start, save_at=(), momentum=momentum, sinks=sinks,
-                 level=level, kind="stability", data_seed=r.stability_seed)
+    return _part(r, stability_dir(r.out, r.cfg, level), state, mask, start=r.start, save_at=(), momentum=momentum,
+                 sinks=sinks, level=level, kind="stability", data_seed=r.stability_seed)
 
 
 def _analyse(r: _Run, sinks) -> None:
     """stability.json for every level whose two copies have finished (once per path setting)."""
-    key = f"bn={r.path.bn},points={r.path.points}"
+    key = r.path.key()
     for level in r.stability:
-        folder = stability_dir(r, level)
+        folder = stability_dir(r.out, r.cfg, level)
         results = checkpoints.read_json(folder / "stability.json", missing_ok=True) or {}
         done = all((p / "summary.json").exists() for p in (r.out / f"level_{level}", folder))
         if key in results or not done:
@@ -455,10 +447,9 @@ def _analyse(r: _Run, sinks) -> None:
         check_mask_holds(interpolate(first, second, 0.5), mask)
         model = setup.make_model(r.cfg, r.data, r.device)
         plan = setup.make_plan(r.cfg, r.data, r.device, start=r.start)
-        data_seed = r.cfg.seed if r.cfg.data_seed is None else r.cfg.data_seed
         path = evaluate_path(model, {k: v.to(r.device) for k, v in first.items()},
                                        {k: v.to(r.device) for k, v in second.items()}, r.data, plan, r.path)
-        results[key] = {**summarise(path, r.path, (data_seed, r.stability_seed)), "level": level,
+        results[key] = {**summarise(path, r.path, (r.cfg.data_order_seed(), r.stability_seed)), "level": level,
                         "start_step": r.start, "density": imp_masks.density(mask)}
         checkpoints.write_json_atomic(folder / "stability.json", results)
         print(f"imp level {level} stability: instability {results[key]['instability']:.2f} points (test), "
@@ -494,7 +485,7 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
         state, save_at = rewound_state(r.rewind_file["model"], mask), (r.start,)
         start, momentum = r.start, masked_momentum(r.rewind_momentum, mask) if r.rewind_momentum else None
     else:
-        state, save_at = setup.make_model(r.cfg, r.data, torch.device("cpu")).state_dict(), tuple(sorted({0, r.start}))
+        state, save_at = _init_state(r), tuple(sorted({0, r.start}))
         start, momentum = 0, None
     yield [_part(r, r.out / "level_0", state, mask, start=start, save_at=save_at, momentum=momentum,
                  sinks=sinks, level=0, kind="trunk")]

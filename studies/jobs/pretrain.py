@@ -9,9 +9,10 @@ exactly as rewinding to k does, so `supervised` for k steps followed by IMP *is*
 (bit for bit on CPU; tests/test_protocol.py).
 
 - The task is looked up by name among the `earlyphase.pretext` entry points (built-in or plugin).
-- Its settings: a built-in task's options are flat fields here, named `{task}_{option}`
-  (`--rotation_all_four`, `--simclr_temperature`, ...); a plugin's options go in
-  `--pretext_args=key=value,key=value`. Both are checked against what the task declares.
+- Its settings: every task's options (built-in or plugin) are fields named `{task}_{option}`, derived
+  from the task's declaration (`--rotation_all_four`, `--simclr_temperature`, ...);
+  `--pretext_args=key=value,key=value` sets them too (each option once). Both are checked against what the
+  task declares.
 - The network starts at the seed's initialisation (the dense run's init); a task with its own head
   replaces `.fc` with it (head seeded from (seed, "pretext_head", task)). Training goes through the one
   trainer (resumable, seeded, progress bar). Evaluation reports the task's own test loss and accuracy.
@@ -182,6 +183,14 @@ def pretrain_dir(cfg: PretrainConfig, plugin: registry.Plugin, digest: str) -> P
                    extra={"protocol": PROTOCOL}, label=cfg.pretext)
 
 
+def make_task(cfg: PretrainConfig, plugin: registry.Plugin, options: dict, data) -> PretextTask:
+    """The task instance for this dataset; a value its own setup() refuses is a one-line error."""
+    try:
+        return plugin.task(task_info(cfg, data), **options)
+    except ValueError as err:
+        raise UsageError(f"--pretext={cfg.pretext}: {err}") from None
+
+
 def task_info(cfg: PretrainConfig, data) -> TaskInfo:
     return TaskInfo(seed=derive_seed(cfg.seed, "pretext", cfg.pretext), num_classes=data.num_classes,
                     num_examples=max(len(data.train_y), len(data.test_y)), image_size=tuple(data.train_x.shape[-2:]),
@@ -234,10 +243,7 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
     cfg, plugin, options = validate(cfg)
     device = setup.resolve_device(cfg.device)
     data = setup.load_data(cfg, device)
-    try:
-        task = plugin.task(task_info(cfg, data), **options)
-    except ValueError as err:
-        raise UsageError(f"--pretext={cfg.pretext}: {err}") from None
+    task = make_task(cfg, plugin, options, data)
     model = setup.make_model(cfg, data, device)
     mask = load_mask(cfg.mask, model) if cfg.mask else None
     out = pretrain_dir(cfg, plugin, mask_digest(mask))
@@ -280,10 +286,7 @@ def check(argv: list[str]) -> None:
     """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
     cfg, plugin, options = validate(parse_overrides(PretrainConfig, argv))
     data = setup.load_data(cfg, setup.resolve_device(cfg.device))
-    try:
-        plugin.task(task_info(cfg, data), **options)
-    except ValueError as err:
-        raise UsageError(f"--pretext={cfg.pretext}: {err}") from None
+    make_task(cfg, plugin, options, data)
     pretrain_plan(cfg, data, torch.device("cpu"), "")
 
 

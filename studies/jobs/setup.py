@@ -108,7 +108,7 @@ def check_out(text: str) -> None:
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Resolve dataset defaults and check every training field; returns the resolved config."""
     check_finite(cfg)
-    for name in ("seed", "data_seed", "stability_data_seed"):  # None: derived from --seed
+    for name in ("seed", "data_seed", "stability_data_seed"):  # None: derived from --seed; the last is imp's
         value = getattr(cfg, name, None)
         if value is not None and not 0 <= value < SEED_LIMIT:
             raise UsageError(f"--{name}={value}: use a whole number from 0 to 2**64 - 1 = {SEED_LIMIT - 1}")
@@ -138,9 +138,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not math.isfinite(cfg.lr * _power(cfg.gamma, len(milestones))):
         raise UsageError(f"--gamma={cfg.gamma}: the learning rate overflows after {len(milestones)} milestones "
                          f"(--lr={cfg.lr} x gamma^{len(milestones)}); use a gamma such as 0.1")
-    if getattr(cfg, "track_steps", "") and parse_step(cfg.track_steps, 1, "track_steps").it < 1:
+    if cfg.track_steps and parse_step(cfg.track_steps, 1, "track_steps").it < 1:
         raise UsageError(f"--track_steps={cfg.track_steps}: track at least 1it, or leave it empty for no tracking")
-    if getattr(cfg, "wandb", None) is not None and cfg.wandb not in WANDB_MODES:
+    if cfg.wandb is not None and cfg.wandb not in WANDB_MODES:
         raise UsageError(f"--wandb={cfg.wandb}: use disabled, offline or online")
     check_out(cfg.out)
     return cfg
@@ -177,12 +177,11 @@ def schedule(cfg: TrainConfig, per_epoch: int) -> Schedule:
 def plan_for(cfg: TrainConfig, device: torch.device, *, schedule: Schedule, batch_size: int, start: int, end: int,
              save_at: tuple = (), seed: int | None = None, progress: str = "") -> TrainPlan:
     """A TrainPlan with the config's optimiser, augmentation, precision and cadence fields."""
-    seed = seed if seed is not None else cfg.seed if getattr(cfg, "data_seed", None) is None else cfg.data_seed
-    return TrainPlan(seed=seed, batch_size=batch_size, schedule=schedule, start=start,
-                     end=end, momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
-                     precision=resolve_precision(cfg.precision, device), eval_every=cfg.eval_every,
-                     checkpoint_every=cfg.checkpoint_every, save_at=tuple(save_at), progress=progress,
-                     compile=cfg.compile)
+    return TrainPlan(seed=cfg.data_order_seed() if seed is None else seed, batch_size=batch_size,
+                     schedule=schedule, start=start, end=end, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                     augment=cfg.augment, precision=resolve_precision(cfg.precision, device),
+                     eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, save_at=tuple(save_at),
+                     progress=progress, compile=cfg.compile)
 
 
 def make_plan(cfg: TrainConfig, data: ImageData, device: torch.device, *, start: int = 0,

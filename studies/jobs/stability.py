@@ -11,11 +11,13 @@ points), then the run directory.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..engine import checkpoints
 from ..engine.errors import UsageError
-from ..engine.interpolation import STABLE_BELOW
+from ..engine.interpolation import STABLE_BELOW, PathSettings
 from .config import ImpCommand, ImpConfig, parse_overrides, with_values
-from .imp import check_command, prepare, run_logged, stability_dir
+from .imp import check_command, run_logged, stability_dir, stability_levels
 
 DEFAULTS = {"levels": 0, "stability": "0"}
 
@@ -26,14 +28,15 @@ def parse(argv: list[str]) -> ImpCommand:
     return parse_overrides(ImpCommand, argv, base=base)
 
 
-def table(cfg: ImpConfig) -> str:
-    r = prepare(cfg)
-    key = f"bn={r.path.bn},points={r.path.points}"
+def table(cfg: ImpConfig, out: Path) -> str:
+    """One row per analysed level of the IMP run directory `out`, from its stability.json files."""
+    key = PathSettings(cfg.stability_points, cfg.stability_bn).key()
     rows = [("level", "density %", "instability (test)", "instability (train)", f"stable (< {STABLE_BELOW:g})")]
-    for level in r.stability:
-        result = (checkpoints.read_json(stability_dir(r, level) / "stability.json", missing_ok=True) or {}).get(key)
+    for level in stability_levels(cfg):
+        folder = stability_dir(out, cfg, level)
+        result = (checkpoints.read_json(folder / "stability.json", missing_ok=True) or {}).get(key)
         if result is None:
-            raise UsageError(f"no stability result for level {level} in {stability_dir(r, level)}: rerun to finish it")
+            raise UsageError(f"no stability result for level {level} in {folder}: rerun to finish it")
         rows.append((str(level), f"{100 * result['density']:.2f}", f"{result['instability']:.2f}",
                      f"{result['train_instability']:.2f}", "yes" if result["stable"] else "no"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -55,6 +58,6 @@ def check(argv: list[str]) -> None:
 def main(argv: list[str]) -> int:
     command = _parse_levels_given(argv)
     out, _ = run_logged(command, "stability")
-    print(table(command.imp))
+    print(table(command.imp, out))
     print(out)
     return 0

@@ -35,6 +35,7 @@ from pathlib import Path
 from ..engine import schedule
 from ..engine.checkpoints import write_json_atomic
 from ..engine.errors import UsageError
+from ..engine.interpolation import PathSettings
 from ..engine.schedule import Job
 from ..reporting.report import write_report
 from . import imp as imp_job
@@ -45,8 +46,8 @@ from .wandb_log import wandb_logger
 
 PRESETS = {
     # 3 seeds (the fewest that allow a paired interval) x 6 IMP runs of 4 trainings, + 3 controls and 6 stability copies
-    # per seed; one k for every condition, 6 of T = 138 iterations (4.3%; the paper: 500 of 62,560, 0.8%); 2:38 on 2
-    # CPU cores (README, "What the embedded dataset can show").
+    # per seed; one k for every condition, 6 of T = 138 iterations (4.3%; the paper: 500 of 62,560, 0.8%); about 3
+    # minutes on 2 CPU cores (README, "What the embedded dataset can and cannot show").
     "quick": dict(dataset="digits", seeds="0,1,2", width=12, batch_size=64, training_steps="6ep",
                   milestone_steps="3ep,4ep", eval_every=6, levels=3, prune_fraction=0.75, rewind_step="6it",
                   pretrain_steps="6it", controls="random_reinit", control_conditions="rewind", stability="0"),
@@ -133,6 +134,7 @@ def plan_units(cfg: StudyConfig) -> list[dict]:
         raise UsageError(f"--conditions: give at least one; available: {', '.join(known)} (or all)")
     with_controls = set(_names("control_conditions", cfg.control_conditions, known))
     budgets = _budgets(cfg, known)
+    seeds = _seeds(cfg.seeds)
     runs: dict[tuple, dict] = {}
 
     def add(condition: str, steps: str, asked_by: str, reference_for: str | None = None) -> None:
@@ -155,7 +157,7 @@ def plan_units(cfg: StudyConfig) -> list[dict]:
             add("rewind", budget, c, reference_for=c)
     units = []
     for run in runs.values():
-        for seed in _seeds(cfg.seeds):
+        for seed in seeds:
             step_field = "rewind_step" if run["condition"] in BASELINES else "pretrain_steps"
             units.append({"condition": run["condition"], "seed": seed, step_field: run["steps"],
                           "controls": cfg.imp.controls if run["controls"] else "", "asked_by": run["asked_by"],
@@ -214,8 +216,8 @@ def work(cfg: StudyConfig) -> Job:
         yield from (schedule.gather(jobs) if cfg.scheduler.concurrent > 1 else schedule.chain(jobs))
     finally:
         logger.close()
-    report_dir = write_report([out], out / "report",
-                              stability=f"bn={cfg.imp.stability_bn},points={cfg.imp.stability_points}")
+    path = PathSettings(cfg.imp.stability_points, cfg.imp.stability_bn)
+    report_dir = write_report([out], out / "report", stability=path.key())
     print(f"study done in {time.monotonic() - started:.0f}s: report at {report_dir / 'report.md'}", file=sys.stderr)
     return out, report_dir
 

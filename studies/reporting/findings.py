@@ -19,10 +19,14 @@ def points(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
+def bounds(d: Difference) -> str:
+    """` [-2.31, -0.09]`: the interval in points, or nothing where there is none (fewer than 2 seeds)."""
+    return f" [{points(d.low)}, {points(d.high)}]" if d.low is not None else ""
+
+
 def interval_text(d: Difference) -> str:
     """`-1.20 points [-2.31, -0.09] at 1.56% (n = 3)`."""
-    bounds = f" [{points(d.low)}, {points(d.high)}]" if d.low is not None else ""
-    return f"{points(d.mean)} points{bounds} at {density(d.density)} (n = {d.n})"
+    return f"{points(d.mean)} points{bounds(d)} at {density(d.density)} (n = {d.n})"
 
 
 _VERBS = {  # question -> (subject better, subject worse, no difference detected)

@@ -25,7 +25,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from .runs import Condition, by_seed
+from .runs import Condition, by_seed, by_setting
 
 MIN_SEEDS = 3
 CONFIDENCE = 0.95
@@ -110,10 +110,7 @@ def _compare(question: str, subject: Condition, reference: Condition, first_leve
 def comparisons(conditions: list[Condition]) -> tuple[list[Comparison], list[str]]:
     """Every like-for-like comparison among `conditions`, and a note for each condition left without one."""
     out, notes = [], []
-    settings: dict[str, list[Condition]] = {}
-    for c in conditions:
-        settings.setdefault(c.setting, []).append(c)
-    for group in settings.values():
+    for group in by_setting(conditions):
         resets = [c for c in group if c.kind == "reset"]
         rewinds = {c.k: c for c in group if c.kind == "rewind"}
         for k in sorted(rewinds):

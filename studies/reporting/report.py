@@ -29,9 +29,9 @@ from pathlib import Path
 from ..engine.checkpoints import save_figure_atomic, write_json_atomic, write_text_atomic
 from ..engine.errors import UsageError
 from . import stability as stability_report
-from .findings import density, findings, points
+from .findings import bounds, density, findings, points
 from .paired import CONFIDENCE, MIN_SEEDS, Comparison, comparisons
-from .runs import Condition, collect, curve
+from .runs import Condition, by_setting, collect, curve
 
 TABLE_DENSITIES = (1.0, 0.512, 0.262, 0.168, 0.086)
 USAGE = "usage: earlyphase report FOLDER [FOLDER ...] [-o OUT_DIR]"
@@ -69,24 +69,16 @@ def _diff(comparison: Comparison | None, level: int) -> str:
     d = next((d for d in comparison.differences if d.level == level), None)
     if d is None:
         return ""
-    bounds = f" [{points(d.low)}, {points(d.high)}]" if d.low is not None else ""
-    return f" ({points(d.mean)}{bounds}{'*' if d.called else ''})"
+    return f" ({points(d.mean)}{bounds(d)}{'*' if d.called else ''})"
 
 
 def _by_level(records: list[dict], kind: str = "trunk") -> dict:
     return {p["level"]: p for p in curve(records, kind)}
 
 
-def _settings(conditions: list[Condition]) -> list[list[Condition]]:
-    groups: dict[str, list[Condition]] = {}
-    for c in conditions:
-        groups.setdefault(c.setting, []).append(c)
-    return list(groups.values())
-
-
 def ticket_table(conditions: list[Condition], found: list[Comparison]) -> list[str]:
     lines = []
-    groups = _settings(conditions)
+    groups = by_setting(conditions)
     for i, group in enumerate(groups):
         columns = table_levels(group)
         if len(groups) > 1:
@@ -161,6 +153,15 @@ def _grid(n: int):
     return plt, fig, list(axes.flat)[:n]
 
 
+def _finish(plt, fig, path: Path, title: str) -> bool:
+    """Title, layout, the PNG written atomically, the figure closed; True (the figure was drawn)."""
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure_atomic(fig, path)
+    plt.close(fig)
+    return True
+
+
 def _density_axis(ax, densities: list[float]) -> None:
     import matplotlib.ticker
 
@@ -206,12 +207,8 @@ def accuracy_figure(conditions: list[Condition], found: list[Comparison], path: 
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("test accuracy (%)", fontsize=8)
         ax.legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"Ticket accuracy: mean over seeds with its {CONFIDENCE:.0%} interval (unpaired; the paired "
-                 f"differences are in the next figure); grey dashed: the other reset and rewinding runs", fontsize=9)
-    fig.tight_layout()
-    save_figure_atomic(fig, path)
-    plt.close(fig)
-    return True
+    return _finish(plt, fig, path, f"Ticket accuracy: mean over seeds with its {CONFIDENCE:.0%} interval (unpaired; "
+                   f"the paired differences are in the next figure); grey dashed: the other reset and rewinding runs")
 
 
 def difference_figure(found: list[Comparison], path: Path) -> bool:
@@ -236,12 +233,8 @@ def difference_figure(found: list[Comparison], path: Path) -> bool:
                 else f"{c.subject_label}\nminus {c.reference_label}")
         ax.set_title(f"{what} (n = {c.n})", fontsize=8)
         ax.set_ylabel("difference (points)", fontsize=8)
-    fig.suptitle(f"Paired differences by seed with {CONFIDENCE:.0%} t intervals; filled: the interval excludes 0 "
-                 f"with {MIN_SEEDS}+ seeds", fontsize=9)
-    fig.tight_layout()
-    save_figure_atomic(fig, path)
-    plt.close(fig)
-    return True
+    return _finish(plt, fig, path, f"Paired differences by seed with {CONFIDENCE:.0%} t intervals; filled: the "
+                   f"interval excludes 0 with {MIN_SEEDS}+ seeds")
 
 
 # ------------------------------------------------------------------------------------------ documents
@@ -250,9 +243,10 @@ def all_findings(conditions, found, notes, incomplete, stability: str | None = N
     return findings(found, notes, excluded) + stability_report.sentences(conditions, stability)
 
 
-def render_markdown(conditions, found, notes, incomplete, figures: list[str], stability: str | None = None) -> str:
+def render_markdown(conditions, found, sentences: list[str], incomplete, figures: list[str],
+                    stability: str | None = None) -> str:
     lines = ["# earlyphase report", "", "## Findings", ""]
-    lines += [f"- {s}" for s in all_findings(conditions, found, notes, incomplete, stability)]
+    lines += [f"- {s}" for s in sentences]
     lines += ["", f"Differences are paired by seed (same initialisation and data order): the mean of the per-seed "
                   f"differences in accuracy points and its {CONFIDENCE:.0%} t interval; a difference is called only "
                   f"when the interval excludes 0 with {MIN_SEEDS} or more seeds. Comparisons stay within one setting "
@@ -302,7 +296,7 @@ def render_html(markdown_text: str, out_dir: Path) -> str:
             f"</head><body>\n{body}\n</body></html>\n")
 
 
-def _json(conditions, found, notes, incomplete, stability: str | None = None) -> dict:
+def _json(conditions, found, sentences: list[str], incomplete, stability: str | None = None) -> dict:
     def diff(d):
         return {"level": d.level, "density": d.density, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
                 "called": d.called, "seeds": d.seeds}
@@ -311,7 +305,7 @@ def _json(conditions, found, notes, incomplete, stability: str | None = None) ->
                             "curve": curve(c.records), "runs": [str(r) for r in c.runs]} for c in conditions],
             "comparisons": [{"question": c.question, "subject": c.subject_label, "reference": c.reference_label,
                              "differences": [diff(d) for d in c.differences]} for c in found],
-            "findings": all_findings(conditions, found, notes, incomplete, stability),
+            "findings": sentences,
             "stability": stability_report.as_json(conditions, stability),
             "confidence": CONFIDENCE, "min_seeds": MIN_SEEDS, "incomplete": incomplete}
 
@@ -350,10 +344,11 @@ def write_report(folders, out_dir: Path, extra_figures=None, stability: str | No
         name = make(conditions, out_dir)
         if name:
             figures.append(name)
-    markdown_text = render_markdown(conditions, found, notes, incomplete, figures, stability)
+    sentences = all_findings(conditions, found, notes, incomplete, stability)
+    markdown_text = render_markdown(conditions, found, sentences, incomplete, figures, stability)
     write_text_atomic(out_dir / "report.md", markdown_text)
     write_text_atomic(out_dir / "report.html", render_html(markdown_text, out_dir))
-    write_json_atomic(out_dir / "report.json", _json(conditions, found, notes, incomplete, stability))
+    write_json_atomic(out_dir / "report.json", _json(conditions, found, sentences, incomplete, stability))
     return out_dir
 
 

@@ -272,6 +272,14 @@ def curve(records: list[dict], kind: str = "trunk") -> list[dict]:
     return out
 
 
+def by_setting(conditions: list[Condition]) -> list[list[Condition]]:
+    """The conditions grouped by setting (first-seen order): comparisons never cross a group."""
+    groups: dict[str, list[Condition]] = {}
+    for c in conditions:
+        groups.setdefault(c.setting, []).append(c)
+    return list(groups.values())
+
+
 def by_seed(records: list[dict], level: int, kind: str = "trunk") -> dict:
     """{seed: (accuracy, density)} of one level and kind."""
     return {r["seed"]: (r["test_accuracy"], r["density"]) for r in records

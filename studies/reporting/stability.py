@@ -17,12 +17,12 @@ from __future__ import annotations
 import statistics
 
 from ..engine.checkpoints import save_figure_atomic
-from ..engine.interpolation import STABLE_BELOW
+from ..engine.interpolation import STABLE_BELOW, PathSettings
 from .findings import density, points
 from .paired import MIN_SEEDS, interval
 from .runs import Condition, by_seed
 
-DEFAULT_SETTING = "bn=interpolate,points=11"
+DEFAULT_SETTING = PathSettings().key()
 
 
 def settings_present(conditions: list[Condition]) -> list[str]:
