@@ -147,3 +147,14 @@ def test_a_report_killed_while_writing_leaves_the_previous_one_whole(tmp_path, m
         from earlyphase.studies.reporting import report
         report.write_report([root], out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no half file, no temporary left
+
+
+def test_a_study_sweep_checks_the_scheduler_settings_before_the_first_run(tmp_path, capsys):
+    sweep = {"method": "grid", "parameters": {"concurrent": {"values": [1, 0]}},
+             "command": ["${env}", "earlyphase", "study", "--conditions=reset", "${args}"]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    code, _, err = run_cli(["sweep", "run", str(path), f"--out={tmp_path / 'runs'}"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "run 2 of 2 (--concurrent=0): --concurrent=0: must be 1" in err
+    assert not (tmp_path / "runs").exists()

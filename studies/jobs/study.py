@@ -238,6 +238,7 @@ def run(cfg: StudyConfig) -> tuple:
 def check(argv: list[str]) -> None:
     """Everything `main(argv)` would refuse, refused now (every unit's configs); nothing is written or trained."""
     cfg = parse(argv)
+    schedule.check_settings(cfg.scheduler.concurrent, cfg.scheduler.concurrent_engine)
     validate_units(cfg, plan_units(cfg))
 
 
