@@ -11,12 +11,13 @@ CHECKOUT = ROOT.parent.parent
 FOLDERS = {"earlyphase.imp": CHECKOUT / "imp", "earlyphase.pretext": CHECKOUT / "pretext",
            "earlyphase.studies": CHECKOUT / "studies"}
 # what a wing may import besides itself: the engine imports none of the application's; reporting reads run
-# records with the configs' naming policy (jobs.config) and the statistics' record format (jobs.stats), and
+# records with the configs' naming policy (jobs.config), the conditions' identity (jobs.identity), the
+# statistics' record format (jobs.stats) and W&B's connection policy and record names (jobs.wandb_log), and
 # nothing else of the jobs; a study ends in a report
 ALLOWED = {
     "engine": set(),
     "jobs": {"engine", "reporting"},
-    "reporting": {"engine", "jobs.config", "jobs.stats"},
+    "reporting": {"engine", "jobs.config", "jobs.identity", "jobs.stats", "jobs.wandb_log"},
     "bench": {"engine", "jobs"},
     "cli": {"engine", "jobs", "reporting", "bench"},
 }

@@ -127,3 +127,37 @@ def test_a_failed_download_leaves_nothing_behind(tmp_path):
             load_cifar10(root, download=True, reader=Offline)
     assert not (tmp_path / "new").exists()  # every folder it made is gone
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["notes.txt"]  # what was there stays
+
+
+def test_processes_downloading_into_one_folder_take_turns(tmp_path):
+    """Sweep agents on one machine share --data_dir: one downloads, the others wait, then read what it wrote."""
+    import threading
+    import time
+
+    spans, downloads = [], []
+
+    class Slow(UncheckedCIFAR10):
+        """torchvision's reader with a download that takes a while (the batches are written at its end)."""
+
+        def __init__(self, root, train=True, download=False):
+            began = time.monotonic()
+            if download and not Path(root, self.base_folder).is_dir():
+                downloads.append(threading.get_ident())
+                time.sleep(0.3)
+                write_cifar_tree(root)
+            super().__init__(root, train=train, download=False)
+            spans.append((began, time.monotonic()))
+
+    root = tmp_path / "data"
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(load_cifar10(root, download=True, reader=Slow)))
+               for _ in range(3)]  # each lock is its own open file, as in separate processes
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(downloads) == 1 and len(results) == 3
+    assert all(torch.equal(r.train_x, results[0].train_x) for r in results)
+    calls = sorted(spans)  # two reader calls (train, test) per load, never overlapping another load's
+    loads = [(calls[i][0], calls[i + 1][1]) for i in range(0, len(calls), 2)]
+    assert all(a[1] <= b[0] for a, b in zip(loads, loads[1:]))

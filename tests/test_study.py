@@ -53,6 +53,17 @@ def test_every_pretext_budget_brings_rewinding_to_the_same_step():
                      ("rotation", 0, "12it", ""), ("rotation", 1, "12it", "")]
 
 
+def test_conditions_with_budgets_of_their_own_and_without_references():
+    units = units_of(["--conditions=reset,rewind=12it,rotation=2it,rotation=6it,supervised=9it", "--seeds=0",
+                      "--pretrain_budgets=rotation=40it", "--controls=random_reinit", "--control_conditions=rewind"])
+    assert units == [("reset", 0, "0it", ""), ("rewind", 0, "12it", "random_reinit"), ("rotation", 0, "2it", ""),
+                     ("rewind", 0, "2it", ""), ("rotation", 0, "6it", ""), ("rewind", 0, "6it", ""),
+                     ("rewind", 0, "9it", "")]  # an entry's own budget wins over --pretrain_budgets
+    units = units_of(["--conditions=rotation=2it,blur", "--seeds=0,1", "--pretrain_steps=3it", "--references=false"])
+    assert units == [("rotation", 0, "2it", ""), ("rotation", 1, "2it", ""), ("blur", 0, "3it", ""),
+                     ("blur", 1, "3it", "")]  # the references are left to other runs (the sweeps list them)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--conditions=rotashun"], "unknown rotashun"),
     (["--seeds=a,b"], "--seeds"),
@@ -64,6 +75,11 @@ def test_every_pretext_budget_brings_rewinding_to_the_same_step():
     (["--pretrain_budgets=rotation=2it,rotation=3it"], "rotation is given twice"),
     (["--prune_fraction=1.5"], "prune_fraction"),
     (["--pretrain_budgets=rotation=2ep", "--training_steps=2ep"], "(46it) is not before the end of training"),
+    (["--conditions=reset=2it"], "reset is rewinding to 0it and takes no budget"),
+    (["--conditions=rotation="], "'rotation=' has no budget"),
+    (["--conditions=rotation=2it,rotation=2it"], "rotation=2it given twice"),
+    (["--conditions=rotation=soon"], "bad step 'soon'"),
+    (["--references=maybe"], "--references=maybe: expected bool"),
 ])
 def test_bad_study_input(tmp_path, capsys, args, message):
     assert cli.main(["study", f"--out={tmp_path}/runs", *args]) == 2

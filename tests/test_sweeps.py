@@ -1,3 +1,4 @@
+import functools
 import json
 from pathlib import Path
 
@@ -109,3 +110,81 @@ def test_tiny_sweep_runs_end_to_end_and_skips_finished(tmp_path, capsys):
     assert seeds == [0, 1]
     assert cli.main(["sweep", "run", str(path), f"--out={out}"]) == 0
     assert capsys.readouterr().err.count("finished earlier, skipped") == 2
+
+
+@functools.lru_cache(maxsize=None)
+def units_of_sweep(path):
+    """Every sweep run's study units as (condition, steps, seed) (planning a study finds the pretext tasks: kept)."""
+    from earlyphase.studies.jobs import study
+
+    config = yaml.safe_load(path.read_text())
+    per_run = []
+    for argv in sweep_cmd.enumerate_argvs(config, None):
+        args = sweep_cmd.earlyphase_args(sweep_cmd.expand_command(config, argv))
+        assert args[0] == "study"
+        per_run.append([(u["condition"], u.get("rewind_step") or u["pretrain_steps"], u["seed"])
+                        for u in study.plan_units(study.parse(args[1:]))])
+    return per_run
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_each_sweep_run_is_one_unit_and_every_unit_trains_once(path):
+    """Agents on several machines share no disk: a unit in two sweep runs would train twice, and a sweep run of
+    several units could not be grouped in W&B."""
+    per_run = units_of_sweep(path)
+    assert all(len(units) == 1 for units in per_run), [u for u in per_run if len(u) != 1][:3]
+    units = [u for units in per_run for u in units]
+    assert len(units) == len(set(units))
+
+
+def test_the_budget_sweeps_hold_every_reference():
+    """Each pretext budget's `rewind k` is a run of the same sweep (the runs do not add references), and so is
+    reset."""
+    from earlyphase.studies.jobs import study
+
+    for stem in ("pretrain_length", "pretrain_length-quick", "pretext_vs_rewind", "pretext_vs_rewind-quick",
+                 "stability", "stability-quick"):
+        units = {u for units in units_of_sweep(SWEEPS[[p.stem for p in SWEEPS].index(stem)]) for u in units}
+        pretext = [(c, steps, seed) for c, steps, seed in units if c not in study.BASELINES]
+        assert pretext and all(("rewind", steps, seed) in units for _, steps, seed in pretext), stem
+        assert all(("reset", "0it", seed) in units for seed in (0, 1, 2)), stem
+
+
+def tiny_sweep(path, tmp_path, tasks=None):
+    """The quick sweep file as it is, but its trainings tiny (width 2, 3 epochs of 12 iterations, 1 level, no
+    stability copies: every k and budget of the file still lies before T) and, given `tasks`, its pretext
+    conditions cut to those tasks (the suite's time; the stability verdicts are tests/test_across.py's)."""
+    config = yaml.safe_load(path.read_text())
+    at = config["command"].index("${args}")
+    config["command"][at:at] = ["--width=2", "--batch_size=128", "--training_steps=3ep", "--milestone_steps=1ep,2ep",
+                                "--levels=1", "--eval_every=3", "--stability="]
+    conditions = config["parameters"]["conditions"]
+    if tasks and "values" in conditions:
+        conditions["values"] = [c for c in conditions["values"] if c.split("=")[0] in ("reset", "rewind", *tasks)]
+    tiny = tmp_path / path.name
+    tiny.write_text(yaml.safe_dump(config))
+    return tiny
+
+
+def test_the_quick_sweeps_answer_across_k_and_across_budget(tmp_path, capsys):
+    out = tmp_path / "runs"
+    for stem, tasks in (("rewind_step-quick", None), ("pretrain_length-quick", ("rotation", "blur"))):
+        path = tiny_sweep(Path(__file__).parent.parent / "sweeps" / f"{stem}.yaml", tmp_path, tasks)
+        assert cli.main(["sweep", "run", str(path), f"--out={out}", "--concurrent=2"]) == 0
+    assert cli.main(["report", str(out), "-o", str(tmp_path / "report")]) == 0
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    (by_k,) = data["by_k"]
+    assert sorted({p["k"] for p in by_k["points"]}) == [0, 2, 6, 12, 23, 24]  # reset, the sweeps' k and budgets
+    assert {p["n"] for p in by_k["vs_dense"]} == {3} and len(by_k["smallest_matching_k"]) == 1
+    assert sorted(s["task"] for s in data["by_budget"]) == ["blur", "rotation"]
+    for series in data["by_budget"]:
+        assert [b["k"] for b in series["budgets"]] == [2, 6, 24]
+        assert [b["reference"] for b in series["budgets"]] == ["rewind 2it", "rewind 6it", "rewind 2ep"]
+        assert all(b["verdict"] in ("matches", "falls short", "undetermined") for b in series["budgets"])
+    text = " ".join(data["findings"])
+    assert text.startswith("Across k (0it, 2it, 6it, 12it, 23it, 24it; reset is k = 0): tickets match")
+    for task in ("rotation", "blur"):
+        assert f"**{task}** against supervised rewinding to the same k" in text
+    for name in ("accuracy_vs_k.png", "pretext_vs_budget.png"):
+        assert (tmp_path / "report" / name).read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()

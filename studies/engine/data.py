@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,8 +19,10 @@ import numpy as np
 import torch
 
 from .errors import UsageError
+from .locks import RunLock
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+DOWNLOAD_LOCK = ".download.lock"  # in --data_dir while a process downloads into it
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,13 @@ def load_cifar10(data_dir: str | Path, download: bool = False, reader=None) -> I
             f"CIFAR-10 not found at {folder}: pass --download=true, or put the python-version batches there "
             f"(--data_dir sets the parent folder)"
         )
-    created = _missing_paths(root, folder, root / getattr(reader, "filename", "cifar-10-python.tar.gz"))
+    lock = root / DOWNLOAD_LOCK
+    created = _missing_paths(root, folder, root / getattr(reader, "filename", "cifar-10-python.tar.gz"),
+                             *([lock] if download else []))
     try:
-        splits = [reader(str(root), train=train, download=download) for train in (True, False)]
+        # several processes (sweep agents) may download into one folder: one at a time, the others then find it
+        with RunLock(root, DOWNLOAD_LOCK, "downloading CIFAR-10 into") if download else contextlib.nullcontext():
+            splits = [reader(str(root), train=train, download=download) for train in (True, False)]
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted", or metadata corrupted
         _remove_if_created(created)
         raise UsageError(

@@ -28,10 +28,12 @@ UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
 class RunLock:
-    """The lock of one run directory (created as needed). `waited`: acquire() found another process holding it."""
+    """The lock of one run directory (created as needed). `waited`: acquire() found another process holding it.
+    `name` and `doing` serve other folders shared by processes (a dataset being downloaded)."""
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / LOCK_FILE
+    def __init__(self, run_dir: Path, name: str = LOCK_FILE, doing: str = "training"):
+        self.path = Path(run_dir) / name
+        self.doing = doing
         self.fd: int | None = None
         self.waited = False
 
@@ -44,7 +46,7 @@ class RunLock:
         if self.try_acquire():
             return
         self.waited = True
-        print(f"earlyphase: another process is training {self.path.parent}; waiting for it to finish",
+        print(f"earlyphase: another process is {self.doing} {self.path.parent}; waiting for it to finish",
               file=sys.stderr, flush=True)
         self._lock(fcntl.LOCK_EX)
 

@@ -24,7 +24,7 @@ COMMANDS = {
     "report": (
         "earlyphase.studies.reporting.report",
         None,
-        "RUNS_DIR [-o OUT_DIR]: comparison report from run records",
+        "FOLDER ... [-o OUT_DIR] [--wandb=ENTITY/PROJECT[/SWEEP_ID]]: comparison report from run records",
     ),
     "imp": (
         "earlyphase.studies.jobs.imp",

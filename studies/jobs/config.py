@@ -190,6 +190,8 @@ class ImpConfig(TrainConfig):
                                                "recompute (a pass over training data at each point)")
     stability_data_seed: typing.Optional[int] = platform(None, "data-order seed of the second copy (the first is the "
                                                                "level itself); None: derived from the run's")
+    wandb_weights: bool = platform(False, "also put each part's final.pt into the run's W&B records artifact "
+                                          "(default: records only; the weights stay local)")
 
 
 @dataclass
@@ -247,7 +249,12 @@ class StudyConfig:
     pretrain: PretrainConfig = component(PretrainConfig)
     scheduler: SchedulerConfig = component(SchedulerConfig)
     preset: str = platform("quick", "quick (digits, CPU, minutes) or paper (CIFAR-10, GPU); sets defaults")
-    conditions: str = option("all", "comma-separated: reset, rewind and pretext names; all = every one")
+    conditions: str = option("all", "comma-separated: reset, rewind and pretext names, each NAME or NAME=STEPS (its "
+                                    "own k: rewind=12it, rotation=2ep; it wins over --pretrain_budgets); all = every "
+                                    "one")
+    references: bool = option(True, "each pretext budget K also runs rewinding to K, its like-for-like reference "
+                                    "(false: only the conditions named; the sweeps list references as runs of "
+                                    "their own)")
     seeds: str = option("0,1", "comma-separated seeds; each condition runs once per seed")
     pretrain_budgets: str = option("", "per-task pretraining lengths overriding --pretrain_steps: rotation=2ep,...")
     control_conditions: str = option("rewind", "conditions that also run --controls (all = every one)")

@@ -66,6 +66,7 @@ from ..engine.schedule import Job, Training
 from ..engine.trainer import make_optimizer
 from . import setup, stats
 from .config import DATASET_DEFAULTS, ImpCommand, ImpConfig, SchedulerConfig, parse_overrides, run_dir
+from .identity import identify, public_config
 from .wandb_log import logged_run
 
 
@@ -306,8 +307,9 @@ def _trunk_mask(r: _Run, level: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def _tagged(sinks, level: int, kind: str):
-    return [lambda record, sink=sink: sink({**record, "imp_level": level, "imp_kind": kind}) for sink in sinks]
+def _tagged(sinks, level: int, kind: str, density: float):
+    tags = {"imp_level": level, "imp_kind": kind, "imp_density": density}
+    return [lambda record, sink=sink: sink({**record, **tags}) for sink in sinks]
 
 
 def _part(r: _Run, part_dir: Path, state: dict, mask: dict, *, start: int, save_at: tuple,
@@ -327,17 +329,19 @@ def _part(r: _Run, part_dir: Path, state: dict, mask: dict, *, start: int, save_
                 optimizer.state[param]["momentum_buffer"] = momentum[name].to(param.device, param.dtype).clone()
         optimizer_state = optimizer.state_dict()
     pruned = imp_masks.kept(mask) < imp_masks.size(mask)  # a dense level trains exactly like `earlyphase train`
-    sinks = _tagged(sinks, level, kind)
+    density = imp_masks.density(mask)
+    sinks = _tagged(sinks, level, kind, density)
     init = _init_state(r, init_seed) if r.cfg.track_steps else None  # the part's original initialisation
     hooks = stats.tracker_hooks(r.cfg, model, plan, r.data, part_dir, mask=mask, init=init, sinks=sinks)
 
     def done(result) -> None:
         acc = result.summary["test_accuracy"]
         state_text = "already finished" if result.skipped else "done"
-        print(
-            f"imp level {level} {kind}: density {imp_masks.density(mask):.4f}, test accuracy {acc:.4f} ({state_text})",
-            file=sys.stderr,
-        )
+        print(f"imp level {level} {kind}: density {density:.4f}, test accuracy {acc:.4f} ({state_text})",
+              file=sys.stderr)
+        if not result.skipped:  # finished work that is skipped logs nothing
+            for sink in sinks:
+                sink({"part_done": True, "test_accuracy": acc})
 
     return Training(model, r.data, plan, part_dir, mask=mask if pruned else None, optimizer_state=optimizer_state,
                     sinks=sinks, step_hooks=hooks, done=done)
@@ -469,17 +473,18 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
     r = prepare(cfg)
     r.out.mkdir(parents=True, exist_ok=True)
     point = r.rewind_file or {}
-    checkpoints.write_json_atomic(
-        r.out / "config.json",
-        {
-            **setup.config_record("imp", r.cfg),
-            "rewind_from_sha256": r.rewind_from_sha256,
-            "rewind_step_it": r.start,
-            "training_steps_it": r.end,
-            "rewind_point": {k: point.get(k) for k in ("description", "step", "pretext")} if point else None,
-            "perturb_kinds": [perturb_kind(p, r.cfg.perturb_noise) for p in r.perturbations],
-        },
-    )
+    record = {
+        **setup.config_record("imp", r.cfg),
+        "rewind_from_sha256": r.rewind_from_sha256,
+        "rewind_step_it": r.start,
+        "training_steps_it": r.end,
+        "rewind_point": {k: point.get(k) for k in ("description", "step", "pretext")} if point else None,
+        "perturb_kinds": [perturb_kind(p, r.cfg.perturb_noise) for p in r.perturbations],
+    }
+    checkpoints.write_json_atomic(r.out / "config.json", record)
+    for sink in sinks:  # what W&B runs carry: the resolved config without paths, and the condition
+        sink({"identity": {**public_config(record), **identify(record).fields(), "seed": r.cfg.seed,
+                           "run": r.out.name}})
     mask = _trunk_mask(r, 0)
     if r.rewind_file is not None:  # the run continues from the rewind point at k, momentum included
         state, save_at = rewound_state(r.rewind_file["model"], mask), (r.start,)
@@ -490,6 +495,7 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
     yield [_part(r, r.out / "level_0", state, mask, start=start, save_at=save_at, momentum=momentum,
                  sinks=sinks, level=0, kind="trunk")]
     write_tickets(r)
+    _records_ready(r, sinks, 0)
     # the dense network's second copy starts from level 0's state at k, known once level 0 has trained
     waiting = [_second_copy(r, 0, *_level0_at_k(r), sinks)] if 0 in r.stability else []
     if r.cfg.levels:
@@ -507,13 +513,21 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
         waiting = []
         write_tickets(r)
         _analyse(r, sinks)
+        _records_ready(r, sinks, level)
     if waiting:
         yield waiting
     _analyse(r, sinks)
     records = write_tickets(r)
+    _records_ready(r, sinks, r.cfg.levels)
     for sink in sinks:
         sink({"tickets": records})
     return r.out, records
+
+
+def _records_ready(r: _Run, sinks, level: int) -> None:
+    """Tell the sinks that the run's records are complete up to `level` (W&B logs them as an artifact)."""
+    for sink in sinks:
+        sink({"records": str(r.out), "imp_level": level, "imp_kind": "trunk"})
 
 
 def run(cfg: ImpConfig, sinks=(), scheduler: SchedulerConfig | None = None) -> tuple[Path, list[dict]]:

@@ -57,6 +57,7 @@ from ..engine.plan import TrainPlan, TrainResult
 from ..engine.schedule import Job, Training
 from . import setup
 from .config import PretrainConfig, PretrainFields, parse_overrides, run_dir
+from .identity import public_config
 from .stats import tracker_hooks
 from .wandb_log import logged_run
 
@@ -261,10 +262,15 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
                "mask_digest": mask_digest(mask), "seed": cfg.seed, "protocol": PROTOCOL}
 
     out.mkdir(parents=True, exist_ok=True)
-    checkpoints.write_json_atomic(out / "config.json", {
-        **setup.config_record("pretrain", cfg), "pretext_options": options, "pretext_target": plugin.target,
-        "pretext_distribution": plugin.distribution, "mask_digest": mask_digest(mask), "rewind_step_it": k,
-        "protocol": PROTOCOL})
+    record = {**setup.config_record("pretrain", cfg), "pretext_options": options, "pretext_target": plugin.target,
+              "pretext_distribution": plugin.distribution, "mask_digest": mask_digest(mask), "rewind_step_it": k,
+              "protocol": PROTOCOL}
+    checkpoints.write_json_atomic(out / "config.json", record)
+    label = f"{cfg.pretext} {cfg.pretrain_steps}{' sparse' if mask else ''}"
+    for sink in sinks:  # what W&B runs carry (jobs.identity's fields for the pretext condition)
+        sink({"identity": {**public_config(record), "condition": label, "condition_kind": "pretext",
+                           "task": cfg.pretext, "task_options": task.settings(), "budget": cfg.pretrain_steps, "k": k,
+                           "seed": cfg.seed, "run": out.name}})
     hooks = tracker_hooks(cfg, model, plan, data, out, task=task, mask=train_mask, sinks=sinks)
     (result,) = yield [Training(model, data, plan, out, task=task, mask=train_mask, sinks=sinks, step_hooks=hooks)]
 

@@ -120,16 +120,37 @@ def _budgets(cfg: StudyConfig, known: list[str]) -> dict:
     return budgets
 
 
+def _conditions(cfg: StudyConfig, known: list[str]) -> list[tuple[str, str | None]]:
+    """(name, budget or None) of each --conditions entry: NAME, or NAME=STEPS for a budget of its own (rewinding
+    to STEPS for rewind and supervised, pretraining for STEPS for a pretext task); each entry once."""
+    text = cfg.conditions.strip()
+    items = [(name, None) for name in known] if text == "all" else []
+    for item in [] if text == "all" else _split(text):
+        name, eq, steps = (t.strip() for t in item.partition("="))
+        if name not in known:
+            raise UsageError(f"--conditions: unknown {name}; available: {', '.join(known)} (or all)")
+        if eq and not steps:
+            raise UsageError(f"--conditions: {item!r} has no budget: write {name}=STEPS, e.g. {name}=6it, or {name}")
+        if eq and name == "reset":
+            raise UsageError(f"--conditions: {item!r}: reset is rewinding to 0it and takes no budget; write reset")
+        items.append((name, steps or None))
+    twice = sorted({f"{n}={b}" if b else n for n, b in items if items.count((n, b)) > 1})
+    if twice:
+        raise UsageError(f"--conditions: {', '.join(twice)} given twice; name each condition once")
+    return items
+
+
 def plan_units(cfg: StudyConfig) -> list[dict]:
     """The study's units in order, one per (IMP run, seed); validated before anything runs.
 
     Like for like: a pretext condition pretrained for k steps replaces the run's first k iterations, so it is
-    compared with rewinding to the same k, which the study runs too (`reference_for`). `supervised` for k
-    steps *is* rewinding to k (same weights, momentum and levels), so it is that unit, not a second one.
-    Each unit: condition (reset, rewind or a pretext task), seed, rewind_step (reset and rewind) or
-    pretrain_steps (pretext), controls, and `asked_by`: the conditions that asked for it."""
+    compared with rewinding to the same k, which the study runs too (`reference_for`; `--references=false`
+    leaves them to other runs, as the sweeps do). `supervised` for k steps *is* rewinding to k (same weights,
+    momentum and levels), so it is that unit, not a second one. Each unit: condition (reset, rewind or a
+    pretext task), seed, rewind_step (reset and rewind) or pretrain_steps (pretext), controls, and
+    `asked_by`: the conditions that asked for it."""
     known = available_conditions()
-    wanted = _names("conditions", cfg.conditions, known)
+    wanted = _conditions(cfg, known)
     if not wanted:
         raise UsageError(f"--conditions: give at least one; available: {', '.join(known)} (or all)")
     with_controls = set(_names("control_conditions", cfg.control_conditions, known))
@@ -144,17 +165,18 @@ def plan_units(cfg: StudyConfig) -> list[dict]:
         unit["reference_for"] += [reference_for] if reference_for else []
         unit["controls"] |= asked_by in with_controls and not reference_for
 
-    for c in wanted:
+    for c, own in wanted:
         if c == "reset":
             add("reset", "0it", c)
         elif c == "rewind":
-            add("rewind", cfg.imp.rewind_step, c)
+            add("rewind", own or cfg.imp.rewind_step, c)
         elif c == "supervised":
-            add("rewind", budgets.get(c, cfg.pretrain.pretrain_steps), c)
+            add("rewind", own or budgets.get(c, cfg.pretrain.pretrain_steps), c)
         else:
-            budget = budgets.get(c, cfg.pretrain.pretrain_steps)
+            budget = own or budgets.get(c, cfg.pretrain.pretrain_steps)
             add(c, budget, c)
-            add("rewind", budget, c, reference_for=c)
+            if cfg.references:
+                add("rewind", budget, c, reference_for=c)
     units = []
     for run in runs.values():
         for seed in seeds:
@@ -192,7 +214,7 @@ def work(cfg: StudyConfig) -> Job:
     validate_units(cfg, units)
     out = run_dir("study", cfg)
     out.mkdir(parents=True, exist_ok=True)
-    logger = wandb_logger(cfg.imp, group=out.name)
+    logger = wandb_logger(cfg.imp, group=out.name, units=len(units))
     record = {"config": flat(cfg), "units": units}
     write_json_atomic(out / "study.json", record)
     started = time.monotonic()
@@ -202,11 +224,11 @@ def work(cfg: StudyConfig) -> Job:
         print(f"[{i}/{len(units)}] {name} ({time.monotonic() - started:.0f}s)", file=sys.stderr)
         pre, imp = unit_configs(cfg, unit)
         if pre is not None:
-            with logger.router(f"{name}: pretrain", dataclasses.asdict(pre), "pretrain") as sink:
+            with logger.router(f"{name}: pretrain", {}, "pretrain") as sink:
                 pre_dir, _ = yield from pretrain_job.work(pre, sinks=[sink])
             unit["pretrain_dir"] = _relative(pre_dir, out.parent)
             imp = dataclasses.replace(imp, rewind_from=str(pre_dir))
-        with logger.router(name, dataclasses.asdict(imp)) as sink:
+        with logger.router(name, {}) as sink:
             imp_dir, _ = yield from imp_job.work(imp, sinks=[sink])
         unit["imp_dir"] = _relative(imp_dir, out.parent)
         write_json_atomic(out / "study.json", record)
@@ -214,10 +236,11 @@ def work(cfg: StudyConfig) -> Job:
     jobs = [unit_job(i, unit) for i, unit in enumerate(units, 1)]
     try:
         yield from (schedule.gather(jobs) if cfg.scheduler.concurrent > 1 else schedule.chain(jobs))
+        path = PathSettings(cfg.imp.stability_points, cfg.imp.stability_bn)
+        report_dir = write_report([out], out / "report", stability=path.key())
+        logger.report(report_dir, out.name)  # the comparison where the W&B project shows it (an agent's: its run)
     finally:
         logger.close()
-    path = PathSettings(cfg.imp.stability_points, cfg.imp.stability_bn)
-    report_dir = write_report([out], out / "report", stability=path.key())
     print(f"study done in {time.monotonic() - started:.0f}s: report at {report_dir / 'report.md'}", file=sys.stderr)
     return out, report_dir
 

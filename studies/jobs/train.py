@@ -6,6 +6,7 @@ from ..engine.checkpoints import write_json_atomic
 from ..engine.trainer import train
 from . import setup
 from .config import TrainConfig, parse_overrides, run_dir
+from .identity import public_config
 from .stats import tracker_hooks
 from .wandb_log import logged_run
 
@@ -17,7 +18,10 @@ def run(cfg: TrainConfig, sinks=()) -> "tuple":
     out = run_dir("train", cfg)
     plan = setup.make_plan(cfg, data, device, progress=f"train {out.name}")
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", setup.config_record("train", cfg))
+    record = setup.config_record("train", cfg)
+    write_json_atomic(out / "config.json", record)
+    for sink in sinks:  # what its W&B run carries: the resolved config without paths
+        sink({"identity": {**public_config(record), "run": out.name}})
     model = setup.make_model(cfg, data, device)
     hooks = tracker_hooks(cfg, model, plan, data, out, sinks=sinks)
     return out, train(model, data, plan, out, sinks=sinks, step_hooks=hooks)

@@ -64,11 +64,13 @@ def interval(differences: list[float]) -> tuple[float, float | None, float | Non
     return mean, float(low), float(high)
 
 
-def paired(subject: dict, reference: dict, level: int) -> Difference | None:
+def paired(subject: dict, reference: dict, level: int, same_density: bool = True) -> Difference | None:
     """The paired difference of two {seed: (accuracy, density)} maps at one level; None without common seeds
-    or when the two densities differ (not the same level of pruning)."""
+    or when the two densities differ (not the same level of pruning), unless same_density is False (a ticket
+    against its dense network); the difference's density is the subject's."""
     seeds = sorted(set(subject) & set(reference))
-    if not seeds or any(not math.isclose(subject[s][1], reference[s][1], rel_tol=1e-9) for s in seeds):
+    if not seeds or (same_density and any(not math.isclose(subject[s][1], reference[s][1], rel_tol=1e-9)
+                                          for s in seeds)):
         return None
     diffs = [subject[s][0] - reference[s][0] for s in seeds]
     mean, low, high = interval(diffs)

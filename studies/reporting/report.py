@@ -8,7 +8,8 @@ intervals (reporting.paired) and writes, into OUT_DIR (default FOLDER/report):
   per density: mean +- sample std over seeds, and the paired difference to the condition's reference
   with its 95% interval; `*` marks an interval that excludes 0 with 3 or more seeds), the controls
   table, each condition's settings, and the incomplete or excluded runs;
-- report.json: the same numbers (conditions, comparisons with every difference and interval, findings);
+- report.json: the same numbers (conditions, with their runs named by directory; comparisons with every
+  difference and interval; findings; by_k and by_budget), the same for the same records wherever they lie;
 - with instability analyses (`--stability`), a stability section and stability.png (reporting.stability);
 - accuracy_vs_density.png: one panel per question (rewinding vs reset; each pretext condition vs
   rewinding at its own k, with reset and the other rewinding runs as thin reference lines), mean and
@@ -26,15 +27,18 @@ import math
 import re
 from pathlib import Path
 
-from ..engine.checkpoints import save_figure_atomic, write_json_atomic, write_text_atomic
+from ..engine.checkpoints import write_json_atomic, write_text_atomic
 from ..engine.errors import UsageError
+from . import across, across_figures, wandb_source
 from . import stability as stability_report
 from .findings import bounds, density, findings, points
 from .paired import CONFIDENCE, MIN_SEEDS, Comparison, comparisons
+from .plotting import finish, pyplot
 from .runs import Condition, by_setting, collect, curve
 
 TABLE_DENSITIES = (1.0, 0.512, 0.262, 0.168, 0.086)
-USAGE = "usage: earlyphase report FOLDER [FOLDER ...] [-o OUT_DIR]"
+USAGE = ("usage: earlyphase report [FOLDER ...] [-o OUT_DIR] [--wandb=ENTITY/PROJECT[/SWEEP_ID]] [--wandb_cache=DIR] "
+         "[--wandb_log[=offline|online]] [--match_margin=POINTS]")
 
 
 # ------------------------------------------------------------------------------------------ table columns
@@ -140,26 +144,13 @@ def _panels(found: list[Comparison]) -> list[Comparison]:
 
 
 def _grid(n: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cols = min(3, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.7 * rows + 0.5), squeeze=False)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     return plt, fig, list(axes.flat)[:n]
-
-
-def _finish(plt, fig, path: Path, title: str) -> bool:
-    """Title, layout, the PNG written atomically, the figure closed; True (the figure was drawn)."""
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    save_figure_atomic(fig, path)
-    plt.close(fig)
-    return True
 
 
 def _density_axis(ax, densities: list[float]) -> None:
@@ -207,7 +198,7 @@ def accuracy_figure(conditions: list[Condition], found: list[Comparison], path: 
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("test accuracy (%)", fontsize=8)
         ax.legend(fontsize=7, loc="lower left")
-    return _finish(plt, fig, path, f"Ticket accuracy: mean over seeds with its {CONFIDENCE:.0%} interval (unpaired; "
+    return finish(plt, fig, path, f"Ticket accuracy: mean over seeds with its {CONFIDENCE:.0%} interval (unpaired; "
                    f"the paired differences are in the next figure); grey dashed: the other reset and rewinding runs")
 
 
@@ -233,18 +224,21 @@ def difference_figure(found: list[Comparison], path: Path) -> bool:
                 else f"{c.subject_label}\nminus {c.reference_label}")
         ax.set_title(f"{what} (n = {c.n})", fontsize=8)
         ax.set_ylabel("difference (points)", fontsize=8)
-    return _finish(plt, fig, path, f"Paired differences by seed with {CONFIDENCE:.0%} t intervals; filled: the "
+    return finish(plt, fig, path, f"Paired differences by seed with {CONFIDENCE:.0%} t intervals; filled: the "
                    f"interval excludes 0 with {MIN_SEEDS}+ seeds")
 
 
 # ------------------------------------------------------------------------------------------ documents
-def all_findings(conditions, found, notes, incomplete, stability: str | None = None) -> list[str]:
+def all_findings(conditions, found, notes, incomplete, stability: str | None = None, by_k=(),
+                 by_budget=()) -> list[str]:
+    """The answers across k and budget first (a sweep's questions), then each comparison, then stability."""
     excluded = [i for i in incomplete if i.get("excluded")]
-    return findings(found, notes, excluded) + stability_report.sentences(conditions, stability)
+    return (across.sentences(by_k, by_budget) + findings(found, notes, excluded)
+            + stability_report.sentences(conditions, stability))
 
 
 def render_markdown(conditions, found, sentences: list[str], incomplete, figures: list[str],
-                    stability: str | None = None) -> str:
+                    stability: str | None = None, by_k=(), by_budget=(), sources: str = "") -> str:
     lines = ["# earlyphase report", "", "## Findings", ""]
     lines += [f"- {s}" for s in sentences]
     lines += ["", f"Differences are paired by seed (same initialisation and data order): the mean of the per-seed "
@@ -258,6 +252,7 @@ def render_markdown(conditions, found, sentences: list[str], incomplete, figures
               "Test accuracy (%) by density: mean ± sample std over seeds; in brackets the paired difference to the "
               "condition in *compared with* and its 95% interval (`*`: the interval excludes 0, n ≥ 3).", ""]
     lines += ticket_table(conditions, found)
+    lines += across_figures.tables(by_k, by_budget)
     lines += stability_report.table(conditions, stability)
     lines += ["## Controls", "",
               "Controls and perturbed rewind points: accuracy (%) mean ± std; in brackets the ticket's paired "
@@ -273,6 +268,8 @@ def render_markdown(conditions, found, sentences: list[str], incomplete, figures
     lines += [f"- {i['run']}: {i.get('condition', '?')} seed {i.get('seed', '?')}: {i['why']}" for i in incomplete] or [
         "None."
     ]
+    if sources:
+        lines += ["", "## Sources", "", sources]
     return "\n".join(lines) + "\n"
 
 
@@ -296,26 +293,30 @@ def render_html(markdown_text: str, out_dir: Path) -> str:
             f"</head><body>\n{body}\n</body></html>\n")
 
 
-def _json(conditions, found, sentences: list[str], incomplete, stability: str | None = None) -> dict:
+def _json(conditions, found, sentences: list[str], incomplete, stability: str | None = None, by_k=(),
+          by_budget=()) -> dict:
     def diff(d):
         return {"level": d.level, "density": d.density, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
                 "called": d.called, "seeds": d.seeds}
 
     return {"conditions": [{"label": c.label, "kind": c.kind, "k": c.k, "seeds": sorted({r["seed"] for r in c.records}),
-                            "curve": curve(c.records), "runs": [str(r) for r in c.runs]} for c in conditions],
+                            "curve": curve(c.records), "runs": sorted(r.name for r in c.runs)} for c in conditions],
             "comparisons": [{"question": c.question, "subject": c.subject_label, "reference": c.reference_label,
                              "differences": [diff(d) for d in c.differences]} for c in found],
             "findings": sentences,
             "stability": stability_report.as_json(conditions, stability),
+            "by_k": list(by_k), "by_budget": list(by_budget),
             "confidence": CONFIDENCE, "min_seeds": MIN_SEEDS, "incomplete": incomplete}
 
 
-def write_report(folders, out_dir: Path, extra_figures=None, stability: str | None = None) -> Path:
+def write_report(folders, out_dir: Path, extra_figures=None, stability: str | None = None,
+                 match_margin: float = across.DEFAULT_MARGIN) -> Path:
     """Write report.md, report.html, report.json and the figures into out_dir; returns out_dir.
 
-    folders: a study directory or runs folders (several are merged). extra_figures: None = the standard
-    analyses (reporting.analysis), each drawn only where runs have the data; () = none. stability: the
-    path setting the findings use (`bn=MODE,points=N`; default: reporting.stability's choice)."""
+    folders: study directories, runs folders or run directories (several are merged). extra_figures: None =
+    the standard analyses (reporting.analysis), each drawn only where runs have the data; () = none.
+    stability: the path setting the findings use (`bn=MODE,points=N`; default: reporting.stability's choice).
+    match_margin: the equivalence bound of "tickets match" (a fraction: 0.01 = one point)."""
     folders = [Path(f) for f in ([folders] if isinstance(folders, (str, Path)) else folders)]
     for folder in folders:
         if not folder.is_dir():
@@ -327,15 +328,16 @@ def write_report(folders, out_dir: Path, extra_figures=None, stability: str | No
                          f"`earlyphase study` or `earlyphase imp` there first")
     conditions = [c for c in conditions if c.records]
     found, notes = comparisons(conditions)
+    by_k, by_budget = across.answers(conditions, found, table_levels, match_margin, stability)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = []
-    if accuracy_figure(conditions, found, out_dir / "accuracy_vs_density.png"):
-        figures.append("accuracy_vs_density.png")
-    if difference_figure(found, out_dir / "paired_differences.png"):
-        figures.append("paired_differences.png")
-    if stability_report.figure(conditions, out_dir / "stability.png", stability):
-        figures.append("stability.png")
+    drawn = [("accuracy_vs_k.png", lambda p: across_figures.accuracy_vs_k(by_k, p)),
+             ("pretext_vs_budget.png", lambda p: across_figures.pretext_vs_budget(by_budget, p)),
+             ("accuracy_vs_density.png", lambda p: accuracy_figure(conditions, found, p)),
+             ("paired_differences.png", lambda p: difference_figure(found, p)),
+             ("stability.png", lambda p: stability_report.figure(conditions, p, stability))]
+    figures = [name for name, draw in drawn if draw(out_dir / name)]
     if extra_figures is None:
         from .analysis import figures as analysis_figures
 
@@ -344,41 +346,109 @@ def write_report(folders, out_dir: Path, extra_figures=None, stability: str | No
         name = make(conditions, out_dir)
         if name:
             figures.append(name)
-    sentences = all_findings(conditions, found, notes, incomplete, stability)
-    markdown_text = render_markdown(conditions, found, sentences, incomplete, figures, stability)
+    sentences = all_findings(conditions, found, notes, incomplete, stability, by_k, by_budget)
+    markdown_text = render_markdown(conditions, found, sentences, incomplete, figures, stability, by_k, by_budget,
+                                    verification_note(conditions))
     write_text_atomic(out_dir / "report.md", markdown_text)
     write_text_atomic(out_dir / "report.html", render_html(markdown_text, out_dir))
-    write_json_atomic(out_dir / "report.json", _json(conditions, found, sentences, incomplete, stability))
+    write_json_atomic(out_dir / "report.json", _json(conditions, found, sentences, incomplete, stability, by_k,
+                                                     by_budget))
     return out_dir
 
 
-def main(argv: list[str]) -> int:
-    """earlyphase report FOLDER [FOLDER ...] [-o OUT_DIR]"""
-    positional, out = [], None
+def verification_note(conditions: list[Condition]) -> str:
+    """How the parts shown were verified: by their final.pt (local runs) or by the records manifest (W&B)."""
+    by = [r.get("verified_by") for c in conditions for r in c.records]
+    manifest = by.count("manifest")
+    if not manifest:
+        return ""
+    return (f"{len(by) - manifest} parts were verified by their final.pt (its archive's CRCs) and {manifest} by the "
+            f"sha256 their run's records manifest lists (records from W&B, downloaded without weights: the weights "
+            f"stay on the machine that trained them).")
+
+
+def _options(argv: list[str]) -> dict:
+    """FOLDER ... and the options of `earlyphase report`, each given at most once."""
+    opts = {"folders": [], "out": None, "wandb": None, "wandb_cache": wandb_source.DEFAULT_CACHE, "wandb_log": None,
+            "match_margin": 100 * across.DEFAULT_MARGIN}
+    given = set()
     args = iter(argv)
     for arg in args:
-        if arg in ("-o", "--out_dir", "--output"):
-            out = next(args, None)
-            if out is None or out.startswith("-"):
+        key, eq, value = arg.partition("=")
+        key = {"-o": "--out_dir", "--output": "--out_dir"}.get(key, key)
+        if key == "--out_dir" and not eq:
+            value = next(args, None)
+            if value is None or value.startswith("-"):
                 raise UsageError(f"{arg} needs a folder: -o OUT_DIR")
-        elif arg.startswith(("--out_dir=", "--output=")):
-            out = arg.split("=", 1)[1]
-        elif arg.startswith("--reference"):
+            eq = "="
+        if arg.startswith("--reference"):
             raise UsageError("--reference is gone: every condition is compared with its like (a pretext condition with "
                              "rewinding to its own k, rewinding with reset); " + USAGE)
-        elif arg in ("-h", "--help"):
-            print(USAGE + "\n\n" + __doc__.split("\n\n")[1])
-            return 0
-        elif arg.startswith("-"):
+        if key.startswith("-") and key in given:
+            raise UsageError(f"{key} is given twice: give each option once")
+        given.add(key)
+        if key == "--out_dir":
+            opts["out"] = value
+        elif key in ("--wandb", "--wandb_cache", "--match_margin") and eq and value:
+            opts[key[2:]] = value
+        elif key == "--wandb_log":
+            if value and value not in ("offline", "online"):
+                raise UsageError(f"--wandb_log={value}: use --wandb_log (the default mode), offline or online")
+            opts["wandb_log"] = value or "default"
+        elif key.startswith("-"):
             raise UsageError(f"unknown option {arg}: {USAGE}")
         else:
-            positional.append(arg)
-    if not positional:
+            opts["folders"].append(Path(arg).expanduser())
+    try:
+        margin = float(opts["match_margin"])
+    except ValueError:
+        margin = math.nan
+    if not 0 <= margin < 100:
+        raise UsageError(f"--match_margin={opts['match_margin']}: give the matching bound in accuracy points, "
+                         f"e.g. 1 (0 = no worse at all)")
+    opts["match_margin"] = margin / 100
+    return opts
+
+
+def _log_mode(asked: str | None) -> str | None:
+    """The W&B mode --wandb_log asks for; refused up front where W&B is off, before any work."""
+    if asked is None:
+        return None
+    from ..jobs.wandb_log import default_mode
+
+    mode = default_mode() if asked == "default" else asked
+    if mode == "disabled":
+        raise UsageError("--wandb_log: W&B is off here (no API key, WANDB_MODE unset or disabled): run `wandb login`, "
+                         "or use --wandb_log=offline and `wandb sync` later")
+    return mode
+
+
+def main(argv: list[str]) -> int:
+    """earlyphase report [FOLDER ...] [-o OUT_DIR] [--wandb=ENTITY/PROJECT[/SWEEP_ID]] ..."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE + "\n\n" + __doc__.split("\n\n")[1])
+        return 0
+    opts = _options(argv)
+    folders, out = opts["folders"], opts["out"]
+    if not folders and not opts["wandb"]:
         raise UsageError(USAGE)
-    folders = [Path(p).expanduser() for p in positional]
-    if out is None and len(folders) > 1:
+    mode = _log_mode(opts["wandb_log"])
+    if out is None and (len(folders) > 1 or (folders and opts["wandb"])):
         raise UsageError(f"several folders need -o OUT_DIR for the merged report: {USAGE}")
-    out_dir = write_report(folders, Path(out).expanduser() if out else folders[0] / "report")
+    if opts["wandb"]:
+        entity, project, sweep = wandb_source.parse_path(opts["wandb"])
+        if out is None:
+            out = Path("reports") / "_".join(x for x in (entity, project, sweep) if x)
+        folders += wandb_source.records(opts["wandb"], opts["wandb_cache"])
+    out_dir = write_report(folders, Path(out).expanduser() if out else folders[0] / "report",
+                           match_margin=opts["match_margin"])
+    if mode is not None:
+        from ..jobs.wandb_log import WandbLogger
+
+        entity, project, _ = wandb_source.parse_path(opts["wandb"]) if opts["wandb"] else (None, "earlyphase", None)
+        logger = WandbLogger(mode, project, entity, directory=out_dir)
+        logger.report(out_dir, out_dir.name)
+        logger.close()
     print(f"report: {out_dir / 'report.md'} and report.html")
     print(out_dir)
     return 0

@@ -6,17 +6,12 @@ identified by their directory name (`imp_HASH`, which names the run's config); t
 folders is merged record by record (a level finished in one copy and not the other counts once), and two
 different records of one part (same level and kind) are refused.
 
-A condition is what differs between runs *besides* the seed: how the rewind point was made. Derived from
-each IMP run's config.json:
-- no `rewind_from`, rewind step 0 -> `reset`; no `rewind_from` otherwise -> `rewind K` (standard
-  rewinding to the dense run's step K);
-- a `rewind_from` made by `earlyphase pretrain` -> the task and its budget, `rotation 400it` (`sparse`
-  for masked pretraining), with k = the step the rewind point stands for.
-Everything else in the config (dataset, model, T, schedule, pruning, precision, ...) is the condition's
-*setting*; conditions are only ever compared within one setting (reporting.paired). Fields that cannot
-change a result (platform fields: paths, device, logging, scheduling, which levels or controls to run)
-name neither. Runs made before pretraining counted as the run's first k steps (their config has no
-`rewind_step_it`) are listed as excluded, never compared.
+A condition is what differs between runs *besides* the seed: how the rewind point was made, derived from
+each IMP run's config.json by jobs.identity (reset, `rewind K`, `rotation 400it`); everything else among the
+config's option fields is the condition's *setting*, and conditions are only ever compared within one setting
+(reporting.paired). Fields that cannot change a result (platform fields: paths, device, logging, scheduling,
+which levels or controls to run) name neither. Runs made before pretraining counted as the run's first k steps
+(their config has no `rewind_step_it`) are listed as excluded, never compared.
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ from pathlib import Path
 
 from ..engine.checkpoints import read_json
 from ..engine.errors import UsageError
-from ..jobs.config import condition_fields
+from ..jobs.identity import identify
 
 
 @dataclass
@@ -40,6 +35,8 @@ class Condition:
     k: int | None  # the rewind step in iterations: every pruned level trains [k, T)
     setting: str  # canonical JSON of everything but the condition (comparisons stay within one)
     details: dict  # the setting's fields plus the condition's own
+    budget: str = ""  # the step string that names k (the rewind step, or the pretraining's length)
+    task: str | None = None  # the pretext task of a pretext condition
     records: list = field(default_factory=list)  # ticket records, each with "seed"
     runs: list = field(default_factory=list)  # IMP run directories (Path)
     stability: list = field(default_factory=list)  # stability results, each with "seed", "level" and "setting"
@@ -64,9 +61,11 @@ def _study_runs(study_dir: Path, study) -> tuple[list[Path], list[dict]] | None:
 
 
 def imp_runs(folder: Path) -> tuple[list[Path], list[dict]]:
-    """(the IMP runs below a folder, units known to be missing): a study's own (its study.json), else every
-    imp_* below the folder."""
+    """(the IMP runs below a folder, units known to be missing): an IMP run directory itself, a study's own runs
+    (its study.json), else every imp_* below the folder."""
     folder = Path(folder)
+    if folder.name.startswith("imp_") and (folder / "config.json").is_file():
+        return [folder], []
     study = read_json(folder / "study.json", missing_ok=True, kind=object,
                       fix="move it away and rerun the study to rewrite it")
     found = _study_runs(folder, study) if study is not None else None
@@ -99,36 +98,6 @@ def _tickets(run: Path) -> list[dict] | None:
     return tickets
 
 
-def _k(config: dict, tickets: list[dict]) -> int | None:
-    """The rewind step in iterations: recorded since protocol 2; for older standard rewinding, from its levels."""
-    if config.get("rewind_step_it") is not None:
-        return int(config["rewind_step_it"])
-    starts = {t.get("start_step") for t in tickets if t.get("level", 0) >= 1 and t.get("kind") == "trunk"}
-    if len(starts) == 1 and None not in starts:
-        return int(starts.pop())
-    text = str(config.get("rewind_step") or "")
-    return int(text[:-2]) if text.endswith("it") and text[:-2].isdigit() else (0 if text in ("0ep", "0ep0it") else None)
-
-
-def describe(config: dict, tickets: list[dict]) -> tuple[str, str, int | None, dict, dict]:
-    """(label, kind, k, setting, details) of an IMP run's condition, from its config alone (the option fields,
-    jobs.config's naming policy, less the rewind step, which the condition names as k)."""
-    setting = {k: v for k, v in condition_fields(config).items() if k != "rewind_step"}
-    k = _k(config, tickets)
-    if not config.get("rewind_from"):
-        kind = "reset" if k == 0 else "rewind"
-        label = "reset" if kind == "reset" else f"rewind {config.get('rewind_step')}"
-        return label, kind, k, setting, {**setting, "rewind_step_it": k}
-    point = config.get("rewind_point") or {}
-    pretext = point.get("pretext") or {}
-    name = pretext.get("name") or point.get("description") or "rewind point"
-    own = {key: v for key, v in pretext.items() if key not in ("seed", "mask_digest", "target", "distribution",
-                                                               "protocol", "step")}
-    own["sparse"] = bool(pretext.get("mask_digest"))
-    label = f"{name} {pretext.get('pretrain_steps', f'{k}it')}{' sparse' if own['sparse'] else ''}"
-    return label, "pretext", k, setting, {**setting, "rewind_step_it": k, "pretext": own}
-
-
 def collect(folders) -> tuple[list[Condition], list[dict]]:
     """Conditions with their ticket records, and the runs not (or not fully) in them, each with why."""
     found: dict[str, tuple[Path, dict, list]] = {}
@@ -157,10 +126,12 @@ def collect(folders) -> tuple[list[Condition], list[dict]]:
                                "why": "made before pretraining counted as the run's first k steps (its levels trained "
                                       "[0, T)): not comparable; rerun it with this version"})
             continue
-        label, kind, k, setting, details = describe(config, tickets or [])
-        key = json.dumps(details, sort_keys=True, default=str)
-        cond = conditions.setdefault(key, Condition(label, kind, k, json.dumps(setting, sort_keys=True, default=str),
-                                                    details))
+        who = identify(config, tickets or [])
+        label = who.label
+        key = json.dumps(who.details, sort_keys=True, default=str)
+        cond = conditions.setdefault(key, Condition(label, who.kind, who.k, json.dumps(who.setting, sort_keys=True,
+                                                                                       default=str), who.details,
+                                                    budget=who.budget, task=who.task))
         if not tickets:
             incomplete.append({"run": str(run), "condition": label, "seed": config.get("seed"),
                                "why": "no finished level yet (no tickets.json)"})
@@ -180,37 +151,51 @@ def collect(folders) -> tuple[list[Condition], list[dict]]:
     return sorted(result, key=lambda c: (order[c.kind], c.k or 0, c.label)), incomplete
 
 
+MANIFEST = "records_manifest.json"  # in a run's records from W&B: the sha256 of each part's final.pt
+
+
 def verified(run: Path, tickets: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(the records whose part is intact, the problems): a record's part must hold its summary.json with the same
-    test accuracy and a final.pt whose archive checks out (CRCs, no unpickling), so a report never shows a number
-    whose run lost its weights. Records that name no part directory are taken as they are."""
+    """(the records whose part is intact, each with `verified_by`, and the problems): a record's part must hold its
+    summary.json with the same test accuracy and a final.pt whose archive checks out (CRCs, no unpickling), so a
+    report never shows a number whose run lost its weights. Records from W&B come without weights: there the sha256
+    that the run's records manifest lists for the part's final.pt stands in (it was taken from an intact file).
+    Records that name no part directory are taken as they are."""
+    manifest = read_json(run / MANIFEST, missing_ok=True, kind=object,
+                         fix="download the run's records again (earlyphase report --wandb)") or {}
+    hashes = manifest.get("final_sha256") if isinstance(manifest, dict) else None
     good, problems = [], []
     for record in tickets:
         part = record.get("run_dir")
         if part is None:
             good.append(record)
             continue
-        why = _part_problem(run / part, record)
+        why, by = _part_problem(run / part, record, (hashes or {}).get(part))
         if why:
             problems.append({"part": part, "why": why})
         else:
-            good.append(record)
+            good.append({**record, "verified_by": by})
     return good, problems
 
 
-def _part_problem(part: Path, record: dict) -> str | None:
+def _part_problem(part: Path, record: dict, sha256: str | None) -> tuple[str | None, str]:
+    """(what is wrong with a record's part or None, how it was verified: final.pt or manifest)."""
     summary = read_json(part / "summary.json", missing_ok=True, kind=object)
     if not isinstance(summary, dict) or summary.get("test_accuracy") != record["test_accuracy"]:
-        return "its summary.json is missing or disagrees with tickets.json: rerun `earlyphase imp` on the run"
+        return "its summary.json is missing or disagrees with tickets.json: rerun `earlyphase imp` on the run", ""
+    final = part / "final.pt"
+    if not final.exists() and sha256:
+        return None, "manifest"
     try:
-        with zipfile.ZipFile(part / "final.pt") as archive:
+        with zipfile.ZipFile(final) as archive:
             bad = archive.testzip()
     except (OSError, zipfile.BadZipFile):
         bad = "the archive"
+    if bad is None and sha256 and hashlib.sha256(final.read_bytes()).hexdigest() != sha256:
+        bad = "not the file its records manifest lists"
     if bad is not None:
         return (f"its final.pt is missing or corrupt ({bad}): move final.pt and summary.json away and rerun "
-                f"`earlyphase imp` on the run to train that part again")
-    return None
+                f"`earlyphase imp` on the run to train that part again"), ""
+    return None, "final.pt"
 
 
 def stability_results(run: Path, seed) -> list[dict]:

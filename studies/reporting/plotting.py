@@ -1,0 +1,27 @@
+"""What every report figure shares: matplotlib without a display, and the finish (title, layout, atomic PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..engine.checkpoints import save_figure_atomic
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (reports are written without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def finish(plt, fig, path: Path, title: str | None = None) -> bool:
+    """Title, layout, the PNG written atomically, the figure closed; True (the figure was drawn)."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure_atomic(fig, path)
+    plt.close(fig)
+    return True

@@ -1,0 +1,138 @@
+"""Answers across k and across pretraining length, from synthetic records with planted answers."""
+
+import json
+import math
+import statistics
+
+import pytest
+
+from earlyphase.studies import cli
+from earlyphase.studies.reporting import report
+
+from test_report import T_975_2, write_imp, write_stability
+
+DENSE = {0: 0.950, 1: 0.960, 2: 0.955}  # each seed's dense network
+NOISE = {0: 0.000, 1: 0.002, 2: -0.002}  # per-seed wobble of a difference
+# ticket minus dense at 50%, 25%, 12.5% for each k: at 25% tickets match from k = 6 on, at 12.5% from k = 12 on
+GAP_BY_K = {0: (-0.004, -0.050, -0.100), 2: (-0.005, -0.030, -0.080), 6: (0.000, -0.002, -0.040),
+            12: (0.001, 0.001, -0.003)}
+# rotation minus rewinding to the same k, at every pruned density: short at 2it, matching from 6it on
+ROTATION_GAP = {2: -0.040, 6: -0.001, 12: 0.002}
+
+
+def ticket(seed, k, gaps):
+    return [DENSE[seed]] + [DENSE[seed] + g + NOISE[seed] for g in gaps]
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """A rewind-step sweep (reset and rewinding to 2, 6, 12) and rotation at budgets 2, 6, 12, three seeds."""
+    root = tmp_path / "runs"
+    for seed in range(3):
+        for k, gaps in GAP_BY_K.items():
+            write_imp(root, f"imp_k{k}_{seed}", seed, ticket(seed, k, gaps), k=k)
+        for k, gap in ROTATION_GAP.items():
+            rotation = ticket(seed, k, [g + gap for g in GAP_BY_K[k]])
+            write_imp(root, f"imp_rot{k}_{seed}", seed, rotation, k=k, pretext="rotation")
+    return root
+
+
+def test_smallest_matching_k_per_density_with_its_interval(sweep, tmp_path):
+    data = json.loads((report.write_report([sweep], tmp_path / "rep") / "report.json").read_text())
+    (answer,) = data["by_k"]
+    assert answer["densities"] == [0.5, 0.25, 0.125] and answer["margin"] == 0.01
+    smallest = {row["density"]: row["k"] for row in answer["smallest_matching_k"]}
+    assert smallest == {0.5: 0, 0.25: 6, 0.125: 12}
+    # by hand: ticket - dense at 25%, k = 2: -0.03 + noise per seed, mean -0.03, t interval over 3 seeds
+    d = next(p for p in answer["vs_dense"] if p["k"] == 2 and p["density"] == 0.25)
+    diffs = [-0.030 + NOISE[s] for s in range(3)]
+    half = T_975_2 * statistics.stdev(diffs) / math.sqrt(3)
+    assert d["mean"] == pytest.approx(-0.03) and d["low"] == pytest.approx(-0.03 - half)
+    assert d["verdict"] == "falls short" and d["n"] == 3
+    assert next(p for p in answer["vs_dense"] if p["k"] == 6 and p["density"] == 0.25)["verdict"] == "matches"
+    # the dense band: every seed's level 0, once
+    assert answer["dense"]["mean"] == pytest.approx(statistics.fmean(DENSE.values()))
+    # against reset: rewinding to 12 minus reset at 12.5% is +0.097, paired, identical per seed -> zero width
+    r = next(p for p in answer["vs_reset"] if p["k"] == 12 and p["density"] == 0.125)
+    assert r["mean"] == pytest.approx(0.097) and r["called"]
+    assert {p["label"] for p in answer["pretext"]} == {"rotation 2it", "rotation 6it", "rotation 12it"}
+    text = " ".join(data["findings"])
+    assert "tickets match the dense network (the 95% interval of ticket minus the same seed's dense network lies " \
+           "above -1 point) at 50% from k = 0it" in text
+    assert "at 25% from k = 6it (-0.20 [" in text and "at 12.5% from k = 12it (-0.30 [" in text
+
+
+def test_a_wider_margin_moves_the_answer(sweep, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert cli.main(["report", str(sweep), "-o", str(out), "--match_margin=5"]) == 0
+    data = json.loads((out / "report.json").read_text())
+    smallest = {row["density"]: row["k"] for row in data["by_k"][0]["smallest_matching_k"]}
+    assert smallest == {0.5: 0, 0.25: 2, 0.125: 6}  # -3 points at k = 2 and -4 at k = 6 now lie within 5
+    assert "above -5 points" in " ".join(data["findings"])
+    for bad in ("--match_margin=-1", "--match_margin=nan", "--match_margin=lots"):
+        assert cli.main(["report", str(sweep), "-o", str(out), bad]) == 2
+        assert "--match_margin" in capsys.readouterr().err
+
+
+def test_a_task_matches_rewinding_from_a_budget_on(sweep, tmp_path):
+    data = json.loads((report.write_report([sweep], tmp_path / "rep") / "report.json").read_text())
+    (series,) = data["by_budget"]
+    assert series["task"] == "rotation" and [b["budget"] for b in series["budgets"]] == ["2it", "6it", "12it"]
+    assert [b["reference"] for b in series["budgets"]] == ["rewind 2it", "rewind 6it", "rewind 12it"]
+    assert [b["verdict"] for b in series["budgets"]] == ["falls short", "matches", "matches"]
+    short = series["budgets"][0]["differences"]
+    assert [d["mean"] for d in short] == pytest.approx([-0.04] * 3) and all(d["high"] < 0 for d in short)
+    assert [p["label"] for p in series["reset_points"]] == ["reset"] * 3
+    text = " ".join(data["findings"])
+    assert "**rotation** against supervised rewinding to the same k" in text
+    assert "matches at 6it, 12it, from 6it on; falls short at 2it (at 50%: -4.00" in text
+
+
+def test_figures_tables_and_the_html_show_the_answers(sweep, tmp_path):
+    out = report.write_report([sweep], tmp_path / "rep")
+    for name in ("accuracy_vs_k.png", "pretext_vs_budget.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    md = (out / "report.md").read_text()
+    assert md.index("accuracy_vs_k.png") < md.index("accuracy_vs_density.png")
+    assert "## Across k" in md and "## Across pretraining length" in md
+    row = next(line for line in md.splitlines() if line.startswith("| 6it | rewind 6it |") and "matches" in line)
+    assert row.split(" | ")[3].startswith("-0.20 [") and row.endswith("-4.00 [-4.50, -3.50] short |")
+    assert "Smallest k that matches: 50%: 0it; 25%: 6it; 12.5%: 12it." in md
+    budget_row = next(line for line in md.splitlines() if line.startswith("| 2it | 2it | rewind 2it |"))
+    assert budget_row.endswith("| falls short | - |")
+
+
+def test_stability_verdicts_are_set_beside_each_budget(sweep, tmp_path):
+    default = "bn=interpolate,points=11"
+    for seed in range(3):
+        for k in ROTATION_GAP:
+            write_stability(sweep / f"imp_rot{k}_{seed}", 0, {default: 9.0 + seed})  # unstable at every budget
+            write_stability(sweep / f"imp_k{k}_{seed}", 0, {default: 9.0 + seed if k < 12 else 0.5 + 0.1 * seed})
+    data = json.loads((report.write_report([sweep], tmp_path / "rep") / "report.json").read_text())
+    budgets = data["by_budget"][0]["budgets"]
+    assert [(b["stability"]["task"], b["stability"]["reference"]) for b in budgets] == [
+        ("unstable", "unstable"), ("unstable", "unstable"), ("unstable", "stable")]
+    assert ("agrees with rewind k's at 2 of 3 budgets (2it: unstable; 6it: unstable; 12it: unstable vs stable)"
+            in " ".join(data["findings"]))
+
+
+def test_two_seeds_conclude_nothing_across_k_or_budget(sweep, tmp_path):
+    for run in sweep.glob("imp_*_2"):
+        for f in run.iterdir():
+            f.unlink()
+        run.rmdir()
+    data = json.loads((report.write_report([sweep], tmp_path / "rep") / "report.json").read_text())
+    assert data["findings"][0].startswith("Across k: 2 seeds per k, too few to say from which k")
+    assert [b["verdict"] for b in data["by_budget"][0]["budgets"]] == ["too few seeds"] * 3
+    assert "nothing can be concluded at any budget" in data["findings"][1]
+
+
+def test_one_k_and_one_budget_draw_neither_figure(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(3):
+        write_imp(root, f"imp_a{seed}", seed, ticket(seed, 6, GAP_BY_K[6]), k=6)
+        write_imp(root, f"imp_r{seed}", seed, ticket(seed, 6, GAP_BY_K[6]), k=6, pretext="rotation")
+    out = report.write_report([root], tmp_path / "rep")
+    data = json.loads((out / "report.json").read_text())
+    assert data["by_k"] == [] and data["by_budget"] == []
+    assert not (out / "accuracy_vs_k.png").exists() and not (out / "pretext_vs_budget.png").exists()
