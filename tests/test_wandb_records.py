@@ -136,6 +136,7 @@ def test_under_a_sweep_agent_one_unit_logs_into_the_agents_run_with_keys_w_and_b
     assert cli.main(["study", "--conditions=rewind", "--seeds=1", *TINY, f"--out={out}", "--wandb=offline"]) == 0
     (run,) = offline_runs(out)
     assert run.config["condition"] == "rewind 3it" and run.config["seed"] == 1 and run.config["k"] == 3
+    assert not {"level", "part", "density"} & set(run.config)  # the unit's identity, not its last part's
     keys = set().union(*run.history)
     assert {"level_0/trunk/test_accuracy", "level_1/trunk/test_accuracy", "level_1/trunk/step"} <= keys
     assert not any("seed" in k for k in keys)

@@ -49,6 +49,7 @@ REPORT_TYPE = "earlyphase-report"
 RECORD_NAMES = ("summary.json", "density.json", "stability.json")  # in every part folder below level_*/
 MANIFEST = "records_manifest.json"
 IDENTITY_KEYS = ("condition", "condition_kind", "k", "budget", "seed")  # jobs.identity's fields W&B summaries carry
+PART_KEYS = ("level", "part", "density")  # an IMP part's own config entries (an agent's run holds the whole unit)
 
 
 def default_mode() -> str:
@@ -177,8 +178,9 @@ class WandbLogger:
                     self._warn_once(f"this sweep run holds {self.units} study units, so W&B keys are prefixed by "
                                     f"unit and W&B cannot group them across seeds: give each sweep run one condition "
                                     f"and one seed (see sweeps/)")
-            if self.sweep_run is not None and self.units == 1:
-                _safely(self.sweep_run.config.update, config, allow_val_change=True)
+            if self.sweep_run is not None and self.units == 1:  # the unit's identity, not one part's
+                unit_config = {k: v for k, v in config.items() if k not in PART_KEYS}
+                _safely(self.sweep_run.config.update, unit_config, allow_val_change=True)
             return UnitSink(self.sweep_run, prefix, owned=False, directory=self.directory)
         run = self._init(name=name, job_type=job_type, config=config)
         return UnitSink(run, "", owned=True, directory=self.directory)
@@ -207,7 +209,8 @@ class WandbLogger:
 
         out_dir = Path(out_dir)
         data = json.loads((out_dir / "report.json").read_text())
-        config = {"report": name, "conditions": len(data["conditions"]), "comparisons": len(data["comparisons"])}
+        config = {"report": name, "report_conditions": len(data["conditions"]),
+                  "report_comparisons": len(data["comparisons"])}
         sink = self.unit(f"report {name}", "report", config, prefix="report/")
         if sink.run is None:
             return
@@ -320,7 +323,7 @@ class LevelRouter:
                 if level is not None and density is not None:
                     sink.summary({f"{self.unit_prefix}level_{level}/density": density})
             else:  # what W&B's run table groups by, without opening the config
-                sink.summary({k: config[k] for k in IDENTITY_KEYS + ("level", "part", "density") if k in config})
+                sink.summary({k: config[k] for k in IDENTITY_KEYS + PART_KEYS if k in config})
             self.open[key] = sink
         return self.open[key]
 

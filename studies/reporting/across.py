@@ -102,7 +102,8 @@ def across_k(group: list[Condition], columns: list[tuple[int, float]], found, ma
     levels = pruned_levels(columns)
     dense = dense_by_seed(group)
     vs_reset = {x.subject.label: x for x in found if x.question == "rewind_vs_reset" and x.subject in rewinding}
-    out = {"setting": _setting_name(group), "margin": margin, "densities": [d for _, d in levels],
+    out = {"setting": _setting_name(group), "margin": margin, "levels": [lvl for lvl, _ in levels],
+           "densities": [d for _, d in levels],
            "dense": mean_interval([a for a, _ in dense.values()]) if dense else None,
            "points": [], "vs_reset": [], "vs_dense": [], "pretext": [], "smallest_matching_k": []}
     for c in rewinding:
@@ -163,7 +164,7 @@ def across_budget(group: list[Condition], columns: list[tuple[int, float]], foun
                 "stability": _stability(c, reference, setting),
             })
         out.append({"task": name, "label": label, "setting": _setting_name(group), "margin": margin,
-                    "densities": [d for _, d in levels], "budgets": budgets,
+                    "levels": [lvl for lvl, _ in levels], "densities": [d for _, d in levels], "budgets": budgets,
                     "reset_points": _points(reset, levels)})
     return out
 

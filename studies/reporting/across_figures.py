@@ -99,8 +99,8 @@ def accuracy_vs_k(by_k: list[dict], path: Path) -> bool:
         right.axhline(0, color="black", lw=0.8)
         _style(left, "Ticket accuracy against the rewind step k (mean, 95% interval)", "test accuracy (%)")
         _style(right, "Rewinding to k minus reset, paired by seed (95% interval)", "difference (points)")
-        left.legend(fontsize=7, loc="lower right")
-        right.legend(fontsize=7, title="density", title_fontsize=7)
+        left.legend(fontsize=7, loc="best", framealpha=0.85)
+        right.legend(fontsize=7, title="density", title_fontsize=7, loc="best", framealpha=0.85)
     return finish(plt, fig, path, f"Across k: one line per density; pretext conditions as markers at their k. Filled: "
                    f"interval excludes 0 ({MIN_SEEDS}+ seeds)")
 
@@ -115,19 +115,19 @@ def pretext_vs_budget(by_budget: list[dict], path: Path) -> bool:
     fig, axes = plt.subplots(len(by_budget), 2, figsize=(11, 3.8 * len(by_budget) + 0.4), squeeze=False)
     for (left, right), series in zip(axes, by_budget):
         ks = [b["k"] for b in series["budgets"]]
-        for i, d in enumerate(series["densities"]):
+        for i, (lvl, d) in enumerate(zip(series["levels"], series["densities"])):
             colour = colours[i % len(colours)]
-            own = [(b["k"], p) for b in series["budgets"] for p in b["points"] if p["density"] == d]
-            ref = [(b["k"], p) for b in series["budgets"] for p in b["reference_points"] if p["density"] == d]
+            own = [(b["k"], p) for b in series["budgets"] for p in b["points"] if p["level"] == lvl]
+            ref = [(b["k"], p) for b in series["budgets"] for p in b["reference_points"] if p["level"] == lvl]
             for rows, style in ((own, "-o"), (ref, "--s")):
                 if rows:
                     left.errorbar([_offset(k, i, len(series["densities"])) for k, _ in rows],
                                   [100 * p["mean"] for _, p in rows], yerr=_bars([p for _, p in rows]), fmt=style,
                                   ms=4, color=colour, capsize=2, lw=1.2 if style == "-o" else 0.9)
             for p in series["reset_points"]:
-                if p["density"] == d:
+                if p["level"] == lvl:
                     left.axhline(100 * p["mean"], color=colour, ls=":", lw=1)
-            diffs = [(b["k"], x) for b in series["budgets"] for x in b["differences"] if x["density"] == d]
+            diffs = [(b["k"], x) for b in series["budgets"] for x in b["differences"] if x["level"] == lvl]
             _differences(right, [x for _, x in diffs], lambda x, diffs=diffs, i=i: _offset(
                 next(k for k, y in diffs if y is x), i, len(series["densities"])), colour, density(d))
         handles = [Line2D([], [], color="black", ls="-", marker="o", ms=4, label=series["label"]),
@@ -135,7 +135,7 @@ def pretext_vs_budget(by_budget: list[dict], path: Path) -> bool:
                    Line2D([], [], color="black", ls=":", label="reset (k = 0)")]
         handles += [Line2D([], [], color=colours[i % len(colours)], lw=3, label=f"{density(d)} of weights")
                     for i, d in enumerate(series["densities"])]
-        left.legend(handles=handles, fontsize=7, loc="lower right")
+        left.legend(handles=handles, fontsize=7, loc="best", framealpha=0.85)
         for ax in (left, right):
             ax.set_xscale("log")
             ax.set_xticks(sorted(set(ks)), [f"{k}" for k in sorted(set(ks))])
@@ -144,7 +144,7 @@ def pretext_vs_budget(by_budget: list[dict], path: Path) -> bool:
         right.axhline(0, color="black", lw=0.8)
         right.axhline(-100 * series["margin"], color="grey", ls=":", lw=1, label=f"matching bound "
                       f"(-{100 * series['margin']:g})")
-        right.legend(fontsize=7, title="density", title_fontsize=7)
+        right.legend(fontsize=7, title="density", title_fontsize=7, loc="best", framealpha=0.85)
         _style(left, f"{series['label']}: ticket accuracy against its budget", "test accuracy (%)")
         _style(right, f"{series['label']} minus rewind k, paired by seed (95% interval)", "difference (points)")
     return finish(plt, fig, path, "Across pretraining length: each task beside supervised rewinding to the same k. "
@@ -169,9 +169,9 @@ def _diff(d: dict | None, word: bool = False) -> str:
 
 def table_k(answer: dict) -> list[str]:
     """Two pivoted tables: accuracy by k (with the difference to reset), and ticket minus dense by k."""
-    ds = answer["densities"]
+    ds = list(zip(answer["levels"], answer["densities"]))
     margin = f"{100 * answer['margin']:g}"
-    head = "| k | condition | " + " | ".join(density(d) for d in ds) + " |"
+    head = "| k | condition | " + " | ".join(density(d) for _, d in ds) + " |"
     rule = "|---|---|" + "---|" * len(ds)
     lines = [f"Setting: {answer['setting']}.", "",
              "Ticket accuracy (%) by rewind step k: mean ± std over seeds; in brackets the paired difference to reset "
@@ -179,16 +179,16 @@ def table_k(answer: dict) -> list[str]:
                                                           if answer["dense"] else ""), "", head, rule]
     for k, label in sorted({(p["k"], p["label"]) for p in answer["points"]}):
         cells = []
-        for d in ds:
-            p = next((p for p in answer["points"] if p["k"] == k and p["density"] == d), None)
-            r = next((r for r in answer["vs_reset"] if r["k"] == k and r["density"] == d), None)
+        for lvl, _ in ds:
+            p = next((p for p in answer["points"] if p["k"] == k and p["level"] == lvl), None)
+            r = next((r for r in answer["vs_reset"] if r["k"] == k and r["level"] == lvl), None)
             cells.append(_cell(p) + (f" ({_diff(r)})" if r else ""))
         lines.append(f"| {k}it | {label} | " + " | ".join(cells) + " |")
     lines += ["", f"Ticket minus the same seed's dense network (points, 95% interval): *matches* when the interval "
                   f"lies above -{margin}; *short* when it lies below 0 without matching.", "", head, rule]
     for k, label in sorted({(p["k"], p["label"]) for p in answer["vs_dense"]}):
-        cells = [_diff(next((p for p in answer["vs_dense"] if p["k"] == k and p["density"] == d), None), word=True)
-                 for d in ds]
+        cells = [_diff(next((p for p in answer["vs_dense"] if p["k"] == k and p["level"] == lvl), None),
+                       word=True) for lvl, _ in ds]
         lines.append(f"| {k}it | {label} | " + " | ".join(cells) + " |")
     first = " ".join(f"{density(r['density'])}: {r['k']}it;" if r["k"] is not None else
                      f"{density(r['density'])}: none;" for r in answer["smallest_matching_k"])
@@ -196,18 +196,18 @@ def table_k(answer: dict) -> list[str]:
 
 
 def table_budget(series: dict) -> list[str]:
-    ds = series["densities"]
+    ds = list(zip(series["levels"], series["densities"]))
     lines = [f"**{series['label']}** (setting: {series['setting']}): ticket accuracy (%) of the task and of "
              f"rewind k at each budget, and their paired difference with its 95% interval and verdict (matching "
              f"bound -{100 * series['margin']:g}).", "",
-             "| budget | k | rewind k | " + " | ".join(density(d) for d in ds) + " | verdict | stability at k |",
+             "| budget | k | rewind k | " + " | ".join(density(d) for _, d in ds) + " | verdict | stability at k |",
              "|---|---|---|" + "---|" * (len(ds) + 2)]
     for b in series["budgets"]:
         cells = []
-        for d in ds:
-            own = next((p for p in b["points"] if p["density"] == d), None)
-            ref = next((p for p in b["reference_points"] if p["density"] == d), None)
-            diff = next((x for x in b["differences"] if x["density"] == d), None)
+        for lvl, _ in ds:
+            own = next((p for p in b["points"] if p["level"] == lvl), None)
+            ref = next((p for p in b["reference_points"] if p["level"] == lvl), None)
+            diff = next((x for x in b["differences"] if x["level"] == lvl), None)
             cells.append(f"{_cell(own)} vs {_cell(ref)}: {_diff(diff, word=True)}")
         s = b["stability"]
         shown = "-" if s is None else (f"{s['task']} (rewind k: {s['reference']})")

@@ -21,7 +21,7 @@ def finish(plt, fig, path: Path, title: str | None = None) -> bool:
     """Title, layout, the PNG written atomically, the figure closed; True (the figure was drawn)."""
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()) if title else None)  # room for the title
     save_figure_atomic(fig, path)
     plt.close(fig)
     return True

@@ -229,18 +229,23 @@ def difference_figure(found: list[Comparison], path: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ documents
-def all_findings(conditions, found, notes, incomplete, stability: str | None = None, by_k=(),
-                 by_budget=()) -> list[str]:
-    """The answers across k and budget first (a sweep's questions), then each comparison, then stability."""
+def finding_sections(conditions, found, notes, incomplete, stability: str | None = None, by_k=(),
+                     by_budget=()) -> list[tuple[str, list[str]]]:
+    """(title, sentences) in the order a reader asks: the answers across k and budget (a sweep's questions),
+    each like-for-like comparison, stability. Sections without sentences are left out."""
     excluded = [i for i in incomplete if i.get("excluded")]
-    return (across.sentences(by_k, by_budget) + findings(found, notes, excluded)
-            + stability_report.sentences(conditions, stability))
+    sections = [("Across k and across pretraining length", across.sentences(by_k, by_budget)),
+                ("Like-for-like comparisons", findings(found, notes, excluded)),
+                ("Stability to SGD noise", stability_report.sentences(conditions, stability))]
+    return [(title, lines) for title, lines in sections if lines]
 
 
-def render_markdown(conditions, found, sentences: list[str], incomplete, figures: list[str],
+def render_markdown(conditions, found, sections: list[tuple[str, list[str]]], incomplete, figures: list[str],
                     stability: str | None = None, by_k=(), by_budget=(), sources: str = "") -> str:
     lines = ["# earlyphase report", "", "## Findings", ""]
-    lines += [f"- {s}" for s in sentences]
+    for title, sentences in sections:
+        lines += [f"### {title}", ""] if len(sections) > 1 else []
+        lines += [f"- {s}" for s in sentences] + [""]
     lines += ["", f"Differences are paired by seed (same initialisation and data order): the mean of the per-seed "
                   f"differences in accuracy points and its {CONFIDENCE:.0%} t interval; a difference is called only "
                   f"when the interval excludes 0 with {MIN_SEEDS} or more seeds. Comparisons stay within one setting "
@@ -346,8 +351,9 @@ def write_report(folders, out_dir: Path, extra_figures=None, stability: str | No
         name = make(conditions, out_dir)
         if name:
             figures.append(name)
-    sentences = all_findings(conditions, found, notes, incomplete, stability, by_k, by_budget)
-    markdown_text = render_markdown(conditions, found, sentences, incomplete, figures, stability, by_k, by_budget,
+    sections = finding_sections(conditions, found, notes, incomplete, stability, by_k, by_budget)
+    sentences = [s for _, lines in sections for s in lines]
+    markdown_text = render_markdown(conditions, found, sections, incomplete, figures, stability, by_k, by_budget,
                                     verification_note(conditions))
     write_text_atomic(out_dir / "report.md", markdown_text)
     write_text_atomic(out_dir / "report.html", render_html(markdown_text, out_dir))
