@@ -1,6 +1,5 @@
 """The earlyphase application: data, model, trainer, jobs, CLI, W&B logging and reports.
 
-Importing it registers the CIFAR ResNets with timm.
+Importing it imports nothing heavy, so that the CLI refuses bad input without loading torch; the CIFAR ResNets
+are registered with timm by `import earlyphase.studies.engine.models` (every job that builds a model does it).
 """
-
-from .engine import models  # noqa: F401  (registers cifar_resnet{D} with timm)

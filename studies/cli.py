@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 from .engine.errors import UsageError, os_error_message
 from .jobs.commands import COMMANDS
@@ -66,21 +68,42 @@ def run(argv: list[str]) -> int:
     return importlib.import_module(COMMANDS[name][0]).main(rest)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's or `kill`'s stop), handled as Ctrl-C is: the same line, the same resumable state."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def one_line(message: str) -> str:
+    """The error as one line: control characters shown escaped, and a word longer than any real path or value
+    (300 characters) cut to its first 60 and last 30, so a 100,000-character value is not echoed whole."""
+    text = "".join(ch if ord(ch) >= 32 and ord(ch) != 127 else repr(ch)[1:-1] for ch in str(message))
+    return " ".join(word if len(word) <= 300 else f"{word[:60]}...{word[-30:]} ({len(word)} characters)"
+                    for word in text.split(" "))
+
+
 def main(argv: list[str] | None = None) -> int:
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except UsageError as err:
-        print(f"earlyphase: error: {err}", file=sys.stderr)
+        print(f"earlyphase: error: {one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a folder that became unusable: one line; any other OSError is a bug
         message = os_error_message(err)
         if message is None:
             raise
-        print(f"earlyphase: error: {message}", file=sys.stderr)
+        print(f"earlyphase: error: {one_line(message)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("earlyphase: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return 143 if isinstance(interrupt, Terminated) else 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,7 @@ import pytest
 import timm
 import torch
 
-import earlyphase.studies  # noqa: F401  (registers the models with timm)
-from earlyphase.studies.engine import models
+from earlyphase.studies.engine import models  # registers the models with timm
 
 
 def test_resnet20_has_the_papers_parameter_count():

@@ -225,7 +225,7 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "bad" / "imp_x" / "tickets.json").write_text(json.dumps({"level": 0}))
     assert cli.main(["report", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
-    assert "does not hold ticket records" in err and len(err.strip().splitlines()) == 1
+    assert "tickets.json is corrupt (is not a list): move it away" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "bad" / "imp_x" / "tickets.json").write_text("[{")
     assert cli.main(["report", str(tmp_path / "bad")]) == 2
     assert "tickets.json is corrupt or unreadable (not valid JSON)" in capsys.readouterr().err

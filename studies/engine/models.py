@@ -1,6 +1,6 @@
 """The CIFAR ResNet family of He et al. (2016), as used by Frankle et al., registered with timm.
 
-`timm.create_model("cifar_resnet20")` (after `import earlyphase.studies`) gives ResNet-20: 272,474
+`timm.create_model("cifar_resnet20")` (after `import earlyphase.studies.engine.models`) gives ResNet-20: 272,474
 parameters. Depths 8, 14, 20, 32, 44, 56 and 110 are registered by name; the width (channels of the
 first stage, 16 in the paper) is the `width=` keyword. Any input size works (global average pooling).
 """

@@ -21,12 +21,10 @@ import torch
 
 from earlyphase.pretext.base import PretextTask
 
-from . import checkpoints
+from . import checkpoints, records
 from .data import ImageData
 from .evaluation import evaluate
 from .plan import TrainPlan, TrainResult
-
-SUMMARY_KEYS = ("test_accuracy", "test_loss", "train_loss", "start_step", "end_step")
 
 
 def finished_result(run_dir: Path, by_other_process: bool = False) -> TrainResult | None:
@@ -34,7 +32,7 @@ def finished_result(run_dir: Path, by_other_process: bool = False) -> TrainResul
     path = Path(run_dir) / "summary.json"
     if not path.exists():
         return None
-    summary = checkpoints.read_json(path, SUMMARY_KEYS, fix="move it away to train that run again")
+    summary = records.read(path, records.SUMMARY, fix="move it away to train that run again")
     return TrainResult(summary, Path(run_dir), skipped=True, by_other_process=by_other_process)
 
 

@@ -39,14 +39,17 @@ from ..engine.errors import UsageError
 KINDS = ("option", "replicate", "content", "platform")
 
 
-def _field(kind: str, default, help: str):
+def _field(kind: str, default, help: str, empty: bool = False):
+    """empty: the value "" means something the help states (its default is None); text fields whose default is ""
+    take "" anyway."""
+    metadata = {"kind": kind, "help": help, "empty": empty or default == ""}
     if isinstance(default, type) and dataclasses.is_dataclass(default):
-        return field(default_factory=default, metadata={"kind": kind, "help": help})
-    return field(default=default, metadata={"kind": kind, "help": help})
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
-def option(default, help: str = ""):
-    return _field("option", default, help)
+def option(default, help: str = "", empty: bool = False):
+    return _field("option", default, help, empty)
 
 
 def replicate(default, help: str = ""):
@@ -101,7 +104,8 @@ class TrainConfig:
     momentum: typing.Optional[float] = option(None)
     weight_decay: typing.Optional[float] = option(None)
     training_steps: typing.Optional[str] = option(None, "step string, e.g. 160ep")
-    milestone_steps: typing.Optional[str] = option(None, "comma-separated step strings where lr *= gamma")
+    milestone_steps: typing.Optional[str] = option(None, "comma-separated step strings where lr *= gamma; empty: "
+                                                         "none (a constant rate)", empty=True)
     gamma: typing.Optional[float] = option(None)
     warmup_steps: str = option("0it", "linear warmup length")
     augment: bool = option(True, "the dataset's standard augmentation")
@@ -332,10 +336,23 @@ def condition_fields(record: dict) -> dict:
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
 
-def _convert(name: str, text: str, hint):
+def refuse_control_characters(flag: str, text: str) -> None:
+    """A value with a newline, tab or other control character (in a path it would break 'the run directory is the
+    last line') is refused."""
+    bad = next((ch for ch in text if ord(ch) < 32 or ord(ch) == 127), None)
+    if bad is not None:
+        raise UsageError(f"{flag}: the value contains a control character ({bad!r}): remove it")
+
+
+def _convert(name: str, text: str, hint, empty_ok: bool = False):
+    """The value of --name=text as the field's type. Empty is a value only where the field's help says what it
+    means (no controls, no tracking, no milestones, ...); anywhere else it is refused, not read as unset."""
+    refuse_control_characters(f"--{name}", text)
+    if text == "" and not empty_ok:
+        raise UsageError(f"--{name} is empty: give it a value, or leave the flag out for its default")
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if text.lower() in ("none", "null", ""):
+        if text.lower() in ("none", "null"):
             return None
         hint = args[0]
     try:
@@ -367,6 +384,7 @@ def parse_overrides(cls, argv: list[str], base=None):
     cfg = base if base is not None else cls()
     hints = _hints(cfg)
     names = list(hints)
+    empty_ok = {f.name for _, f in leaves(cfg) if f.metadata.get("empty")}
     values = {}
     i = 0
     while i < len(argv):
@@ -389,7 +407,7 @@ def parse_overrides(cls, argv: list[str], base=None):
                 raise UsageError(f"--{key} needs a value: --{key}=VALUE")
         if key in values:
             raise UsageError(f"--{key} is given twice: give each option once")
-        values[key] = _convert(key, text, hints[key])
+        values[key] = _convert(key, text, hints[key], key in empty_ok)
         i += 1
     return with_values(cfg, values)
 

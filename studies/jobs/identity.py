@@ -15,9 +15,10 @@ folder, a rewind point or mask file; their content is named by digest in the rec
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from .config import condition_fields
+from .config import ImpConfig, condition_fields, run_name
 
 # fields holding paths of the machine that ran the job (W&B gets digests and identities instead)
 PATH_FIELDS = ("out", "data_dir", "rewind_from", "mask")
@@ -75,3 +76,13 @@ def identify(config: dict, tickets=()) -> Identity:
 def public_config(record: dict) -> dict:
     """A recorded config without the local paths (PATH_FIELDS)."""
     return {key: v for key, v in record.items() if key not in PATH_FIELDS}
+
+
+def imp_run_name(record: dict) -> str:
+    """The directory name an IMP run's config.json names (jobs.config's policy, as `earlyphase imp` applies it): a
+    run directory whose config was edited after the run names another."""
+    names = {f.name for f in dataclasses.fields(ImpConfig)}
+    cfg = ImpConfig(**{key: v for key, v in record.items() if key in names})
+    sha = record.get("rewind_from_sha256")
+    return run_name("imp", cfg, digests={"rewind_from": f"sha256:{sha}" if sha else ""},
+                    unused={"rewind_step"} if sha else ())

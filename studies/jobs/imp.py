@@ -58,7 +58,7 @@ from earlyphase.imp import perturb as imp_perturb
 from earlyphase.imp.pruning import global_magnitude_prune, survivors
 from earlyphase.imp.rewinding import OPTIMIZER_MODES, masked_momentum, momentum_by_name, rewound_state
 
-from ..engine import checkpoints, schedule
+from ..engine import checkpoints, records, schedule
 from ..engine.augment import derive_seed
 from ..engine.errors import UsageError
 from ..engine.interpolation import BN_MODES, PathSettings, check_mask_holds, evaluate_path, interpolate, summarise
@@ -66,7 +66,7 @@ from ..engine.schedule import Job, Training
 from ..engine.trainer import make_optimizer
 from . import setup, stats
 from .config import DATASET_DEFAULTS, ImpCommand, ImpConfig, SchedulerConfig, parse_overrides, run_dir
-from .identity import identify, public_config
+from .identity import identify, imp_run_name, public_config
 from .wandb_log import logged_run
 
 
@@ -442,7 +442,8 @@ def _analyse(r: _Run, sinks) -> None:
     key = r.path.key()
     for level in r.stability:
         folder = stability_dir(r.out, r.cfg, level)
-        results = checkpoints.read_json(folder / "stability.json", missing_ok=True) or {}
+        results = records.read(folder / "stability.json", records.STABILITY, missing_ok=True,
+                               fix="move it away: the analysis is redone from the two copies") or {}
         done = all((p / "summary.json").exists() for p in (r.out / f"level_{level}", folder))
         if key in results or not done:
             continue
@@ -481,6 +482,7 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
         "rewind_point": {k: point.get(k) for k in ("description", "step", "pretext")} if point else None,
         "perturb_kinds": [perturb_kind(p, r.cfg.perturb_noise) for p in r.perturbations],
     }
+    _check_recorded_config(r.out)
     checkpoints.write_json_atomic(r.out / "config.json", record)
     for sink in sinks:  # what W&B runs carry: the resolved config without paths, and the condition
         sink({"identity": {**public_config(record), **identify(record).fields(), "seed": r.cfg.seed,
@@ -524,6 +526,17 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
     return r.out, records
 
 
+def _check_recorded_config(out: Path) -> None:
+    """A run directory's config.json must name it: one edited after the run (lr 0.1 -> 0.5) would have the run's
+    old results reported under the new config, or be silently rewritten. Platform fields (levels, controls, ...)
+    may differ: they name nothing, and the new record replaces the old."""
+    path = out / "config.json"
+    recorded = records.read(path, records.IMP_CONFIG, missing_ok=True, fix=f"move {out} away to run it again")
+    if recorded is not None and imp_run_name(recorded) != out.name:
+        raise UsageError(f"{path} names another run ({imp_run_name(recorded)}): it was edited after the run; put back "
+                         f"the config it ran with, or move {out} away to run it again")
+
+
 def _records_ready(r: _Run, sinks, level: int) -> None:
     """Tell the sinks that the run's records are complete up to `level` (W&B logs them as an artifact)."""
     for sink in sinks:
@@ -539,9 +552,9 @@ def run(cfg: ImpConfig, sinks=(), scheduler: SchedulerConfig | None = None) -> t
 
 # ---------------------------------------------------------------------------------------------- records
 def _record(r: _Run, level: int, kind: str, part: Path) -> dict:
-    summary = checkpoints.read_json(part / "summary.json", fix="move it away to train that part again")
+    summary = records.read(part / "summary.json", records.SUMMARY, fix="move it away to train that part again")
     density_path = part / "density.json"
-    density = (checkpoints.read_json(density_path, ("density",), fix="move it away: it is rebuilt from mask.pt")
+    density = (records.read(density_path, records.DENSITY, fix="move it away: it is rebuilt from mask.pt")
                ["density"] if density_path.exists() else imp_masks.density(checkpoints.load(part / "mask.pt")))
     if level == 0:
         rewind = r.level0_description

@@ -16,7 +16,7 @@ from ..engine.errors import UsageError
 from ..engine.plan import Schedule, TrainPlan
 from ..engine.steps import Step, StepError
 from ..engine.trainer import COMPILE_MODES
-from .config import TrainConfig
+from .config import TrainConfig, refuse_control_characters
 from .wandb_log import MODES as WANDB_MODES
 
 
@@ -85,6 +85,7 @@ def check_out(text: str) -> None:
     anything is written. A folder that becomes unusable later is reported by the CLI in one line too."""
     if not text.strip():
         raise UsageError("--out is empty: name the folder for the runs, e.g. --out=runs (or --out=. for this one)")
+    refuse_control_characters("--out", text)  # `sweep run --out` comes here without the field parser
     path = Path(text).expanduser().absolute()
     existing = path
     while not os.path.lexists(existing):  # lexists: a name that is too long, or below a file, is "missing"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engine import checkpoints
+from ..engine import records
 from ..engine.errors import UsageError
 from ..engine.interpolation import STABLE_BELOW, PathSettings
 from .config import ImpCommand, ImpConfig, parse_overrides, with_values
@@ -34,11 +34,12 @@ def table(cfg: ImpConfig, out: Path) -> str:
     rows = [("level", "density %", "instability (test)", "instability (train)", f"stable (< {STABLE_BELOW:g})")]
     for level in stability_levels(cfg):
         folder = stability_dir(out, cfg, level)
-        result = (checkpoints.read_json(folder / "stability.json", missing_ok=True) or {}).get(key)
+        result = (records.read(folder / "stability.json", records.STABILITY, missing_ok=True,
+                               fix="move it away and rerun to redo the analysis") or {}).get(key)
         if result is None:
             raise UsageError(f"no stability result for level {level} in {folder}: rerun to finish it")
         rows.append((str(level), f"{100 * result['density']:.2f}", f"{result['instability']:.2f}",
-                     f"{result['train_instability']:.2f}", "yes" if result["stable"] else "no"))
+                     f"{result['train_instability']:.2f}", "yes" if result.get("stable") else "no"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
 

@@ -23,17 +23,17 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import math
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
-from ..engine.checkpoints import write_json_atomic
-from ..engine.errors import UsageError
-from .setup import check_out
+from ..engine.errors import UsageError  # the rest of the application is imported when a sweep is about to run
 
-USAGE = "usage: earlyphase sweep run FILE.yaml [--count=N] [--jobs=J | --concurrent=K] [--out=DIR]"
+USAGE = "usage: earlyphase sweep run FILE.yaml [--count=N] [--jobs=J | --concurrent=K] [--out=DIR] [--max_runs=N]"
 
 
 def import_engine():
@@ -50,40 +50,102 @@ def import_engine():
     return sweeps, create_sweep_command_args
 
 
+MAX_NODES = 100_000  # a sweep file's YAML nodes with every alias expanded (the paper's sweeps: about 200)
+MAX_BYTES = 1 << 20
+MAX_RUNS = 10_000  # `--max_runs` raises it
+
+
+def _expanded_size(node, seen: dict) -> int:
+    """How many nodes the YAML tree has once every alias is expanded (memoised: an alias bomb is counted, not
+    built)."""
+    import yaml
+
+    key = id(node)
+    if key not in seen:
+        seen[key] = 0  # a node that contains itself counts once
+        children = node.value if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) else []
+        flat = [part for child in children for part in (child if isinstance(child, tuple) else (child,))]
+        seen[key] = min(1 + sum(_expanded_size(c, seen) for c in flat), MAX_NODES + 1)
+    return seen[key]
+
+
 def load_sweep(path: Path) -> dict:
+    """The sweep file, parsed with a bound on its size and on what its aliases expand to, and checked against
+    W&B's own schema; every refusal is one line."""
     import yaml
 
     if not path.is_file():
         raise UsageError(f"no sweep file at {path}")
+    if path.stat().st_size > MAX_BYTES:
+        raise UsageError(f"{path} is {path.stat().st_size:,} bytes, more than a sweep file needs ({MAX_BYTES:,}): "
+                         f"check that it is the sweep you meant")
     try:
-        config = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node, {}) > MAX_NODES:
+            raise UsageError(f"{path} expands to more than {MAX_NODES:,} YAML nodes (nested aliases, a 'YAML bomb'?): "
+                             f"write the sweep without aliases")
+        config = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise UsageError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a text file: pass a sweep's YAML file") from None
     if not isinstance(config, dict):
         raise UsageError(f"{path} does not hold a sweep (a mapping with method, parameters, command)")
     sweeps, _ = import_engine()
     violations = sweeps.schema_violations_from_proposed_config(config)
     if violations:
-        raise UsageError(f"{path} is not a valid sweep:\n" + "\n".join(f"  {v}" for v in violations))
+        raise UsageError(f"{path} is not a valid sweep: " + "; ".join(str(v).splitlines()[0] for v in violations))
     return config
 
 
-def enumerate_argvs(config: dict, count: int | None) -> list[list[str]]:
-    """The argv lists an agent would pass, in the engine's order."""
-    sweeps, command_args = import_engine()
+def grid_size(parameters: dict) -> int:
+    """How many runs a grid of these parameters has (nested parameters multiply), counted, not enumerated."""
+    size = 1
+    for spec in parameters.values():
+        if not isinstance(spec, dict):
+            continue
+        if isinstance(spec.get("parameters"), dict):
+            size *= grid_size(spec["parameters"])
+        elif isinstance(spec.get("values"), list):
+            size *= max(1, len(spec["values"]))
+        elif spec.get("distribution") == "int_uniform":
+            size *= max(1, int(spec["max"]) - int(spec["min"]) + 1)
+        elif spec.get("distribution") == "q_uniform":
+            size *= max(1, math.ceil((float(spec["max"]) - float(spec["min"])) / float(spec["q"])))
+    return size
+
+
+def planned_runs(config: dict, count: int | None, max_runs: int = MAX_RUNS) -> int:
+    """How many runs the sweep will have, refused above max_runs before anything is enumerated."""
     if config.get("method") != "grid" and not count:
         raise UsageError(f"method {config.get('method')} never ends by itself: pass --count=N")
-    runs, argvs = [], []
-    while count is None or len(argvs) < count:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            run = sweeps.next_run(config, runs)
-        if run is None:
-            break
-        run.state = sweeps.RunState.finished
-        runs.append(run)
-        argvs.append(list(command_args({"args": run.config})["args"]))
-    return argvs
+    total = grid_size(config["parameters"]) if config.get("method") == "grid" else count
+    total = min(total, count) if count else total
+    if total > max_runs:
+        raise UsageError(f"the sweep has {total:,} runs, more than --max_runs={max_runs:,}: split it (fewer values "
+                         f"per parameter), run part of it with --count=N, or raise --max_runs")
+    return total
+
+
+def enumerate_argvs(config: dict, count: int | None, max_runs: int = MAX_RUNS) -> list[list[str]]:
+    """The argv lists an agent would pass, in the engine's order (a grid in one call of the engine, which then
+    works through the grid once instead of once per run)."""
+    sweeps, command_args = import_engine()
+    total = planned_runs(config, count, max_runs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if config.get("method") == "grid":
+            found = [r for r in sweeps.next_runs(config, [], n=total) if r is not None]
+        else:
+            found = []
+            while len(found) < total:
+                run = sweeps.next_run(config, found)
+                if run is None:
+                    break
+                run.state = sweeps.RunState.finished
+                found.append(run)
+    return [list(command_args({"args": run.config})["args"]) for run in found]
 
 
 def expand_command(config: dict, argv: list[str]) -> list[str]:
@@ -135,10 +197,10 @@ def check_args(args: list[str]) -> None:
     importlib.import_module(COMMANDS[args[0]][0]).check(args[1:])
 
 
-def _parse_options(argv: list[str]) -> tuple[Path, int | None, int, Path, int]:
+def _parse_options(argv: list[str]) -> tuple[Path, int | None, int, Path, int, int]:
     if len(argv) < 2 or argv[0] != "run":
         raise UsageError(USAGE)
-    path, count, jobs, out, concurrency = Path(argv[1]).expanduser(), None, 1, Path("runs"), 1
+    path, count, jobs, out, concurrency, max_runs = Path(argv[1]).expanduser(), None, 1, Path("runs"), 1, MAX_RUNS
     for arg in argv[2:]:
         key, eq, value = arg.partition("=")
         try:
@@ -150,15 +212,30 @@ def _parse_options(argv: list[str]) -> tuple[Path, int | None, int, Path, int]:
                 out = Path(value).expanduser()
             elif key == "--concurrent" and eq:
                 concurrency = int(value)
+            elif key == "--max_runs" and eq:
+                max_runs = int(value)
             else:
                 raise UsageError(f"unknown option {arg}: {USAGE}")
         except ValueError:
             raise UsageError(f"{arg}: expected a whole number") from None
-    if (count is not None and count < 1) or jobs < 1 or concurrency < 1:
-        raise UsageError("--count, --jobs and --concurrent must be at least 1")
+    if (count is not None and count < 1) or jobs < 1 or concurrency < 1 or max_runs < 1:
+        raise UsageError("--count, --jobs, --concurrent and --max_runs must be at least 1")
     if jobs > 1 and concurrency > 1:
         raise UsageError("--jobs runs processes side by side, --concurrent stacks trainings in one: choose one")
-    return path, count, jobs, out, concurrency
+    return path, count, jobs, out, concurrency, max_runs
+
+
+def check_every_run(argvs: list[list[str]], commands: list[list[str]], out: Path) -> None:
+    """Every run's full check before the first starts, with progress every few seconds on a long sweep."""
+    shown = time.monotonic()
+    for i, command in enumerate(commands, 1):
+        try:
+            check_args(with_out(earlyphase_args(command), out))
+        except UsageError as err:
+            raise UsageError(f"run {i} of {len(commands)} ({' '.join(argvs[i - 1])}): {err}") from None
+        if time.monotonic() - shown > 5:
+            print(f"sweep: checked {i} of {len(commands)} runs", file=sys.stderr, flush=True)
+            shown = time.monotonic()
 
 
 def run_in_process(commands: list[list[str]], out: Path, concurrency: int, finished, record) -> None:
@@ -191,23 +268,24 @@ def run_in_process(commands: list[list[str]], out: Path, concurrency: int, finis
 
 
 def main(argv: list[str]) -> int:
-    path, count, jobs, out, concurrency = _parse_options(argv)
+    path, count, jobs, out, concurrency, max_runs = _parse_options(argv)
     config = load_sweep(path)
-    argvs = enumerate_argvs(config, count)
+    argvs = enumerate_argvs(config, count, max_runs)
     commands = [expand_command(config, a) for a in argvs]
+    from ..engine import records
+    from ..engine.checkpoints import write_json_atomic
+    from .setup import check_out
+
     check_out(str(out))
-    for i, command in enumerate(commands, 1):
-        try:
-            check_args(with_out(earlyphase_args(command), out))
-        except UsageError as err:
-            raise UsageError(f"run {i} of {len(commands)} ({' '.join(argvs[i - 1])}): {err}") from None
+    check_every_run(argvs, commands, out)
     digest = hashlib.sha256(json.dumps([config, str(out.resolve())], sort_keys=True, default=str).encode()).hexdigest()[
         :10
     ]
     ledger_dir = out / "sweeps" / f"{path.stem}-{digest}"
     ledger_dir.mkdir(parents=True, exist_ok=True)
     ledger_path = ledger_dir / "ledger.json"
-    ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
+    ledger = records.read(ledger_path, records.LEDGER, missing_ok=True, fix="move it away: finished runs are then "
+                          "started again and skip their finished work") or {}
     lock = threading.Lock()
 
     def finished(i: int) -> bool:

@@ -24,9 +24,9 @@ import math
 import statistics
 from pathlib import Path
 
-from ..engine.checkpoints import save_figure_atomic
+from ..engine.checkpoints import read_json, save_figure_atomic
 from ..jobs.stats import read_stats
-from .runs import curve, read_json
+from .runs import curve
 
 PANELS = (("train_loss", "training loss"), ("test_accuracy", "test accuracy"), ("grad_norm", "gradient L2 norm"),
           ("weight_norm", "weight L2 norm"), ("dist_init", "L2 distance from init"),

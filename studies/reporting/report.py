@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..engine.checkpoints import write_json_atomic, write_text_atomic
 from ..engine.errors import UsageError
+from ..jobs.config import refuse_control_characters
 from . import across, across_figures, wandb_source
 from . import stability as stability_report
 from .findings import bounds, density, findings, points
@@ -393,9 +394,12 @@ def _options(argv: list[str]) -> dict:
         if key.startswith("-") and key in given:
             raise UsageError(f"{key} is given twice: give each option once")
         given.add(key)
+        refuse_control_characters(key if key.startswith("-") else "FOLDER", value if eq else arg)
+        if key in ("--out_dir", "--wandb", "--wandb_cache", "--match_margin") and eq and not value:
+            raise UsageError(f"{key} is empty: give it a value ({USAGE})")
         if key == "--out_dir":
             opts["out"] = value
-        elif key in ("--wandb", "--wandb_cache", "--match_margin") and eq and value:
+        elif key in ("--wandb", "--wandb_cache", "--match_margin") and eq:
             opts[key[2:]] = value
         elif key == "--wandb_log":
             if value and value not in ("offline", "online"):

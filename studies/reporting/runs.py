@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import statistics
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine.checkpoints import read_json
+from ..engine import records
 from ..engine.errors import UsageError
-from ..jobs.identity import identify
+from ..jobs.identity import identify, imp_run_name
 
 
 @dataclass
@@ -42,14 +43,11 @@ class Condition:
     stability: list = field(default_factory=list)  # stability results, each with "seed", "level" and "setting"
 
 
-def _study_runs(study_dir: Path, study) -> tuple[list[Path], list[dict]] | None:
-    """(a study's IMP runs, its units not finished yet), or None if study.json is not a study record.
-    Runs resolve inside the folder that holds the study (study.json keeps them relative to it)."""
-    units = study.get("units") if isinstance(study, dict) else None
-    if not isinstance(units, list) or not all(isinstance(u, dict) for u in units):
-        return None
+def _study_runs(study_dir: Path, study: dict) -> tuple[list[Path], list[dict]]:
+    """(a study's IMP runs, its units not finished yet). Runs resolve inside the folder that holds the study
+    (study.json keeps them relative to it)."""
     runs, pending = [], []
-    for unit in units:
+    for unit in study["units"]:
         if "imp_dir" not in unit:
             pending.append({"run": str(study_dir), "condition": unit.get("condition"), "seed": unit.get("seed"),
                             "why": "this unit of the study has not finished: rerun the study to finish it"})
@@ -66,11 +64,10 @@ def imp_runs(folder: Path) -> tuple[list[Path], list[dict]]:
     folder = Path(folder)
     if folder.name.startswith("imp_") and (folder / "config.json").is_file():
         return [folder], []
-    study = read_json(folder / "study.json", missing_ok=True, kind=object,
-                      fix="move it away and rerun the study to rewrite it")
-    found = _study_runs(folder, study) if study is not None else None
-    if found is not None:
-        return found
+    study = records.read(folder / "study.json", records.STUDY, missing_ok=True,
+                         fix="move it away and rerun the study to rewrite it")
+    if study is not None:
+        return _study_runs(folder, study)
     return [p.parent for p in sorted(folder.rglob("imp_*/config.json"))], []
 
 
@@ -87,15 +84,8 @@ def _merge(first: list[dict], second: list[dict], where: tuple[Path, Path]) -> l
 
 
 def _tickets(run: Path) -> list[dict] | None:
-    fix = "move it away and rerun `earlyphase imp` on that run to rewrite it"
-    tickets = read_json(run / "tickets.json", missing_ok=True, kind=object, fix=fix)
-    if tickets is None:
-        return None
-    if not isinstance(tickets, list) or not all(isinstance(t, dict) and {"level", "kind", "density", "test_accuracy"}
-                                                <= set(t) for t in tickets):
-        raise UsageError(f"{run / 'tickets.json'} does not hold ticket records (a list of level, kind, density, "
-                         f"test_accuracy); move it away and rerun `earlyphase imp` on that run to rewrite it")
-    return tickets
+    return records.read(run / "tickets.json", records.TICKETS, missing_ok=True,
+                        fix="move it away and rerun `earlyphase imp` on that run to rewrite it")
 
 
 def collect(folders) -> tuple[list[Condition], list[dict]]:
@@ -106,10 +96,17 @@ def collect(folders) -> tuple[list[Condition], list[dict]]:
         runs, pending = imp_runs(folder)
         incomplete += pending
         for run in runs:
-            config = read_json(run / "config.json", missing_ok=True, kind=object,
-                               fix="move the run away or rerun the command that made it")
-            if not isinstance(config, dict):
+            config = records.read(run / "config.json", records.IMP_CONFIG, missing_ok=True,
+                                  fix="move the run away or rerun the command that made it")
+            if config is None:
                 incomplete.append({"run": str(run), "why": "no config.json (not started, or not an IMP run)"})
+                continue
+            named = imp_run_name(config)
+            if HASH_NAMED.fullmatch(run.name) and named != run.name:
+                incomplete.append({"run": str(run), "seed": config.get("seed"), "excluded": True,
+                                   "why": f"its config.json names another run ({named}): it was edited after the run "
+                                          f"(or copied under another name); put back the config it ran with, or move "
+                                          f"the run away"})
                 continue
             tickets = _tickets(run)
             if run.name in found:
@@ -152,6 +149,7 @@ def collect(folders) -> tuple[list[Condition], list[dict]]:
 
 
 MANIFEST = "records_manifest.json"  # in a run's records from W&B: the sha256 of each part's final.pt
+HASH_NAMED = re.compile(r"imp_[0-9a-f]{12}")  # a run directory as earlyphase names it (hand-made names are trusted)
 
 
 def verified(run: Path, tickets: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -160,9 +158,9 @@ def verified(run: Path, tickets: list[dict]) -> tuple[list[dict], list[dict]]:
     report never shows a number whose run lost its weights. Records from W&B come without weights: there the sha256
     that the run's records manifest lists for the part's final.pt stands in (it was taken from an intact file).
     Records that name no part directory are taken as they are."""
-    manifest = read_json(run / MANIFEST, missing_ok=True, kind=object,
-                         fix="download the run's records again (earlyphase report --wandb)") or {}
-    hashes = manifest.get("final_sha256") if isinstance(manifest, dict) else None
+    manifest = records.read(run / MANIFEST, records.MANIFEST, missing_ok=True,
+                            fix="download the run's records again (earlyphase report --wandb)") or {}
+    hashes = manifest.get("final_sha256")
     good, problems = [], []
     for record in tickets:
         part = record.get("run_dir")
@@ -179,8 +177,12 @@ def verified(run: Path, tickets: list[dict]) -> tuple[list[dict], list[dict]]:
 
 def _part_problem(part: Path, record: dict, sha256: str | None) -> tuple[str | None, str]:
     """(what is wrong with a record's part or None, how it was verified: final.pt or manifest)."""
-    summary = read_json(part / "summary.json", missing_ok=True, kind=object)
-    if not isinstance(summary, dict) or summary.get("test_accuracy") != record["test_accuracy"]:
+    try:
+        summary = records.read(part / "summary.json", records.SUMMARY, missing_ok=True,
+                               fix="move it and final.pt away and rerun `earlyphase imp` on the run")
+    except UsageError as err:  # a damaged part is listed with its fix, the rest is reported
+        return str(err), ""
+    if summary is None or summary["test_accuracy"] != record["test_accuracy"]:
         return "its summary.json is missing or disagrees with tickets.json: rerun `earlyphase imp` on the run", ""
     final = part / "final.pt"
     if not final.exists() and sha256:
@@ -202,12 +204,8 @@ def stability_results(run: Path, seed) -> list[dict]:
     """The instability analyses of an IMP run (level_L/stability*/stability.json), one record per path setting."""
     out = []
     for path in sorted(Path(run).glob("level_*/stability*/stability.json")):
-        results = read_json(path, missing_ok=True, kind=object, fix="move it away and rerun the run to rewrite it")
-        if not isinstance(results, dict):
-            raise UsageError(f"{path} does not hold stability results; move it away and rerun the run to rewrite it")
-        for setting, r in results.items():
-            if isinstance(r, dict) and {"level", "instability", "train_instability", "path"} <= set(r):
-                out.append({**r, "seed": seed, "setting": setting, "copy": path.parent.name})
+        results = records.read(path, records.STABILITY, fix="move it away and rerun the run to redo the analysis")
+        out += [{**r, "seed": seed, "setting": setting, "copy": path.parent.name} for setting, r in results.items()]
     return out
 
 
