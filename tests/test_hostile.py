@@ -211,3 +211,20 @@ def test_sigterm_and_ctrl_c_print_the_interrupt_line_and_a_rerun_resumes_identic
     assert done.returncode == 0
     (finished,) = reference.glob("train_*")
     assert same_state(final_weights(run), final_weights(finished))
+
+
+def test_a_damaged_sweep_ledger_and_study_record_are_one_line(tmp_path, capsys):
+    path = write(tmp_path, yaml.safe_dump({"method": "grid", "parameters": {"seed": {"values": [0]}},
+                                           "command": ["${env}", "earlyphase", "train", "--width=2",
+                                                       "--training_steps=2it", "--batch_size=256", "${args}"]}))
+    out = tmp_path / "runs"
+    assert run_cli(["sweep", "run", str(path), f"--out={out}"], capsys)[0] == 0
+    (ledger,) = out.glob("sweeps/*/ledger.json")
+    ledger.write_text(json.dumps({"--seed=0": {"argv": "--seed=0", "returncode": 0, "log": None}}))
+    code, _, err = run_cli(["sweep", "run", str(path), f"--out={out}"], capsys)
+    one_line_error(code, err, str(ledger), "['--seed=0'].argv is not a list", "move it away")
+    study = tmp_path / "study_x"
+    study.mkdir()
+    (study / "study.json").write_text(json.dumps({"config": {}}))
+    code, _, err = run_cli(["report", str(study)], capsys)
+    one_line_error(code, err, "study.json is corrupt (has no 'units')", "rerun the study")
