@@ -7,8 +7,8 @@ import signal
 import sys
 import threading
 
+from .campaigns.commands import COMMANDS
 from .engine.errors import UsageError, os_error_message
-from .jobs.commands import COMMANDS
 
 USAGE = "usage: earlyphase COMMAND [--field=value ...]   (earlyphase COMMAND --help lists the fields)"
 HELP_FLAGS = ("-h", "--help")

@@ -9,12 +9,12 @@ import subprocess
 
 import pytest
 
+from earlyphase.studies.campaigns.study import StudyConfig
 from earlyphase.studies.engine.errors import UsageError
 from earlyphase.studies.jobs import setup
 from earlyphase.studies.jobs.config import TrainConfig, parse_overrides, with_values
 from earlyphase.studies.jobs.imp import ImpConfig
 from earlyphase.studies.jobs.pretrain import PretrainConfig
-from earlyphase.studies.jobs.study import StudyConfig
 
 from conftest import one_line_error, run_cli
 

@@ -8,7 +8,8 @@ import pytest
 
 from earlyphase.pretext import registry
 from earlyphase.pretext.base import PretextTask
-from earlyphase.studies.jobs import imp, pretrain, setup, study
+from earlyphase.studies.campaigns import study
+from earlyphase.studies.jobs import imp, pretrain, setup
 from earlyphase.studies.jobs.config import TrainConfig, condition_fields, parse_overrides, run_dir
 
 NAMES = [

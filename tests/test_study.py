@@ -6,7 +6,7 @@ import torch
 import torchvision
 
 from earlyphase.studies import cli
-from earlyphase.studies.jobs import study
+from earlyphase.studies.campaigns import study
 
 from cifar_files import UncheckedCIFAR10, write_cifar_tree
 

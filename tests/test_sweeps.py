@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from earlyphase.studies import cli
-from earlyphase.studies.jobs import sweep as sweep_cmd
+from earlyphase.studies.campaigns import sweep as sweep_cmd
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 
@@ -115,7 +115,7 @@ def test_tiny_sweep_runs_end_to_end_and_skips_finished(tmp_path, capsys):
 @functools.lru_cache(maxsize=None)
 def units_of_sweep(path):
     """Every sweep run's study units as (condition, steps, seed) (planning a study finds the pretext tasks: kept)."""
-    from earlyphase.studies.jobs import study
+    from earlyphase.studies.campaigns import study
 
     config = yaml.safe_load(path.read_text())
     per_run = []
@@ -140,7 +140,7 @@ def test_each_sweep_run_is_one_unit_and_every_unit_trains_once(path):
 def test_the_budget_sweeps_hold_every_reference():
     """Each pretext budget's `rewind k` is a run of the same sweep (the runs do not add references), and so is
     reset."""
-    from earlyphase.studies.jobs import study
+    from earlyphase.studies.campaigns import study
 
     for stem in ("pretrain_length", "pretrain_length-quick", "pretext_vs_rewind", "pretext_vs_rewind-quick",
                  "stability", "stability-quick"):

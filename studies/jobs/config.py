@@ -239,29 +239,47 @@ def _task_option_fields() -> list[tuple]:
     return out
 
 
-PretrainConfig = dataclasses.make_dataclass("PretrainConfig", _task_option_fields(), bases=(PretrainFields,))
-PretrainConfig.__doc__ = "Pretraining with a pretext task (`earlyphase pretrain`): a rewind point for `earlyphase imp`."
-PretrainConfig.__module__ = __name__
+_DERIVED = ("PretrainConfig", "StudyConfig")
 
 
-@dataclass
-class StudyConfig:
-    """A comparison of rewind points (`earlyphase study`): an IMP config, a pretraining config and the
-    scheduler's settings, composed (one flag sets a field in each that has it), plus the study's own fields."""
+def _derive() -> dict:
+    """PretrainConfig (PretrainFields plus every installed task's options) and StudyConfig, which holds one."""
+    PretrainConfig = dataclasses.make_dataclass("PretrainConfig", _task_option_fields(), bases=(PretrainFields,))
+    PretrainConfig.__doc__ = "Pretraining with a pretext task (`earlyphase pretrain`): a rewind point for imp."
+    PretrainConfig.__module__ = __name__
 
-    imp: ImpConfig = component(ImpConfig)
-    pretrain: PretrainConfig = component(PretrainConfig)
-    scheduler: SchedulerConfig = component(SchedulerConfig)
-    preset: str = platform("quick", "quick (digits, CPU, minutes) or paper (CIFAR-10, GPU); sets defaults")
-    conditions: str = option("all", "comma-separated: reset, rewind and pretext names, each NAME or NAME=STEPS (its "
-                                    "own k: rewind=12it, rotation=2ep; it wins over --pretrain_budgets); all = every "
-                                    "one")
-    references: bool = option(True, "each pretext budget K also runs rewinding to K, its like-for-like reference "
-                                    "(false: only the conditions named; the sweeps list references as runs of "
-                                    "their own)")
-    seeds: str = option("0,1", "comma-separated seeds; each condition runs once per seed")
-    pretrain_budgets: str = option("", "per-task pretraining lengths overriding --pretrain_steps: rotation=2ep,...")
-    control_conditions: str = option("rewind", "conditions that also run --controls (all = every one)")
+    @dataclass
+    class StudyConfig:
+        """A comparison of rewind points (`earlyphase study`): an IMP config, a pretraining config and the
+        scheduler's settings, composed (one flag sets a field in each that has it), plus the study's own fields."""
+
+        imp: ImpConfig = component(ImpConfig)
+        pretrain: PretrainConfig = component(PretrainConfig)
+        scheduler: SchedulerConfig = component(SchedulerConfig)
+        preset: str = platform("quick", "quick (digits, CPU, minutes) or paper (CIFAR-10, GPU); sets defaults")
+        conditions: str = option("all", "comma-separated: reset, rewind and pretext names, each NAME or NAME=STEPS "
+                                        "(its own k: rewind=12it, rotation=2ep; it wins over --pretrain_budgets); "
+                                        "all = every one")
+        references: bool = option(True, "each pretext budget K also runs rewinding to K, its like-for-like reference "
+                                        "(false: only the conditions named; the sweeps list references as runs of "
+                                        "their own)")
+        seeds: str = option("0,1", "comma-separated seeds; each condition runs once per seed")
+        pretrain_budgets: str = option("", "per-task pretraining lengths overriding --pretrain_steps: "
+                                           "rotation=2ep,...")
+        control_conditions: str = option("rewind", "conditions that also run --controls (all = every one)")
+
+    StudyConfig.__qualname__ = "StudyConfig"
+    return {"PretrainConfig": PretrainConfig, "StudyConfig": StudyConfig}
+
+
+def __getattr__(name: str):
+    """PretrainConfig and StudyConfig are made on first use, not when this module is imported: finding the tasks
+    imports them and their dependencies (lightly, kornia), which `earlyphase report` never needs. Made once, they
+    are this module's names from then on (so type hints resolve)."""
+    if name in _DERIVED:
+        globals().update(_derive())
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------- naming
@@ -321,8 +339,9 @@ def run_dir(kind: str, cfg, **naming) -> Path:
 
 
 def _all_config_fields() -> dict[str, str]:
-    return {f.name: field_kind(f) for cls in (ImpConfig, PretrainConfig, StudyConfig, SchedulerConfig)
-            for _, f in leaves(cls())}
+    """The kinds of the fields a run records (IMP, pretraining and scheduler fields; the tasks' own options are
+    options too, and a rewind point records them apart), known without finding the installed tasks."""
+    return {f.name: field_kind(f) for cls in (ImpConfig, PretrainFields, SchedulerConfig) for _, f in leaves(cls())}
 
 
 def condition_fields(record: dict) -> dict:

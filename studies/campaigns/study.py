@@ -37,12 +37,12 @@ from ..engine.checkpoints import write_json_atomic
 from ..engine.errors import UsageError
 from ..engine.interpolation import PathSettings
 from ..engine.schedule import Job
+from ..jobs import imp as imp_job
+from ..jobs import pretrain as pretrain_job
+from ..jobs.config import ImpConfig, PretrainConfig, StudyConfig, flat, parse_overrides, run_dir, with_values
+from ..jobs.setup import SEED_LIMIT
+from ..jobs.wandb_log import wandb_logger
 from ..reporting.report import write_report
-from . import imp as imp_job
-from . import pretrain as pretrain_job
-from .config import ImpConfig, PretrainConfig, StudyConfig, flat, parse_overrides, run_dir, with_values
-from .setup import SEED_LIMIT
-from .wandb_log import wandb_logger
 
 PRESETS = {
     # 3 seeds (the fewest that allow a paired interval) x 6 IMP runs of 4 trainings, + 3 controls and 6 stability copies

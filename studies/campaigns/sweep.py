@@ -274,7 +274,7 @@ def main(argv: list[str]) -> int:
     commands = [expand_command(config, a) for a in argvs]
     from ..engine import records
     from ..engine.checkpoints import write_json_atomic
-    from .setup import check_out
+    from ..jobs.setup import check_out
 
     check_out(str(out))
     check_every_run(argvs, commands, out)

@@ -12,12 +12,12 @@ COMMANDS = {
     ),
     "pretext": ("earlyphase.studies.jobs.pretext_list", None, "list: the pretext tasks found (built-in and plugins)"),
     "study": (
-        "earlyphase.studies.jobs.study",
+        "earlyphase.studies.campaigns.study",
         "StudyConfig",
         "the main job: pretrain -> IMP -> tickets -> report, per condition and seed",
     ),
     "sweep": (
-        "earlyphase.studies.jobs.sweep",
+        "earlyphase.studies.campaigns.sweep",
         None,
         "run FILE.yaml [--count=N] [--jobs=J]: a W&B sweep, locally, no server",
     ),
