@@ -1,0 +1,119 @@
+"""`earlyphase imp`, the parts of a level as trainings for the scheduler: the trunk (the ticket), each control and
+each perturbation, from the rewind point with the optimiser the protocol gives them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from earlyphase.imp import controls as imp_controls
+from earlyphase.imp import masks as imp_masks
+from earlyphase.imp import perturb as imp_perturb
+from earlyphase.imp.rewinding import masked_momentum, momentum_by_name, rewound_state
+
+from ..engine import checkpoints
+from ..engine.augment import derive_seed
+from ..engine.errors import UsageError
+from ..engine.schedule import Training
+from ..engine.trainer import make_optimizer
+from . import setup, stats
+from .imp_mask_files import ensure_mask
+from .imp_setup import ImpRun, init_state, perturb_kind, perturb_seed, reinit_seed
+
+
+def _tagged(sinks, level: int, kind: str, density: float):
+    tags = {"imp_level": level, "imp_kind": kind, "imp_density": density}
+    return [lambda record, sink=sink: sink({**record, **tags}) for sink in sinks]
+
+
+def part_training(r: ImpRun, part_dir: Path, state: dict, mask: dict, *, start: int, save_at: tuple,
+          momentum: dict | None, sinks, level: int, kind: str, init_seed: int | None = None,
+          data_seed: int | None = None) -> Training:
+    """One part (trunk level, control, perturbation or stability copy) as a training for the scheduler;
+    momentum: {name: buffer} the optimiser starts with (None: fresh SGD); data_seed: another data order."""
+    model = setup.make_model(r.cfg, r.data, r.device)
+    model.load_state_dict(state)
+    plan = setup.make_plan(r.cfg, r.data, r.device, start=start, save_at=save_at, seed=data_seed,
+                           progress=f"imp level {level} {kind}")
+    optimizer_state = None
+    if momentum:  # an SGD state made for this very model and device, so it loads as the trainer's own
+        optimizer = make_optimizer(model, plan)
+        for name, param in model.named_parameters():
+            if name in momentum:
+                optimizer.state[param]["momentum_buffer"] = momentum[name].to(param.device, param.dtype).clone()
+        optimizer_state = optimizer.state_dict()
+    pruned = imp_masks.kept(mask) < imp_masks.size(mask)  # a dense level trains exactly like `earlyphase train`
+    density = imp_masks.density(mask)
+    sinks = _tagged(sinks, level, kind, density)
+    init = init_state(r, init_seed) if r.cfg.track_steps else None  # the part's original initialisation
+    hooks = stats.tracker_hooks(r.cfg, model, plan, r.data, part_dir, mask=mask, init=init, sinks=sinks)
+
+    def done(result) -> None:
+        acc = result.summary["test_accuracy"]
+        state_text = "already finished" if result.skipped else "done"
+        print(f"imp level {level} {kind}: density {density:.4f}, test accuracy {acc:.4f} ({state_text})",
+              file=sys.stderr)
+        if not result.skipped:  # finished work that is skipped logs nothing
+            for sink in sinks:
+                sink({"part_done": True, "test_accuracy": acc})
+
+    return Training(model, r.data, plan, part_dir, mask=mask if pruned else None, optimizer_state=optimizer_state,
+                    sinks=sinks, step_hooks=hooks, done=done)
+
+
+def rewind_point(r: ImpRun) -> tuple[dict, dict | None]:
+    """(model state, momentum by name or None) every level >= 1 and random_prune control starts from."""
+    if r.rewind_file is not None:
+        return r.rewind_file["model"], r.rewind_momentum
+    path = r.out / "level_0" / f"weights_{r.start}it.pt"
+    if not path.exists():
+        raise UsageError(
+            f"the rewind point {path} is missing although level 0 finished; move level_0 away to retrain it"
+        )
+    saved = checkpoints.load(path)
+    return saved["model"], momentum_by_name(saved["optimizer"], r.param_names)
+
+
+def momentum_for(r: ImpRun, rewind_momentum: dict | None, mask: dict) -> dict | None:
+    """The momentum a level >= 1 starts with: none (fresh) or the rewind point's, masked (rewound)."""
+    if r.cfg.rewind_optimizer == "fresh" or not rewind_momentum:
+        return None
+    return masked_momentum(rewind_momentum, mask)
+
+
+def control_training(r: ImpRun, level: int, control: str, trunk_mask: dict, rewind_model, rewind_momentum,
+                     sinks) -> Training:
+    part = r.out / f"level_{level}" / control
+    generator = torch.Generator().manual_seed(derive_seed(r.cfg.seed, control, level))
+    mask = ensure_mask(part, r, lambda: imp_controls.control_mask(control, trunk_mask, generator))
+    fresh_seed = reinit_seed(r, level) if imp_controls.reinitialises(control) else None
+    if fresh_seed is not None:
+        fresh = setup.make_model(r.cfg, r.data, torch.device("cpu"), seed=fresh_seed)
+        state, momentum = rewound_state(fresh.state_dict(), mask), None
+    else:
+        state, momentum = rewound_state(rewind_model, mask), momentum_for(r, rewind_momentum, mask)
+    return part_training(r, part, state, mask, start=r.start, save_at=(r.start,), momentum=momentum,
+                 sinks=sinks, level=level, kind=control, init_seed=fresh_seed)
+
+
+def perturbed_training(r: ImpRun, level: int, name: str, trunk_mask: dict, rewind_model, rewind_momentum,
+                       sinks) -> Training:
+    kind = perturb_kind(name, r.cfg.perturb_noise)
+    part = r.out / f"level_{level}" / kind
+    mask = ensure_mask(part, r, lambda: {n: m.clone() for n, m in trunk_mask.items()})
+    seed = perturb_seed(r, name, level)
+    if not (part / "perturbation.json").exists():
+        checkpoints.write_json_atomic(
+            part / "perturbation.json",
+            {"perturbation": name, "seed": seed, "noise": r.cfg.perturb_noise if name == "noise" else None},
+        )
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        state = imp_perturb.perturb(name, rewound_state(rewind_model, mask), mask, generator,
+                                    init=init_state(r), noise=r.cfg.perturb_noise)
+    except ValueError as err:
+        raise UsageError(f"--perturb={name}: {err}") from None
+    return part_training(r, part, state, mask, start=r.start, save_at=(r.start,),
+                 momentum=momentum_for(r, rewind_momentum, mask), sinks=sinks, level=level, kind=kind)
