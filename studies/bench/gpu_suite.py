@@ -260,45 +260,39 @@ def variants(cuda: bool) -> list[tuple[str, dict]]:
     return out
 
 
-def run_suite(cfg: BenchConfig) -> int:
-    cuda = torch.cuda.is_available() and cfg.device != "cpu"
-    if not cuda and cfg.device != "cpu":
-        print("no CUDA: the GPU suite needs a CUDA device (pass --device=cpu for a dry run at toy sizes)",
-              file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    device = setup.resolve_device("cuda" if cfg.device == "auto" else cfg.device)
-    width = cfg.width
-    spe = cfg.steps_per_epoch or (391 if cuda else 2)
-    repeats = min(cfg.repeats, 2) if cuda else 1
-    report = {"device": device_name(device), "torch": torch.__version__, "width": width, "steps_per_epoch": spe,
-              "repeats": repeats, "checks": {}, "variants": {}, "errors": {}}
-    say(f"GPU suite on {report['device']}, torch {torch.__version__}; budget {cfg.budget_s:.0f} s")
+class _Guard:
+    """Runs each check or timed variant under an alarm and the suite's time budget; a failure is recorded, and the
+    others go on."""
 
-    def left() -> float:
-        return cfg.budget_s - (time.perf_counter() - start)
+    def __init__(self, report: dict, budget_s: float, cuda: bool):
+        self.report, self.budget_s, self.cuda, self.start = report, budget_s, cuda, time.perf_counter()
 
-    def guarded(kind: str, name: str, fn, cap: float):
-        if kind == "time" and left() < 10:
-            report["errors"][name] = "skipped: time budget spent"
+    def left(self) -> float:
+        return self.budget_s - (time.perf_counter() - self.start)
+
+    def __call__(self, kind: str, name: str, fn, cap: float):
+        if kind == "time" and self.left() < 10:
+            self.report["errors"][name] = "skipped: time budget spent"
             say(f"[{kind}] {name}: skipped (budget)")
             return None
         t0 = time.perf_counter()
         try:
-            with alarm(cap if kind == "check" else min(cap, left())):
+            with alarm(cap if kind == "check" else min(cap, self.left())):
                 out = fn()
         except Exception as err:  # noqa: BLE001  one failing variant must not lose the others
-            report["errors"][name] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-            say(f"[{kind}] {name}: FAILED {report['errors'][name]}")
+            self.report["errors"][name] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+            say(f"[{kind}] {name}: FAILED {self.report['errors'][name]}")
             traceback.print_exc(limit=3, file=sys.stderr)
             out = None
         finally:
-            if cuda:
+            if self.cuda:
                 torch.cuda.empty_cache()
         if out is not None:
             out["seconds"] = round(time.perf_counter() - t0, 1)
         return out
 
+
+def _run_checks(guarded: _Guard, device, width: int, cuda: bool) -> None:
     checks = [("cuda_vs_cpu", lambda: check_device_vs_cpu(device, width)),
               ("stacked_vs_train", lambda: check_stacked(device, width)),
               ("compile_cudagraph", lambda: check_cudagraph(device, width)),
@@ -308,9 +302,12 @@ def run_suite(cfg: BenchConfig) -> int:
     for name, fn in checks:
         result = guarded("check", name, fn, 90)
         if result is not None:
-            report["checks"][name] = result
+            guarded.report["checks"][name] = result
             say(f"[check] {name}: {'ok' if result['ok'] else 'MISMATCH'}  " + json.dumps(result))
 
+
+def _run_variants(guarded: _Guard, device, width: int, spe: int, repeats: int, cuda: bool) -> None:
+    report = guarded.report
     for name, kwargs in variants(cuda):
         result = guarded("time", name, lambda: measure(device, kwargs["precision"], kwargs["compile"], width, spe,
                                                         repeats, stacked=kwargs.get("stacked", 0),
@@ -330,8 +327,24 @@ def run_suite(cfg: BenchConfig) -> int:
                 report["checks"][f"compile_{mode}"] = check
                 say(f"[check] compile {mode} vs eager: {'ok' if check['ok'] else 'MISMATCH'}  " + json.dumps(check))
 
+
+def run_suite(cfg: BenchConfig) -> int:
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    if not cuda and cfg.device != "cpu":
+        print("no CUDA: the GPU suite needs a CUDA device (pass --device=cpu for a dry run at toy sizes)",
+              file=sys.stderr)
+        return 2
+    device = setup.resolve_device("cuda" if cfg.device == "auto" else cfg.device)
+    spe = cfg.steps_per_epoch or (391 if cuda else 2)
+    repeats = min(cfg.repeats, 2) if cuda else 1
+    report = {"device": device_name(device), "torch": torch.__version__, "width": cfg.width, "steps_per_epoch": spe,
+              "repeats": repeats, "checks": {}, "variants": {}, "errors": {}}
+    guarded = _Guard(report, cfg.budget_s, cuda)
+    say(f"GPU suite on {report['device']}, torch {torch.__version__}; budget {cfg.budget_s:.0f} s")
+    _run_checks(guarded, device, cfg.width, cuda)
+    _run_variants(guarded, device, cfg.width, spe, repeats, cuda)
     report.update(conclusions(report))
-    report["total_s"] = round(time.perf_counter() - start, 1)
+    report["total_s"] = round(time.perf_counter() - guarded.start, 1)
     say("")
     for line in report["conclusion_lines"]:
         say(line)

@@ -198,124 +198,141 @@ def _train_held(runs: dict, data: ImageData, device: torch.device) -> dict:
 
 
 def _train_group(members: list[_Member], data: ImageData, device: torch.device) -> list[TrainResult]:
-    plan, tasks, models = members[0].plan, [m.task for m in members], [m.model for m in members]
-    step = members[0].step
-    template = copy.deepcopy(models[0]).to("meta").train()  # the architecture; functional_call supplies tensors
-    if plan.precision == "bf16":
-        _batchnorm_in_fp32(template)
-    for model in models:
-        model.train()
-    params, buffers = stack_module_state(models)
-    names = list(params)
-    own_params = [dict(m.named_parameters()) for m in models]
-    own_buffers = [dict(m.named_buffers()) for m in models]
+    return _Group(members, data, device).train()
 
-    optimizer = torch.optim.SGD(list(params.values()), lr=plan.schedule.lr, momentum=plan.momentum,
-                                weight_decay=plan.weight_decay, nesterov=False,
-                                **({"fused": True} if device.type == "cuda" else {"foreach": True}))
-    _stack_momentum(optimizer, params, members)
-    mask_names = sorted({n for m in members for n in (m.run.mask or {})})
-    mask_params = [params[n] for n in mask_names]
-    stacked_masks = [torch.stack([(m.run.mask or {}).get(n, torch.ones(())).to(params[n].device, params[n].dtype)
-                                  .expand(params[n].shape[1:]) for m in members]) for n in mask_names]
 
-    def one(p, b, x):
-        return functional_call(template, (p, b), (x,))
+class _Group:
+    """K same-shaped trainings as one vmapped function: stacked parameters, buffers, momentum and masks, one SGD."""
 
-    forward = vmap(one)
-    mode = compile_mode(plan, device)
-    forward = compiled(forward, mode)
+    def __init__(self, members: list[_Member], data: ImageData, device: torch.device):
+        self.members, self.data, self.device = members, data, device
+        self.plan, self.tasks = members[0].plan, [m.task for m in members]
+        models = [m.model for m in members]
+        self.template = copy.deepcopy(models[0]).to("meta").train()  # the architecture; tensors come stacked
+        if self.plan.precision == "bf16":
+            _batchnorm_in_fp32(self.template)
+        for model in models:
+            model.train()
+        self.params, self.buffers = stack_module_state(models)
+        self.own_params = [dict(m.named_parameters()) for m in models]
+        self.own_buffers = [dict(m.named_buffers()) for m in models]
+        self.optimizer = torch.optim.SGD(list(self.params.values()), lr=self.plan.schedule.lr,
+                                         momentum=self.plan.momentum, weight_decay=self.plan.weight_decay,
+                                         nesterov=False,
+                                         **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+        _stack_momentum(self.optimizer, self.params, members)
+        mask_names = sorted({n for m in members for n in (m.run.mask or {})})
+        self.mask_params = [self.params[n] for n in mask_names]
+        self.stacked_masks = [torch.stack([(m.run.mask or {}).get(n, torch.ones(()))
+                                           .to(self.params[n].device, self.params[n].dtype)
+                                           .expand(self.params[n].shape[1:]) for m in members]) for n in mask_names]
+        self.mode = compile_mode(self.plan, device)
+        self.forward = compiled(vmap(self._one), self.mode)
+        self.loss_sum = torch.stack([m.loss_sum for m in members])
+
+    def _one(self, p, b, x):
+        return functional_call(self.template, (p, b), (x,))
 
     @torch.no_grad()
-    def write_back() -> None:
+    def write_back(self) -> None:
         """Copy the stacked tensors into each run's own model and optimiser (for saving and evaluation)."""
-        for k, member in enumerate(members):
-            for n in names:
-                own_params[k][n].copy_(params[n][k])
-                buf = optimizer.state.get(params[n], {}).get("momentum_buffer")
+        for k, member in enumerate(self.members):
+            for n in self.params:
+                self.own_params[k][n].copy_(self.params[n][k])
+                buf = self.optimizer.state.get(self.params[n], {}).get("momentum_buffer")
                 if buf is not None:
-                    member.optimizer.state[own_params[k][n]]["momentum_buffer"] = buf[k].clone()
-            for n, b in buffers.items():
-                own_buffers[k][n].copy_(b[k])
+                    member.optimizer.state[self.own_params[k][n]]["momentum_buffer"] = buf[k].clone()
+            for n, b in self.buffers.items():
+                self.own_buffers[k][n].copy_(b[k])
             for group in member.optimizer.param_groups:
-                group["lr"] = optimizer.param_groups[0]["lr"]
+                group["lr"] = self.optimizer.param_groups[0]["lr"]
 
-    batches = _StackedEpochs(data, members)
-    per_epoch = batches.per_epoch
-    watch = DivergenceWatch(per_epoch, [m.dir for m in members], [*params.values(), *buffers.values()])
-    loss_sum = torch.stack([m.loss_sum for m in members])
-    loss_count = members[0].loss_count
-    bar = tqdm(total=plan.end - plan.start, initial=step - plan.start, desc=f"stacked x{len(members)}",
-               file=sys.stderr, disable=None, leave=False, unit="it", mininterval=1.0)
-    for p in params.values():
-        p.grad = None
-
-    def step_body(x, targets):
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, plan.precision):
-            outputs = forward(params, buffers, x)
-        losses = _losses(tasks, outputs, targets)
+    def step_body(self, x, targets):
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.plan.precision):
+            outputs = self.forward(self.params, self.buffers, x)
+        losses = _losses(self.tasks, outputs, targets)
         losses.sum().backward()  # d(sum)/d(loss_k) = 1: each model gets exactly its own gradient
-        optimizer.step()
-        apply_mask(mask_params, stacked_masks)
-        loss_sum.add_(losses.detach())
+        self.optimizer.step()
+        apply_mask(self.mask_params, self.stacked_masks)
+        self.loss_sum.add_(losses.detach())
         return losses
 
-    graphed = None  # compile=cudagraph with the default loss: the whole stacked step as one CUDA graph
-    graphable = whole_step_graph(mode) and _default_loss(tasks)
-    while step < plan.end:
+    def task_batches(self, batches, step: int) -> tuple[torch.Tensor, list, int]:
+        """(stacked inputs, targets) of each member's task on its own batch of this step, and the batch's size."""
         x, y, idx = batches.batch(step)
         inputs, targets = [], []
-        for k, (member, task) in enumerate(zip(members, tasks)):
+        for k, (member, task) in enumerate(zip(self.members, self.tasks)):
             if task.stochastic:
                 torch.manual_seed(derive_seed(member.plan.seed, "batch", step))
             i, t = task.batch(x[k], y[k], idx[k])
             inputs.append(i)
             targets.append(t)
-        lr = plan.schedule.lr_at(step)
-        stacked_inputs = torch.stack(inputs)
-        if graphable and graphed is None and x.shape[1] == plan.batch_size and _class_labels(targets):
-            graphed = GraphedStep(step_body, optimizer, stacked_inputs, torch.stack(targets), lr,
-                                  other_state=[*buffers.values(), loss_sum])
-        if graphed is not None and stacked_inputs.shape == graphed.x.shape:
-            losses = graphed(stacked_inputs, torch.stack(targets), lr)
-        else:
-            optimizer.param_groups[0]["lr"] = lr
-            if mode == "reduce-overhead":
-                torch.compiler.cudagraph_mark_step_begin()
-            losses = step_body(stacked_inputs, targets)
-        loss_count += 1
-        step += 1
-        watch.add(step, losses)
-        bar.update(1)
-        saving = [m for m in members if step in m.plan.save_at]
-        if saving:
-            watch.check(step)
-            write_back()
-            for m in saving:
-                m.save_weights(step)
-        if step % per_epoch and step != plan.end:
-            continue
-        watch.check(step)
+        return torch.stack(inputs), targets, x.shape[1]
+
+    def end_of_epoch(self, step: int, per_epoch: int, lr: float, loss_count: int) -> int:
+        """Evaluations and checkpoints at an epoch's end (or the last step); returns the loss count going on."""
+        plan = self.plan
         epoch = -(-step // per_epoch)
         evaluating = epoch % plan.eval_every == 0 or step == plan.end
         checkpointing = epoch % plan.checkpoint_every == 0 and step < plan.end
         if evaluating or checkpointing:
-            write_back()
-        for k, member in enumerate(members):
-            member.loss_sum, member.loss_count = loss_sum[k].clone(), loss_count
+            self.write_back()
+        for k, member in enumerate(self.members):
+            member.loss_sum, member.loss_count = self.loss_sum[k].clone(), loss_count
             if evaluating:
-                member.files.record(step, per_epoch, lr, (loss_sum[k] / max(loss_count, 1)).item(),
-                                    evaluate(member.model, data, member.task, member.plan))
-                member.loss_sum, member.loss_count = torch.zeros((), device=device), 0
+                member.files.record(step, per_epoch, lr, (self.loss_sum[k] / max(loss_count, 1)).item(),
+                                    evaluate(member.model, self.data, member.task, member.plan))
+                member.loss_sum, member.loss_count = torch.zeros((), device=self.device), 0
             if checkpointing:
-                member.checkpoint(step, device)
+                member.checkpoint(step, self.device)
         if evaluating:
-            loss_sum.zero_()  # in place: a captured step adds into this very tensor
-            loss_count = 0
-    bar.close()
-    write_back()
-    return [m.files.finish(m.model, data, m.task) for m in members]
+            self.loss_sum.zero_()  # in place: a captured step adds into this very tensor
+            return 0
+        return loss_count
+
+    def train(self) -> list[TrainResult]:
+        plan, members, step = self.plan, self.members, self.members[0].step
+        batches = _StackedEpochs(self.data, members)
+        per_epoch = batches.per_epoch
+        watch = DivergenceWatch(per_epoch, [m.dir for m in members], [*self.params.values(), *self.buffers.values()])
+        loss_count = members[0].loss_count
+        bar = tqdm(total=plan.end - plan.start, initial=step - plan.start, desc=f"stacked x{len(members)}",
+                   file=sys.stderr, disable=None, leave=False, unit="it", mininterval=1.0)
+        for p in self.params.values():
+            p.grad = None
+        graphed = None  # compile=cudagraph with the default loss: the whole stacked step as one CUDA graph
+        graphable = whole_step_graph(self.mode) and _default_loss(self.tasks)
+        while step < plan.end:
+            stacked_inputs, targets, size = self.task_batches(batches, step)
+            lr = plan.schedule.lr_at(step)
+            if graphable and graphed is None and size == plan.batch_size and _class_labels(targets):
+                graphed = GraphedStep(self.step_body, self.optimizer, stacked_inputs, torch.stack(targets), lr,
+                                      other_state=[*self.buffers.values(), self.loss_sum])
+            if graphed is not None and stacked_inputs.shape == graphed.x.shape:
+                losses = graphed(stacked_inputs, torch.stack(targets), lr)
+            else:
+                self.optimizer.param_groups[0]["lr"] = lr
+                if self.mode == "reduce-overhead":
+                    torch.compiler.cudagraph_mark_step_begin()
+                losses = self.step_body(stacked_inputs, targets)
+            loss_count += 1
+            step += 1
+            watch.add(step, losses)
+            bar.update(1)
+            saving = [m for m in members if step in m.plan.save_at]
+            if saving:
+                watch.check(step)
+                self.write_back()
+                for m in saving:
+                    m.save_weights(step)
+            if step % per_epoch and step != plan.end:
+                continue
+            watch.check(step)
+            loss_count = self.end_of_epoch(step, per_epoch, lr, loss_count)
+        bar.close()
+        self.write_back()
+        return [m.files.finish(m.model, self.data, m.task) for m in members]
 
 
 def _batchnorm_in_fp32(template: torch.nn.Module) -> None:

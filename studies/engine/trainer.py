@@ -179,11 +179,49 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
             own.release()
 
 
+def _step_body(forward, optimizer, task, params, masks, loss_sum: torch.Tensor, device, precision: str):
+    """One optimiser step on a batch: forward, the task's loss, backward, SGD, the mask; the loss summed on the
+    device (no host sync)."""
+
+    def step_body(inputs, targets):
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            outputs = forward(inputs)
+        loss = task.loss(outputs, targets)
+        loss.backward()
+        optimizer.step()
+        apply_mask(params, masks)
+        loss_sum.add_(loss.detach())
+        return loss
+
+    return step_body
+
+
+def _end_of_epoch(files: RunFiles, model, optimizer, data, task, plan: TrainPlan, step: int, lr: float,
+                  loss_sum: torch.Tensor, loss_count: int, bar) -> int:
+    """The evaluation and checkpoint an epoch's end (or the last step) asks for; returns the loss count going on."""
+    per_epoch = data.iterations_per_epoch(plan.batch_size)
+    epoch = -(-step // per_epoch)
+    if epoch % plan.eval_every == 0 or step == plan.end:
+        record = files.record(step, per_epoch, lr, (loss_sum / max(loss_count, 1)).item(),
+                              evaluate(model, data, task, plan))
+        loss_sum.zero_()  # in place: a captured step adds into this very tensor
+        loss_count = 0
+        bar.set_postfix(acc=record["test_accuracy"], loss=round(record["train_loss"], 4), refresh=False)
+    if epoch % plan.checkpoint_every == 0 and step < plan.end:
+        files.checkpoint(model, optimizer, step, loss_sum, loss_count, model_device(model))
+    return loss_count
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_dir: Path, *, task, mask,
                   optimizer_state, sinks, step_hooks):
     """train_steps' work, in a run directory whose lock this process holds and that is not finished."""
     task = task or Supervised()
-    device = next(model.parameters()).device
+    device = model_device(model)
     if device.type == "cpu":
         cpu_process_settings()
     if device.type == "cuda":
@@ -197,17 +235,7 @@ def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_
     apply_mask(params, masks)
     files.save_start(model, optimizer, step)
 
-    def step_body(inputs, targets):
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, plan.precision):
-            outputs = forward(inputs)
-        loss = task.loss(outputs, targets)
-        loss.backward()
-        optimizer.step()
-        apply_mask(params, masks)
-        loss_sum.add_(loss.detach())
-        return loss
-
+    step_body = _step_body(forward, optimizer, task, params, masks, loss_sum, device, plan.precision)
     graphed = None  # the whole step as one CUDA graph (compile=cudagraph), built at the first full batch
     graphable = whole_step_graph(mode) and type(task).loss is PretextTask.loss
     batches = EpochBatches(data, plan, task)
@@ -245,15 +273,7 @@ def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_
         if step % per_epoch and step != plan.end:
             continue
         watch.check(step)
-        epoch = -(-step // per_epoch)
-        if epoch % plan.eval_every == 0 or step == plan.end:
-            record = files.record(step, per_epoch, lr, (loss_sum / max(loss_count, 1)).item(),
-                                  evaluate(model, data, task, plan))
-            loss_sum.zero_()  # in place: a captured step adds into this very tensor
-            loss_count = 0
-            bar.set_postfix(acc=record["test_accuracy"], loss=round(record["train_loss"], 4), refresh=False)
-        if epoch % plan.checkpoint_every == 0 and step < plan.end:
-            files.checkpoint(model, optimizer, step, loss_sum, loss_count, device)
+        loss_count = _end_of_epoch(files, model, optimizer, data, task, plan, step, lr, loss_sum, loss_count, bar)
     bar.close()
     if device.type == "cuda":
         model.to(memory_format=torch.contiguous_format)
