@@ -18,9 +18,9 @@ from .pruning import random_prune_global, random_prune_layerwise
 CONTROLS = ("random_reinit", "random_prune_global", "random_prune_layerwise")
 
 
-def parse_controls(text: str) -> tuple[str, ...]:
-    """`"a,b"` -> ("a", "b") in the canonical order, duplicates dropped; ValueError on an unknown name."""
-    names = [t.strip() for t in (text or "").split(",") if t.strip()]
+def parse_controls(names) -> tuple[str, ...]:
+    """Names -> the same names in the canonical order, duplicates dropped; ValueError on an unknown one."""
+    names = list(names)
     unknown = [n for n in names if n not in CONTROLS]
     if unknown:
         raise ValueError(f"unknown control {unknown[0]!r}: choose from {', '.join(CONTROLS)}")

@@ -33,9 +33,9 @@ PERTURBATIONS = ("sign_rewind_mag_init", "sign_init_mag_rewind", "random_mag", "
 NEEDS_INIT = ("sign_rewind_mag_init", "sign_init_mag_rewind")
 
 
-def parse_perturbations(text: str) -> tuple[str, ...]:
-    """`"a,b"` (or `all`) -> names in the canonical order, duplicates dropped; ValueError on an unknown name."""
-    names = [t.strip() for t in (text or "").split(",") if t.strip()]
+def parse_perturbations(names) -> tuple[str, ...]:
+    """Names (or ["all"]) -> names in the canonical order, duplicates dropped; ValueError on an unknown one."""
+    names = list(names)
     if names == ["all"]:
         return PERTURBATIONS
     unknown = [n for n in names if n not in PERTURBATIONS]

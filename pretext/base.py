@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .options import Option, coerce_option, declared_options, parse_args, parse_bool  # noqa: F401  (the task interface)
+
 
 @dataclass(frozen=True)
 class TaskInfo:
@@ -47,52 +49,6 @@ class TaskInfo:
         """(mean, std) as 1 x C x 1 x 1 tensors; make them once per device (each call is a host->device copy)."""
         to_tensor = lambda values: torch.tensor(values, device=device).view(1, -1, 1, 1)  # noqa: E731
         return to_tensor(self.mean), to_tensor(self.std)
-
-
-@dataclass(frozen=True)
-class Option:
-    """A task option's default and its one-line help (shown by `--help` and `earlyphase pretext list`)."""
-
-    default: object
-    help: str = ""
-
-
-def declared_options(task: type) -> dict[str, Option]:
-    """A task's options as {name: Option}, whether declared as plain defaults or as Option(default, help)."""
-    return {name: value if isinstance(value, Option) else Option(value) for name, value in task.options.items()}
-
-
-_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
-
-
-def coerce_option(task: str, key: str, value, default):
-    """`value` as the type of `default` (bool, int, float or str); text is parsed."""
-    kind = type(default)
-    try:
-        if kind is bool:
-            if isinstance(value, str):
-                if value.lower() not in _TRUE | _FALSE:
-                    raise ValueError
-                return value.lower() in _TRUE
-            return bool(value)
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{task} option {key}={value!r}: expected {kind.__name__}") from None
-
-
-def parse_args(text: str) -> dict:
-    """'k=v,k=v' -> {k: 'v'} (the values stay text; the task converts them); a key given twice is refused."""
-    out = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"bad pretext argument {item!r}: write key=value,key=value")
-        if key.strip() in out:
-            raise ValueError(f"{key.strip()} is given twice: give each key once")
-        out[key.strip()] = value.strip()
-    return out
 
 
 class PretextTask:

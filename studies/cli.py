@@ -24,7 +24,8 @@ def _config_class(name: str):
 def _shown_config(name: str, args: list[str]):
     """(the config `args` make, dataset and preset defaults filled in, or None; why not, or ""). A command
     module's own parse(argv) is used where it has one (study: presets), else the plain field parser."""
-    from .jobs.config import parse_overrides, resolved
+    from .jobs.config import resolved
+    from .jobs.flags import parse_overrides
 
     module = importlib.import_module(COMMANDS[name][0])
     cls = _config_class(name)

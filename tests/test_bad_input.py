@@ -12,7 +12,8 @@ import pytest
 from earlyphase.studies.campaigns.study import StudyConfig
 from earlyphase.studies.engine.errors import UsageError
 from earlyphase.studies.jobs import setup
-from earlyphase.studies.jobs.config import TrainConfig, parse_overrides, with_values
+from earlyphase.studies.jobs.config import TrainConfig
+from earlyphase.studies.jobs.flags import parse_overrides, with_values
 from earlyphase.studies.jobs.imp import ImpConfig
 from earlyphase.studies.jobs.pretrain import PretrainConfig
 

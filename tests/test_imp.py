@@ -95,10 +95,10 @@ def test_random_masks_match_trunk_density_and_are_seeded():
     assert all(torch.equal(glob[n], draw("random_prune_global", 0)[n]) for n in names)
     assert any(not torch.equal(glob[n], draw("random_prune_global", 1)[n]) for n in names)
     assert all(torch.equal(draw("random_reinit", 0)[n], trunk[n]) for n in names)
-    assert controls.parse_controls("random_prune_layerwise, random_reinit,random_reinit") == (
+    assert controls.parse_controls(["random_prune_layerwise", "random_reinit", "random_reinit"]) == (
         "random_reinit", "random_prune_layerwise")
     with pytest.raises(ValueError, match="unknown control"):
-        controls.parse_controls("random_prune")
+        controls.parse_controls(["random_prune"])
 
 
 def test_rewound_state_and_masked_momentum():

@@ -12,7 +12,7 @@ import torch
 
 from earlyphase.studies.engine import models
 from earlyphase.studies.jobs import imp as imp_job
-from earlyphase.studies.jobs.config import parse_overrides
+from earlyphase.studies.jobs.flags import parse_overrides
 
 from conftest import run_cli
 

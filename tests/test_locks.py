@@ -20,7 +20,8 @@ from earlyphase.studies.engine.schedule import Training, train_interleaved
 from earlyphase.studies.engine.stacked import StackedRun, train_stacked
 from earlyphase.studies.jobs import imp as imp_job
 from earlyphase.studies.jobs import setup
-from earlyphase.studies.jobs.config import TrainConfig, parse_overrides, run_dir
+from earlyphase.studies.jobs.config import TrainConfig, run_dir
+from earlyphase.studies.jobs.flags import parse_overrides
 
 TINY = ["--width=4", "--training_steps=1ep"]
 DEADLINE_S = 600  # only against a hang; nothing here measures time

@@ -10,7 +10,8 @@ from earlyphase.pretext import registry
 from earlyphase.pretext.base import PretextTask
 from earlyphase.studies.campaigns import study
 from earlyphase.studies.jobs import imp, pretrain, setup
-from earlyphase.studies.jobs.config import TrainConfig, condition_fields, parse_overrides, run_dir
+from earlyphase.studies.jobs.config import TrainConfig, condition_fields, run_dir
+from earlyphase.studies.jobs.flags import parse_overrides
 
 NAMES = [
     ("train", "train_4a1c9493cfa7"),

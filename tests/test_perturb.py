@@ -102,6 +102,6 @@ def test_bad_input_is_a_value_error():
     with pytest.raises(ValueError, match="noise scale"):
         P.perturb("noise", rewind, mask, g, noise=-1.0)
     with pytest.raises(ValueError, match="unknown perturbation 'nois'"):
-        P.parse_perturbations("noise,nois")
-    assert P.parse_perturbations("noise, permute,noise") == ("permute", "noise")
-    assert P.parse_perturbations("all") == P.PERTURBATIONS and P.parse_perturbations("") == ()
+        P.parse_perturbations(["noise", "nois"])
+    assert P.parse_perturbations(["noise", "permute", "noise"]) == ("permute", "noise")
+    assert P.parse_perturbations(["all"]) == P.PERTURBATIONS and P.parse_perturbations([]) == ()

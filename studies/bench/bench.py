@@ -29,7 +29,7 @@ from ..engine.errors import UsageError
 from ..engine.schedule import ENGINES
 from ..engine.trainer import COMPILE_MODES
 from ..jobs import setup
-from ..jobs.config import parse_overrides
+from ..jobs.flags import parse_overrides
 from .gpu_suite import run_suite
 from .timing import BenchConfig, device_name, measure
 

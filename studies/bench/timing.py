@@ -31,7 +31,8 @@ from ..engine.trainer import (
     train,
     whole_step_graph,
 )
-from ..jobs.config import DATASET_DEFAULTS, option, platform
+from ..jobs.config import DATASET_DEFAULTS
+from ..jobs.flags import option, platform
 
 CIFAR_TRAIN = 50_000
 GRID_EPOCHS = 6 * 3 * 9 * 160  # conditions x seeds x trainings (dense + 8 levels) x epochs

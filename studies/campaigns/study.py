@@ -39,7 +39,8 @@ from ..engine.interpolation import PathSettings
 from ..engine.schedule import Job
 from ..jobs import imp as imp_job
 from ..jobs import pretrain as pretrain_job
-from ..jobs.config import ImpConfig, PretrainConfig, StudyConfig, flat, parse_overrides, run_dir, with_values
+from ..jobs.config import ImpConfig, PretrainConfig, StudyConfig, run_dir
+from ..jobs.flags import flat, parse_overrides, split_list, with_values
 from ..jobs.setup import SEED_LIMIT
 from ..jobs.wandb_log import wandb_logger
 from ..reporting.report import write_report
@@ -68,10 +69,6 @@ def parse(argv: list[str]) -> StudyConfig:
     return parse_overrides(StudyConfig, argv, base=with_values(StudyConfig(), {"preset": preset, **PRESETS[preset]}))
 
 
-def _split(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def available_conditions() -> list[str]:
     from earlyphase.pretext import registry
 
@@ -80,7 +77,7 @@ def available_conditions() -> list[str]:
 
 def _names(flag: str, text: str, known: list[str]) -> list[str]:
     """The condition names of a flag (`all` = every known one), each known and given once."""
-    names = known if text.strip() == "all" else _split(text)
+    names = known if text.strip() == "all" else split_list(text)
     unknown = [c for c in names if c not in known]
     if unknown:
         raise UsageError(f"--{flag}: unknown {', '.join(unknown)}; available: {', '.join(known)} (or all)")
@@ -92,7 +89,7 @@ def _names(flag: str, text: str, known: list[str]) -> list[str]:
 
 def _seeds(text: str) -> list[int]:
     try:
-        seeds = [int(s) for s in _split(text)]
+        seeds = [int(s) for s in split_list(text)]
     except ValueError:
         raise UsageError(f"--seeds={text}: write integers, e.g. --seeds=0,1,2") from None
     if not seeds:
@@ -110,7 +107,7 @@ def _seeds(text: str) -> list[int]:
 
 def _budgets(cfg: StudyConfig, known: list[str]) -> dict:
     budgets = {}
-    for item in _split(cfg.pretrain_budgets):
+    for item in split_list(cfg.pretrain_budgets):
         name, eq, steps = item.partition("=")
         if not eq or name not in known or name in BASELINES:
             raise UsageError(f"--pretrain_budgets: {item!r} is not name=steps with a pretext task (e.g. rotation=2ep)")
@@ -125,7 +122,7 @@ def _conditions(cfg: StudyConfig, known: list[str]) -> list[tuple[str, str | Non
     to STEPS for rewind and supervised, pretraining for STEPS for a pretext task); each entry once."""
     text = cfg.conditions.strip()
     items = [(name, None) for name in known] if text == "all" else []
-    for item in [] if text == "all" else _split(text):
+    for item in [] if text == "all" else split_list(text):
         name, eq, steps = (t.strip() for t in item.partition("="))
         if name not in known:
             raise UsageError(f"--conditions: unknown {name}; available: {', '.join(known)} (or all)")

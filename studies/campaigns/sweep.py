@@ -28,10 +28,13 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.errors import UsageError  # the rest of the application is imported when a sweep is about to run
+from ..jobs.flags import parse_command_line, platform
 
 USAGE = "usage: earlyphase sweep run FILE.yaml [--count=N] [--jobs=J | --concurrent=K] [--out=DIR] [--max_runs=N]"
 
@@ -197,32 +200,27 @@ def check_args(args: list[str]) -> None:
     importlib.import_module(COMMANDS[args[0]][0]).check(args[1:])
 
 
-def _parse_options(argv: list[str]) -> tuple[Path, int | None, int, Path, int, int]:
-    if len(argv) < 2 or argv[0] != "run":
+@dataclass
+class SweepOptions:
+    """`earlyphase sweep run FILE`'s options."""
+
+    count: typing.Optional[int] = platform(None, "run the first N runs (needed for random and bayes sweeps)")
+    jobs: int = platform(1, "J runs side by side, each its own process")
+    out: str = platform("runs", "parent folder of the run directories (replaces the sweep's --out)")
+    concurrent: int = platform(1, "the sweep's studies in this process, K trainings at a time")
+    max_runs: int = platform(MAX_RUNS, "refuse a sweep of more runs than this")
+
+
+def _parse_options(argv: list[str]) -> tuple[Path, SweepOptions]:
+    """(the sweep file, the options): `run FILE` and the one field parser."""
+    opts, positional = parse_command_line(SweepOptions, argv)
+    if len(positional) != 2 or positional[0] != "run":
         raise UsageError(USAGE)
-    path, count, jobs, out, concurrency, max_runs = Path(argv[1]).expanduser(), None, 1, Path("runs"), 1, MAX_RUNS
-    for arg in argv[2:]:
-        key, eq, value = arg.partition("=")
-        try:
-            if key == "--count" and eq:
-                count = int(value)
-            elif key == "--jobs" and eq:
-                jobs = int(value)
-            elif key == "--out" and eq:
-                out = Path(value).expanduser()
-            elif key == "--concurrent" and eq:
-                concurrency = int(value)
-            elif key == "--max_runs" and eq:
-                max_runs = int(value)
-            else:
-                raise UsageError(f"unknown option {arg}: {USAGE}")
-        except ValueError:
-            raise UsageError(f"{arg}: expected a whole number") from None
-    if (count is not None and count < 1) or jobs < 1 or concurrency < 1 or max_runs < 1:
+    if (opts.count is not None and opts.count < 1) or min(opts.jobs, opts.concurrent, opts.max_runs) < 1:
         raise UsageError("--count, --jobs, --concurrent and --max_runs must be at least 1")
-    if jobs > 1 and concurrency > 1:
+    if opts.jobs > 1 and opts.concurrent > 1:
         raise UsageError("--jobs runs processes side by side, --concurrent stacks trainings in one: choose one")
-    return path, count, jobs, out, concurrency, max_runs
+    return Path(positional[1]).expanduser(), opts
 
 
 def check_every_run(argvs: list[list[str]], commands: list[list[str]], out: Path) -> None:
@@ -268,9 +266,10 @@ def run_in_process(commands: list[list[str]], out: Path, concurrency: int, finis
 
 
 def main(argv: list[str]) -> int:
-    path, count, jobs, out, concurrency, max_runs = _parse_options(argv)
+    path, opts = _parse_options(argv)
+    jobs, concurrency, out = opts.jobs, opts.concurrent, Path(opts.out).expanduser()
     config = load_sweep(path)
-    argvs = enumerate_argvs(config, count, max_runs)
+    argvs = enumerate_argvs(config, opts.count, opts.max_runs)
     commands = [expand_command(config, a) for a in argvs]
     from ..engine import records
     from ..engine.checkpoints import write_json_atomic

@@ -21,57 +21,19 @@ are derived from the installed tasks, plugins included, with the tasks' own help
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
-import math
 import re
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from earlyphase.pretext import registry
 from earlyphase.pretext.base import declared_options
 
 from ..engine.errors import UsageError
-
-KINDS = ("option", "replicate", "content", "platform")
-
-
-def _field(kind: str, default, help: str, empty: bool = False):
-    """empty: the value "" means something the help states (its default is None); text fields whose default is ""
-    take "" anyway."""
-    metadata = {"kind": kind, "help": help, "empty": empty or default == ""}
-    if isinstance(default, type) and dataclasses.is_dataclass(default):
-        return field(default_factory=default, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def option(default, help: str = "", empty: bool = False):
-    return _field("option", default, help, empty)
-
-
-def replicate(default, help: str = ""):
-    return _field("replicate", default, help)
-
-
-def content(default, help: str = ""):
-    return _field("content", default, help)
-
-
-def platform(default, help: str = ""):
-    return _field("platform", default, help)
-
-
-def component(cls, help: str = ""):
-    """A config held inside another (the study holds an IMP config, ...): its fields are set by the same flags."""
-    return _field("component", cls, help)
-
-
-def field_kind(f: dataclasses.Field) -> str:
-    return f.metadata.get("kind", "option")
-
+from .flags import component, content, field_kind, field_types, leaves, option, platform, replicate
 
 # Per-dataset training defaults, like open_lth's per-model defaults. None in a config means "take these".
 DATASET_DEFAULTS = {
@@ -283,21 +245,6 @@ def __getattr__(name: str):
 
 
 # ---------------------------------------------------------------------------------------------- naming
-def leaves(cfg) -> list[tuple[object, dataclasses.Field]]:
-    """(owner, field) for every flag-settable field of a config, through its components, each name once."""
-    out, seen = [], set()
-    for f in fields(cfg):
-        if field_kind(f) == "component":
-            for owner, leaf in leaves(getattr(cfg, f.name)):
-                if leaf.name not in seen:
-                    seen.add(leaf.name)
-                    out.append((owner, leaf))
-        elif f.name not in seen:
-            seen.add(f.name)
-            out.append((cfg, f))
-    return out
-
-
 def effective_default(cfg, f: dataclasses.Field):
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     if default is None and hasattr(cfg, "dataset"):
@@ -351,107 +298,11 @@ def condition_fields(record: dict) -> dict:
     return {k: v for k, v in record.items() if kinds.get(k) == "option"}
 
 
-# ---------------------------------------------------------------------------------------------- parsing
-_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
-
-
-def refuse_control_characters(flag: str, text: str) -> None:
-    """A value with a newline, tab or other control character (in a path it would break 'the run directory is the
-    last line') is refused."""
-    bad = next((ch for ch in text if ord(ch) < 32 or ord(ch) == 127), None)
-    if bad is not None:
-        raise UsageError(f"{flag}: the value contains a control character ({bad!r}): remove it")
-
-
-def _convert(name: str, text: str, hint, empty_ok: bool = False):
-    """The value of --name=text as the field's type. Empty is a value only where the field's help says what it
-    means (no controls, no tracking, no milestones, ...); anywhere else it is refused, not read as unset."""
-    refuse_control_characters(f"--{name}", text)
-    if text == "" and not empty_ok:
-        raise UsageError(f"--{name} is empty: give it a value, or leave the flag out for its default")
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if text.lower() in ("none", "null"):
-            return None
-        hint = args[0]
-    try:
-        if hint is bool:
-            low = text.lower()
-            if low not in _TRUE | _FALSE:
-                raise ValueError
-            return low in _TRUE
-        if hint is int:
-            return int(text)
-        if hint is float:
-            value = float(text)
-            if not math.isfinite(value):
-                raise UsageError(f"--{name}={text}: expected a finite number")
-            return value
-        return str(text)
-    except ValueError:
-        raise UsageError(f"--{name}={text}: expected {hint.__name__}") from None
-
-
-def parse_overrides(cls, argv: list[str], base=None):
-    """Parse `--key=value` / `--key value` / `--flag` arguments into an instance of `cls` (or onto `base`),
-    composed configs included: a flag sets its field in every component that has it.
-
-    Unknown keys are refused with the closest valid key suggested. A value never starts with `--`: in
-    `--out --training_steps=3it` the second flag is not --out's value (`--out` is refused as missing one).
-    A key given twice is refused: which one was meant is not ours to guess (last-wins hid typos in sweeps).
-    """
-    cfg = base if base is not None else cls()
-    hints = _hints(cfg)
-    names = list(hints)
-    empty_ok = {f.name for _, f in leaves(cfg) if f.metadata.get("empty")}
-    values = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--"):
-            raise UsageError(f"unexpected argument {arg!r}: options are written --name=value")
-        key, eq, text = arg[2:].partition("=")
-        key = key.replace("-", "_")
-        if key not in hints:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean --{close[0]}?" if close else "; run with --help to list the options"
-            raise UsageError(f"unknown option --{key}{hint}")
-        if not eq:
-            if hints[key] is bool and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
-                text = "true"
-            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                i += 1
-                text = argv[i]
-            else:
-                raise UsageError(f"--{key} needs a value: --{key}=VALUE")
-        if key in values:
-            raise UsageError(f"--{key} is given twice: give each option once")
-        values[key] = _convert(key, text, hints[key], key in empty_ok)
-        i += 1
-    return with_values(cfg, values)
-
-
-def _hints(cfg) -> dict:
-    """{flag name: type} of every leaf field."""
-    return {f.name: typing.get_type_hints(type(owner))[f.name] for owner, f in leaves(cfg)}
-
-
-def with_values(cfg, values: dict):
-    """A copy of `cfg` with `values` set in every component that has each field."""
-    changes = {}
-    for f in fields(cfg):
-        if field_kind(f) == "component":
-            changes[f.name] = with_values(getattr(cfg, f.name), values)
-        elif f.name in values:
-            changes[f.name] = values[f.name]
-    return dataclasses.replace(cfg, **changes)
-
-
 def describe_options(cls, cfg=None) -> str:
     """One line per flag: --name=type  [value]  help. The value is `cfg`'s (the config the command's other
     arguments make, dataset defaults filled in) or, without one, the class default."""
     shown_cfg = cfg if cfg is not None else cls()
-    hints = _hints(shown_cfg)
+    hints = field_types(shown_cfg)
     lines = []
     for owner, f in leaves(shown_cfg):
         value = getattr(owner, f.name)
@@ -471,9 +322,3 @@ def resolved(cfg):
         return cfg.resolved()
     return dataclasses.replace(cfg, **{f.name: resolved(getattr(cfg, f.name)) for f in fields(cfg)
                                        if field_kind(f) == "component"})
-
-
-def flat(cfg) -> dict:
-    """Every flag's value (a composed config's components flattened), e.g. for a W&B run's config."""
-    return {f.name: getattr(owner, f.name) for owner, f in leaves(cfg)}
-

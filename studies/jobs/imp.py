@@ -54,7 +54,8 @@ from earlyphase.imp.rewinding import masked_momentum, rewound_state
 from ..engine import checkpoints, schedule
 from ..engine.schedule import Job
 from . import setup
-from .config import ImpCommand, ImpConfig, SchedulerConfig, parse_overrides
+from .config import ImpCommand, ImpConfig, SchedulerConfig
+from .flags import parse_overrides
 from .identity import identify, public_config
 from .imp_mask_files import trunk_mask
 from .imp_parts import control_training, momentum_for, part_training, perturbed_training, rewind_point

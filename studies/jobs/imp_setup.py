@@ -23,6 +23,7 @@ from ..engine.errors import UsageError
 from ..engine.interpolation import BN_MODES, PathSettings
 from . import setup
 from .config import DATASET_DEFAULTS, ImpConfig, run_dir
+from .flags import split_list
 
 
 @dataclass
@@ -126,11 +127,11 @@ def _checked_options(cfg: ImpConfig) -> tuple[tuple, tuple]:
     if cfg.rewind_optimizer not in OPTIMIZER_MODES:
         raise UsageError(f"--rewind_optimizer={cfg.rewind_optimizer}: choose {' or '.join(OPTIMIZER_MODES)}")
     try:
-        controls = imp_controls.parse_controls(cfg.controls)
+        controls = imp_controls.parse_controls(split_list(cfg.controls))
     except ValueError as err:
         raise UsageError(f"--controls: {err}") from None
     try:
-        perturbations = imp_perturb.parse_perturbations(cfg.perturb)
+        perturbations = imp_perturb.parse_perturbations(split_list(cfg.perturb))
     except ValueError as err:
         raise UsageError(f"--perturb: {err}") from None
     if not (cfg.perturb_noise >= 0 and cfg.perturb_noise < float("inf")):
@@ -140,7 +141,7 @@ def _checked_options(cfg: ImpConfig) -> tuple[tuple, tuple]:
 
 def _prunable(cfg: ImpConfig, model) -> tuple[list, list]:
     """(the prunable names, the ignored ones in canonical spelling, so `fc` and `fc.weight` name one run)."""
-    ignore = [t.strip() for t in cfg.prune_ignore.split(",") if t.strip()]
+    ignore = split_list(cfg.prune_ignore)
     try:
         names = imp_masks.prunable_names(model, ignore)
     except ValueError as err:
@@ -229,7 +230,7 @@ def stability_levels(cfg: ImpConfig) -> tuple[int, ...]:
         levels = (
             tuple(range(cfg.levels + 1))
             if text == "all"
-            else tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
+            else tuple(sorted({int(t) for t in split_list(text)}))
         )
     except ValueError:
         raise UsageError(

@@ -56,7 +56,8 @@ from ..engine.errors import UsageError
 from ..engine.plan import TrainPlan, TrainResult
 from ..engine.schedule import Job, Training
 from . import setup
-from .config import PretrainConfig, PretrainFields, parse_overrides, run_dir
+from .config import PretrainConfig, PretrainFields, run_dir
+from .flags import parse_overrides
 from .identity import public_config
 from .stats import tracker_hooks
 from .wandb_log import logged_run

@@ -16,7 +16,8 @@ from ..engine.errors import UsageError
 from ..engine.plan import Schedule, TrainPlan
 from ..engine.steps import Step, StepError
 from ..engine.trainer import COMPILE_MODES
-from .config import TrainConfig, refuse_control_characters
+from .config import TrainConfig
+from .flags import refuse_control_characters, split_list
 from .wandb_log import MODES as WANDB_MODES
 
 
@@ -135,7 +136,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise UsageError(f"--compile={cfg.compile}: use auto, {', '.join(COMPILE_MODES)}")
     for name in ("training_steps", "warmup_steps"):
         parse_step(getattr(cfg, name), 1, name)
-    milestones = [parse_step(text, 1, "milestone_steps") for text in filter(None, cfg.milestone_steps.split(","))]
+    milestones = [parse_step(text, 1, "milestone_steps") for text in split_list(cfg.milestone_steps)]
     if not math.isfinite(cfg.lr * _power(cfg.gamma, len(milestones))):
         raise UsageError(f"--gamma={cfg.gamma}: the learning rate overflows after {len(milestones)} milestones "
                          f"(--lr={cfg.lr} x gamma^{len(milestones)}); use a gamma such as 0.1")
@@ -169,7 +170,7 @@ def training_steps(cfg: TrainConfig, data: ImageData) -> tuple[int, Step]:
 def schedule(cfg: TrainConfig, per_epoch: int) -> Schedule:
     """The learning rate as a function of the step: --lr, x --gamma at each milestone, --warmup_steps."""
     milestones = tuple(
-        parse_step(t, per_epoch, "milestone_steps").it for t in filter(None, cfg.milestone_steps.split(","))
+        parse_step(t, per_epoch, "milestone_steps").it for t in split_list(cfg.milestone_steps)
     )
     warmup = parse_step(cfg.warmup_steps, per_epoch, "warmup_steps").it
     return Schedule(cfg.lr, milestones, cfg.gamma, warmup)

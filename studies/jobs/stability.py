@@ -16,16 +16,15 @@ from pathlib import Path
 from ..engine import records
 from ..engine.errors import UsageError
 from ..engine.interpolation import STABLE_BELOW, PathSettings
-from .config import ImpCommand, ImpConfig, parse_overrides, with_values
+from .config import ImpCommand, ImpConfig
+from .flags import parse_overrides
 from .imp import check_command, run_logged, stability_dir, stability_levels
 
 DEFAULTS = {"levels": 0, "stability": "0"}
 
 
 def parse(argv: list[str]) -> ImpCommand:
-    given = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
-    base = with_values(ImpCommand(), {k: v for k, v in DEFAULTS.items() if k not in given})
-    return parse_overrides(ImpCommand, argv, base=base)
+    return parse_overrides(ImpCommand, argv, defaults=DEFAULTS)
 
 
 def table(cfg: ImpConfig, out: Path) -> str:

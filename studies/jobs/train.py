@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..engine.checkpoints import write_json_atomic
 from ..engine.trainer import train
 from . import setup
-from .config import TrainConfig, parse_overrides, run_dir
+from .config import TrainConfig, run_dir
+from .flags import parse_overrides
 from .identity import public_config
 from .stats import tracker_hooks
 from .wandb_log import logged_run

@@ -25,11 +25,13 @@ import base64
 import json
 import math
 import re
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.checkpoints import write_json_atomic, write_text_atomic
 from ..engine.errors import UsageError
-from ..jobs.config import refuse_control_characters
+from ..jobs.flags import parse_command_line, platform, refuse_control_characters
 from . import across, across_figures, wandb_source
 from . import stability as stability_report
 from .findings import bounds, density, findings, points
@@ -374,50 +376,34 @@ def verification_note(conditions: list[Condition]) -> str:
             f"stay on the machine that trained them).")
 
 
-def _options(argv: list[str]) -> dict:
-    """FOLDER ... and the options of `earlyphase report`, each given at most once."""
-    opts = {"folders": [], "out": None, "wandb": None, "wandb_cache": wandb_source.DEFAULT_CACHE, "wandb_log": None,
-            "match_margin": 100 * across.DEFAULT_MARGIN}
-    given = set()
-    args = iter(argv)
-    for arg in args:
-        key, eq, value = arg.partition("=")
-        key = {"-o": "--out_dir", "--output": "--out_dir"}.get(key, key)
-        if key == "--out_dir" and not eq:
-            value = next(args, None)
-            if value is None or value.startswith("-"):
-                raise UsageError(f"{arg} needs a folder: -o OUT_DIR")
-            eq = "="
-        if arg.startswith("--reference"):
-            raise UsageError("--reference is gone: every condition is compared with its like (a pretext condition with "
-                             "rewinding to its own k, rewinding with reset); " + USAGE)
-        if key.startswith("-") and key in given:
-            raise UsageError(f"{key} is given twice: give each option once")
-        given.add(key)
-        refuse_control_characters(key if key.startswith("-") else "FOLDER", value if eq else arg)
-        if key in ("--out_dir", "--wandb", "--wandb_cache", "--match_margin") and eq and not value:
-            raise UsageError(f"{key} is empty: give it a value ({USAGE})")
-        if key == "--out_dir":
-            opts["out"] = value
-        elif key in ("--wandb", "--wandb_cache", "--match_margin") and eq:
-            opts[key[2:]] = value
-        elif key == "--wandb_log":
-            if value and value not in ("offline", "online"):
-                raise UsageError(f"--wandb_log={value}: use --wandb_log (the default mode), offline or online")
-            opts["wandb_log"] = value or "default"
-        elif key.startswith("-"):
-            raise UsageError(f"unknown option {arg}: {USAGE}")
-        else:
-            opts["folders"].append(Path(arg).expanduser())
-    try:
-        margin = float(opts["match_margin"])
-    except ValueError:
-        margin = math.nan
-    if not 0 <= margin < 100:
-        raise UsageError(f"--match_margin={opts['match_margin']}: give the matching bound in accuracy points, "
+@dataclass
+class ReportOptions:
+    """`earlyphase report`'s options (its FOLDERs are positional)."""
+
+    out_dir: typing.Optional[str] = platform(None, "where the report goes (-o; default FOLDER/report)")
+    wandb: typing.Optional[str] = platform(None, "ENTITY/PROJECT[/SWEEP_ID]: the records of W&B's runs")
+    wandb_cache: str = platform(wandb_source.DEFAULT_CACHE, "where W&B's records are kept")
+    wandb_log: typing.Optional[str] = platform(None, "log the report to W&B: default (WANDB_MODE or a key), "
+                                                     "offline or online", bare="default")
+    match_margin: float = platform(100 * across.DEFAULT_MARGIN, "the matching bound in accuracy points")
+
+
+def _options(argv: list[str]) -> tuple[ReportOptions, list[Path]]:
+    """(the options, the FOLDERs): the one field parser, `-o` and `--output` standing for `--out_dir`."""
+    if any(a.startswith("--reference") for a in argv):
+        raise UsageError("--reference is gone: every condition is compared with its like (a pretext condition with "
+                         "rewinding to its own k, rewinding with reset); " + USAGE)
+    opts, positional = parse_command_line(ReportOptions, argv, aliases={"-o": "out_dir", "--output": "out_dir"})
+    for folder in positional:
+        if folder.startswith("-"):
+            raise UsageError(f"unknown option {folder}: {USAGE}")
+        refuse_control_characters("FOLDER", folder)
+    if opts.wandb_log not in (None, "default", "offline", "online"):
+        raise UsageError(f"--wandb_log={opts.wandb_log}: use --wandb_log (the default mode), offline or online")
+    if not 0 <= opts.match_margin < 100:
+        raise UsageError(f"--match_margin={opts.match_margin:g}: give the matching bound in accuracy points, "
                          f"e.g. 1 (0 = no worse at all)")
-    opts["match_margin"] = margin / 100
-    return opts
+    return opts, [Path(f).expanduser() for f in positional]
 
 
 def _log_mode(asked: str | None) -> str | None:
@@ -438,24 +424,24 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE + "\n\n" + __doc__.split("\n\n")[1])
         return 0
-    opts = _options(argv)
-    folders, out = opts["folders"], opts["out"]
-    if not folders and not opts["wandb"]:
+    opts, folders = _options(argv)
+    out = opts.out_dir
+    if not folders and not opts.wandb:
         raise UsageError(USAGE)
-    mode = _log_mode(opts["wandb_log"])
-    if out is None and (len(folders) > 1 or (folders and opts["wandb"])):
+    mode = _log_mode(opts.wandb_log)
+    if out is None and (len(folders) > 1 or (folders and opts.wandb)):
         raise UsageError(f"several folders need -o OUT_DIR for the merged report: {USAGE}")
-    if opts["wandb"]:
-        entity, project, sweep = wandb_source.parse_path(opts["wandb"])
+    if opts.wandb:
+        entity, project, sweep = wandb_source.parse_path(opts.wandb)
         if out is None:
             out = Path("reports") / "_".join(x for x in (entity, project, sweep) if x)
-        folders += wandb_source.records(opts["wandb"], opts["wandb_cache"])
+        folders += wandb_source.records(opts.wandb, opts.wandb_cache)
     out_dir = write_report(folders, Path(out).expanduser() if out else folders[0] / "report",
-                           match_margin=opts["match_margin"])
+                           match_margin=opts.match_margin / 100)
     if mode is not None:
         from ..jobs.wandb_log import WandbLogger
 
-        entity, project, _ = wandb_source.parse_path(opts["wandb"]) if opts["wandb"] else (None, "earlyphase", None)
+        entity, project, _ = wandb_source.parse_path(opts.wandb) if opts.wandb else (None, "earlyphase", None)
         logger = WandbLogger(mode, project, entity, directory=out_dir)
         logger.report(out_dir, out_dir.name)
         logger.close()

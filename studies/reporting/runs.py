@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..engine import records
 from ..engine.errors import UsageError
+from ..jobs.flags import split_list
 from ..jobs.identity import identify, imp_run_name
 
 
@@ -231,7 +232,7 @@ def _flat(value) -> str:
 def _missing(config: dict, tickets: list[dict]) -> str:
     done = {r["level"] for r in tickets if r.get("kind") == "trunk"}
     missing = sorted(set(range(int(config.get("levels", 0)) + 1)) - done)
-    controls = [c for c in str(config.get("controls") or "").split(",") if c] + list(config.get("perturb_kinds") or [])
+    controls = split_list(str(config.get("controls") or "")) + list(config.get("perturb_kinds") or [])
     missing_controls = [(lvl, c) for lvl in sorted(done - {0}) for c in controls
                         if not any(r["level"] == lvl and r["kind"] == c for r in tickets)]
     why = []
