@@ -10,6 +10,9 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+TINY = ["--width=4", "--training_steps=1ep"]  # the smallest training that has an epoch, for tests of wiring
+
+
 @pytest.fixture
 def out(tmp_path):
     """A fresh runs folder for a test."""

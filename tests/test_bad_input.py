@@ -17,9 +17,7 @@ from earlyphase.studies.jobs.flags import parse_overrides, with_values
 from earlyphase.studies.jobs.imp import ImpConfig
 from earlyphase.studies.jobs.pretrain import PretrainConfig
 
-from conftest import one_line_error, run_cli
-
-TINY = ["--width=4", "--training_steps=1ep"]
+from conftest import TINY, one_line_error, run_cli
 
 
 # ------------------------------------------------------------------------------- non-finite hyperparameters

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from earlyphase.studies.engine.augment import augment_split, augment_with_kornia, epoch_order
+from earlyphase.studies.engine.augment import augment_split, epoch_order, per_chunk, standard_augmentation
 from earlyphase.studies.engine.data import load_cifar10, load_digits
 from earlyphase.studies.engine.errors import UsageError
 
@@ -42,7 +42,7 @@ def test_digits_split_and_values():
     assert not data.flip
     again = load_digits()
     assert torch.equal(again.train_x, data.train_x) and torch.equal(again.test_y, data.test_y)
-    x = data.normalise(data.train_x)
+    x = data.normaliser()(data.train_x)
     assert abs(x.mean().item()) < 1e-3 and x.std().item() == pytest.approx(1.0, abs=1e-3)
 
 
@@ -78,6 +78,12 @@ def test_epoch_order_is_a_seeded_permutation():
     assert sorted(a.tolist()) == list(range(100))
     assert torch.equal(a, epoch_order(100, 0, 0, "cpu"))
     assert not torch.equal(a, epoch_order(100, 0, 1, "cpu")) and not torch.equal(a, epoch_order(100, 1, 0, "cpu"))
+
+
+def augment_with_kornia(data, seed, epoch):
+    """augment_split through kornia's own application: the reference the gathered crop and flip must equal."""
+    aug = standard_augmentation(data)
+    return per_chunk(data, seed, epoch, lambda chunk: aug(chunk.float()).round_().clamp_(0, 255).to(torch.uint8))
 
 
 def test_gathered_crop_and_flip_equal_kornias_own_application():

@@ -13,9 +13,7 @@ from earlyphase.studies.engine.trainer import train
 from earlyphase.studies.jobs import setup
 from earlyphase.studies.jobs.config import TrainConfig
 
-from conftest import one_line_error, run_cli
-
-TINY = ["--width=4", "--training_steps=1ep"]
+from conftest import TINY, one_line_error, run_cli
 
 
 # ------------------------------------------------------------------------------- non-finite losses

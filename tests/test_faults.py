@@ -16,9 +16,8 @@ from earlyphase.studies.engine.trainer import train
 from earlyphase.studies.jobs import setup
 from earlyphase.studies.jobs.config import TrainConfig
 
-from conftest import final_weights, one_line_error, run_cli, same_state
+from conftest import TINY, final_weights, one_line_error, run_cli, same_state
 
-TINY = ["--width=4", "--training_steps=1ep"]
 RESUMABLE = ["--width=4", "--training_steps=4ep", "--milestone_steps=2ep,3ep", "--eval_every=1"]
 
 

@@ -23,7 +23,8 @@ from earlyphase.studies.jobs import setup
 from earlyphase.studies.jobs.config import TrainConfig, run_dir
 from earlyphase.studies.jobs.flags import parse_overrides
 
-TINY = ["--width=4", "--training_steps=1ep"]
+from conftest import TINY
+
 DEADLINE_S = 600  # only against a hang; nothing here measures time
 
 

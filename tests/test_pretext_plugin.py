@@ -7,9 +7,9 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
-import tomllib
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"

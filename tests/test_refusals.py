@@ -10,9 +10,7 @@ import yaml
 
 from earlyphase.studies import cli
 
-from conftest import one_line_error, run_cli
-
-TINY = ["--width=4", "--training_steps=1ep"]
+from conftest import TINY, one_line_error, run_cli
 
 
 def test_imp_refuses_levels_that_would_leave_no_weight(out, capsys):

@@ -19,7 +19,7 @@ units and their run directories, relative to the runs folder) and `study_HASH/re
 Presets (`--preset`) set defaults field by field; every flag given on the command line wins:
 - `quick` (default): digits, all conditions, seeds 0,1,2, one k = 6it of T = 138it for every condition,
   3 levels of 75% down to 1.6% density, the random-reinit control for `rewind`, the stability of every
-  rewind point (PRESETS); about 3 minutes on 2 CPU cores.
+  rewind point (PRESETS); its time on 2 CPU cores is measured in the README.
 - `paper`: CIFAR-10 with the paper's training (160 epochs, batch 128), 8 levels of 20%, seeds 0,1,2,
   k = 500it, controls random_reinit and random_prune_layerwise for `rewind`, pretext budgets of
   PRESETS["paper"]["pretrain_budgets"] (each with rewinding to the same step). Meant for GPU machines.
@@ -47,8 +47,8 @@ from ..reporting.report import write_report
 
 PRESETS = {
     # 3 seeds (the fewest that allow a paired interval) x 6 IMP runs of 4 trainings, + 3 controls and 6 stability copies
-    # per seed; one k for every condition, 6 of T = 138 iterations (4.3%; the paper: 500 of 62,560, 0.8%); about 3
-    # minutes on 2 CPU cores (README, "What the embedded dataset can and cannot show").
+    # per seed; one k for every condition, 6 of T = 138 iterations (4.3%; the paper: 500 of 62,560, 0.8%); its time
+    # and what it shows: README, "What the embedded dataset can and cannot show".
     "quick": dict(dataset="digits", seeds="0,1,2", width=12, batch_size=64, training_steps="6ep",
                   milestone_steps="3ep,4ep", eval_every=6, levels=3, prune_fraction=0.75, rewind_step="6it",
                   pretrain_steps="6it", controls="random_reinit", control_conditions="rewind", stability="0"),

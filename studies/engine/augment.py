@@ -46,17 +46,11 @@ def fork_rng(device: torch.device):
 def augment_split(data: ImageData, seed: int, epoch: int, aug=None) -> torch.Tensor:
     """The whole training split, augmented per sample, for one epoch (uint8, same shape)."""
     aug = aug or standard_augmentation(data)
-    return _per_chunk(data, seed, epoch, lambda chunk: crop_and_flip(chunk, aug.forward_parameters(chunk.shape),
+    return per_chunk(data, seed, epoch, lambda chunk: crop_and_flip(chunk, aug.forward_parameters(chunk.shape),
                                                                      data.crop_padding))
 
 
-def augment_with_kornia(data: ImageData, seed: int, epoch: int, aug=None) -> torch.Tensor:
-    """augment_split through kornia's own application (the reference the tests compare against)."""
-    aug = aug or standard_augmentation(data)
-    return _per_chunk(data, seed, epoch, lambda chunk: aug(chunk.float()).round_().clamp_(0, 255).to(torch.uint8))
-
-
-def _per_chunk(data: ImageData, seed: int, epoch: int, augment) -> torch.Tensor:
+def per_chunk(data: ImageData, seed: int, epoch: int, augment) -> torch.Tensor:
     """augment(chunk) over the training split in chunks, under the epoch's seed (the draws run on in order)."""
     out = torch.empty_like(data.train_x)
     with fork_rng(data.train_x.device):

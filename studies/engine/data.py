@@ -72,9 +72,6 @@ class ImageData:
         offsets = (256 * torch.arange(channels, device=device)).view(-1, 1, 1)
         return lambda x_uint8: values[x_uint8.long() + offsets]
 
-    def normalise(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        return self.normaliser()(x_uint8)
-
 
 def load_digits() -> ImageData:
     from sklearn.datasets import load_digits as sk_digits

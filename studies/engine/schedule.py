@@ -30,8 +30,8 @@ for the rest one at a time holding none, so two processes never deadlock; a run 
 trained meanwhile is skipped (its TrainResult says `by_other_process`), never trained twice.
 
 `gather(jobs)` makes one job of several independent ones, advanced in lock-step, so the trainings of
-all of them meet in one list: a study's units, a sweep's runs. Units with equal shapes then stack: a
-`reset` unit's level L and a pretext unit's level L both train [0, T), so they share a stack.
+all of them meet in one list: a study's units, a sweep's runs. Trainings of equal shape then stack: the
+levels of the units at one k (a pretext condition and its `rewind k` reference) all train [k, T).
 """
 
 from __future__ import annotations
