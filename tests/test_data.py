@@ -4,10 +4,17 @@ import pytest
 import torch
 
 from earlyphase.studies.engine.augment import augment_split, epoch_order, per_chunk, standard_augmentation
-from earlyphase.studies.engine.data import load_cifar10, load_digits
+from earlyphase.studies.engine.data import load, load_cifar10, load_digits, load_torchvision
 from earlyphase.studies.engine.errors import UsageError
 
-from cifar_files import UncheckedCIFAR10, write_cifar_tree
+from cifar_files import (
+    UncheckedCIFAR10,
+    UncheckedCIFAR100,
+    UncheckedSVHN,
+    write_cifar100_tree,
+    write_cifar_tree,
+    write_svhn_files,
+)
 
 
 def test_cifar_tree_goes_through_torchvision(tmp_path):
@@ -31,6 +38,36 @@ def test_corrupt_cifar_is_reported_with_its_path(tmp_path):
     write_cifar_tree(tmp_path)  # md5 sums differ from the real files: the real reader refuses them
     with pytest.raises(UsageError, match=r"corrupt.*cifar-10-batches-py"):
         load_cifar10(tmp_path)
+
+
+def test_cifar100_reads_fine_labels_through_torchvision(tmp_path):
+    written = write_cifar100_tree(tmp_path, train=50, test=20)
+    data = load_torchvision("cifar100", tmp_path, reader=UncheckedCIFAR100)
+    assert data.num_classes == 100 and data.train_x.shape == (50, 3, 32, 32) and data.test_x.shape == (20, 3, 32, 32)
+    raw, fine = written["train"]
+    assert torch.equal(data.train_x, torch.from_numpy(raw.reshape(50, 3, 32, 32)))
+    assert data.train_y.tolist() == fine and data.test_y.tolist() == written["test"][1]
+    assert data.flip and data.crop_padding == 4
+
+
+def test_svhn_reads_the_mat_files_with_ten_as_zero_and_no_flip(tmp_path):
+    written = write_svhn_files(tmp_path, train=30, test=12)
+    data = load_torchvision("svhn", tmp_path, reader=UncheckedSVHN)
+    x, y = written["train"]
+    assert data.train_x.shape == (30, 3, 32, 32) and data.test_x.shape == (12, 3, 32, 32)
+    # X is H x W x C x N in the file: image i channel c is X[:, :, c, i]
+    assert torch.equal(data.train_x[3, 1], torch.from_numpy(x[:, :, 1, 3]))
+    assert data.train_y.tolist() == [int(v) % 10 for v in y[:, 0]] and 0 in data.train_y.tolist()
+    assert not data.flip and data.crop_padding == 4 and data.num_classes == 10
+
+
+@pytest.mark.parametrize("name, path", [("cifar100", "cifar-100-python"), ("svhn", "train_32x32.mat")])
+def test_missing_or_corrupt_torchvision_datasets_name_the_path_and_the_fix(tmp_path, name, path):
+    with pytest.raises(UsageError, match=rf"not found at .*{path}: pass --download=true"):
+        load(name, str(tmp_path / "nowhere"))
+    (write_cifar100_tree if name == "cifar100" else write_svhn_files)(tmp_path)
+    with pytest.raises(UsageError, match=rf"at .*{path} is missing files or corrupt.*--download=true"):
+        load(name, str(tmp_path))  # the real readers check md5 sums: ours differ
 
 
 def test_digits_split_and_values():

@@ -37,7 +37,7 @@ def test_help_anywhere_shows_the_values_the_arguments_resolve_to_and_writes_noth
 
 def test_help_with_arguments_that_do_not_parse_shows_the_defaults_and_says_why(capsys):
     code, stdout, _ = run_cli(["train", "--widht=4", "--help"], capsys)
-    assert code == 0 and "did you mean --width" in stdout and _help_values(stdout)["width"] == "16"
+    assert code == 0 and "did you mean --width" in stdout and _help_values(stdout)["width"] == "model default"
     for command in ("report", "sweep", "pretext"):
         code, stdout, _ = run_cli([command, "something", "--help"], capsys)
         assert code == 0 and stdout.startswith(f"earlyphase {command}: ") and "usage: earlyphase" in stdout

@@ -1,12 +1,14 @@
-"""Datasets held whole as uint8 tensors on the training device.
+"""Datasets held whole as uint8 tensors on the training device; which ones exist: engine/dataset_registry.py.
 
 - `digits` (the embedded default): scikit-learn's 1,797 real 8x8 digit images, grey levels 0..16 scaled
   to 0..255 and repeated to 3 channels, kept at their native 8x8 (the CIFAR ResNet pools globally, so
   it runs on any size). Fixed stratified split (seed 0): 1,437 train / 360 test. Augmentation: random
   +-1 pixel shifts (crop 8 with 1-pixel zero padding); no flip, since a digit is not flip-invariant.
-- `cifar10`: read by `torchvision.datasets.CIFAR10` from `--data_dir` (downloads only with
-  `--download`). Augmentation: random crop 32 with 4-pixel zero padding + horizontal flip. Normalised
-  with ImageNet mean/std, as the reference code does.
+- `cifar10`, `cifar100` (fine labels), `svhn` (train and test splits; torchvision maps label 10 to digit 0):
+  read by torchvision's readers from `--data_dir` (they download only with `--download`, and check the files'
+  md5 sums). Augmentation: random crop 32 with 4-pixel zero padding, plus a horizontal flip on CIFAR (not on
+  house numbers). Normalised with ImageNet mean/std, as the reference code does for CIFAR-10 (decision: the
+  same for all three; it only centres the inputs).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import dataset_registry
 from .errors import UsageError
 from .locks import RunLock
 
@@ -89,38 +92,72 @@ def load_digits() -> ImageData:
                      10, (mean,) * 3, (std,) * 3, crop_padding=1, flip=False)
 
 
-def load_cifar10(data_dir: str | Path, download: bool = False, reader=None) -> ImageData:
-    """CIFAR-10 through torchvision's reader (which checks the batches' md5 sums)."""
+@dataclass(frozen=True)
+class _Layout:
+    """How one torchvision reader lays out its files and arrays."""
+
+    files: tuple  # (reader -> path below the root that must exist, paths a download creates)
+    open_split: object  # (reader class, root, train, download) -> reader instance
+    arrays: object  # reader instance -> (uint8 N x C x H x W ndarray, int labels)
+
+
+def _cifar_files(reader):
+    return reader.base_folder, (reader.base_folder, getattr(reader, "filename", ""))
+
+
+def _svhn_files(reader):
+    names = tuple(reader.split_list[split][1] for split in ("train", "test"))
+    return names[0], names
+
+
+_LAYOUTS = {
+    "CIFAR10": _Layout(_cifar_files, lambda r, root, train, dl: r(root, train=train, download=dl),
+                       lambda d: (d.data.transpose(0, 3, 1, 2), d.targets)),
+    "SVHN": _Layout(_svhn_files, lambda r, root, train, dl: r(root, split="train" if train else "test", download=dl),
+                    lambda d: (d.data, d.labels)),
+}
+_LAYOUTS["CIFAR100"] = _LAYOUTS["CIFAR10"]
+
+
+def load_torchvision(name: str, data_dir: str | Path, download: bool = False, reader=None) -> ImageData:
+    """A registered dataset through its torchvision reader (`reader`: that class, or a subclass in tests)."""
+    entry = dataset_registry.entry(name)
     if reader is None:
-        from torchvision.datasets import CIFAR10 as reader
+        import torchvision.datasets
+
+        reader = getattr(torchvision.datasets, entry.reader)
+    layout = _LAYOUTS[entry.reader]
     root = Path(data_dir).expanduser()
-    folder = root / reader.base_folder
-    if not download and not folder.is_dir():
+    needed, created_by_download = layout.files(reader)
+    if not download and not (root / needed).exists():
         raise UsageError(
-            f"CIFAR-10 not found at {folder}: pass --download=true, or put the python-version batches there "
-            f"(--data_dir sets the parent folder)"
+            f"{entry.title} not found at {root / needed}: pass --download=true, or put torchvision's "
+            f"{entry.title} files there (--data_dir sets the parent folder)"
         )
     lock = root / DOWNLOAD_LOCK
-    created = _missing_paths(root, folder, root / getattr(reader, "filename", "cifar-10-python.tar.gz"),
-                             *([lock] if download else []))
+    created = _missing_paths(root, *(root / p for p in created_by_download if p), *([lock] if download else []))
     try:
         # several processes (sweep agents) may download into one folder: one at a time, the others then find it
-        with RunLock(root, DOWNLOAD_LOCK, "downloading CIFAR-10 into") if download else contextlib.nullcontext():
-            splits = [reader(str(root), train=train, download=download) for train in (True, False)]
-    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted", or metadata corrupted
+        with RunLock(root, DOWNLOAD_LOCK, f"downloading {entry.title} into") if download else contextlib.nullcontext():
+            splits = [layout.open_split(reader, str(root), train, download) for train in (True, False)]
+    except (RuntimeError, ValueError) as err:  # "Dataset not found or corrupted"; a .mat file scipy cannot read
         _remove_if_created(created)
         raise UsageError(
-            f"CIFAR-10 at {folder} is missing files or corrupt ({err}); "
-            f"delete that folder and rerun with --download=true"
+            f"{entry.title} at {root / needed} is missing files or corrupt ({err}); "
+            f"delete {'that folder' if entry.reader != 'SVHN' else 'its .mat files'} and rerun with --download=true"
         ) from None
     except OSError as err:  # no network, refused connection, ...
         _remove_if_created(created)
-        raise UsageError(f"cannot get CIFAR-10 into {folder}: {err}") from None
-    to_x = lambda d: torch.from_numpy(np.ascontiguousarray(d.data.transpose(0, 3, 1, 2)))  # noqa: E731
-    to_y = lambda d: torch.tensor(d.targets, dtype=torch.long)  # noqa: E731
-    train, test = splits
-    return ImageData("cifar10", to_x(train), to_y(train), to_x(test), to_y(test), len(train.classes),
-                     IMAGENET_MEAN, IMAGENET_STD, crop_padding=4, flip=True)
+        raise UsageError(f"cannot get {entry.title} into {root / needed}: {err}") from None
+    (train_x, train_y), (test_x, test_y) = (layout.arrays(split) for split in splits)
+    to_x = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    to_y = lambda labels: torch.as_tensor(np.asarray(labels), dtype=torch.long)  # noqa: E731
+    return ImageData(name, to_x(train_x), to_y(train_y), to_x(test_x), to_y(test_y), entry.num_classes,
+                     IMAGENET_MEAN, IMAGENET_STD, crop_padding=4, flip=entry.name.startswith("cifar"))
+
+
+def load_cifar10(data_dir: str | Path, download: bool = False, reader=None) -> ImageData:
+    return load_torchvision("cifar10", data_dir, download, reader)
 
 
 def _missing_paths(root: Path, *inside: Path) -> list[Path]:
@@ -142,8 +179,6 @@ def _remove_if_created(paths: list[Path]) -> None:
 
 
 def load(name: str, data_dir: str = "", download: bool = False) -> ImageData:
-    if name == "digits":
-        return load_digits()
-    if name == "cifar10":
-        return load_cifar10(data_dir, download)
-    raise UsageError(f"unknown dataset {name!r}: choose digits or cifar10")
+    if name not in dataset_registry.NAMES:
+        raise UsageError(f"unknown dataset {name!r}: choose one of {', '.join(dataset_registry.NAMES)}")
+    return load_digits() if name == "digits" else load_torchvision(name, data_dir, download)

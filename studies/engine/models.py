@@ -1,124 +1,61 @@
-"""The CIFAR ResNet family of He et al. (2016), as used by Frankle et al., registered with timm.
+"""Making a model by name, and the interface every model meets.
 
-`timm.create_model("cifar_resnet20")` (after `import earlyphase.studies.engine.models`) gives ResNet-20: 272,474
-parameters. Depths 8, 14, 20, 32, 44, 56 and 110 are registered by name; the width (channels of the
-first stage, 16 in the paper) is the `width=` keyword. Any input size works (global average pooling).
+Importing this module registers earlyphase's families with timm (engine/resnet.py, engine/vgg.py); their
+defaults and names live in engine/model_registry.py. `create` builds a family model with its width, or any
+other timm model with timm's own arguments, and checks it meets `ImageClassifier`: the jobs swap and reset the
+classifier (pretext heads, fresh classifiers) and name its state entries `fc.weight`/`fc.bias`.
 """
 
 from __future__ import annotations
 
-import re
+from typing import Protocol, runtime_checkable
 
-from timm.models import register_model
 from torch import nn
-from torch.nn import functional as F
 
-REGISTERED_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
-_NAME = re.compile(r"^cifar_resnet(\d+)$")
-
-
-def check_depth(depth: int) -> None:
-    if depth < 8 or (depth - 2) % 6:
-        raise ValueError(
-            f"CIFAR ResNet depth {depth} is invalid: (depth - 2) must be a positive multiple of 6, e.g. 20, 32, 56"
-        )
+from . import resnet, vgg  # noqa: F401  (registers cifar_resnet{D} and cifar_vgg{D} with timm)
+from .model_registry import check_name, family_and_depth
+from .resnet import CifarResNet
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or c_in != c_out:  # projection shortcut: 1x1 conv + BN
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+@runtime_checkable
+class ImageClassifier(Protocol):
+    """What the jobs rely on (timm's conventions): `fc`, the linear classifier on `num_features` pooled features
+    (a pretext task's head replaces it); `num_classes`; `reset_classifier(n)`, a fresh n-way `fc`; and
+    `forward(images) -> logits`."""
 
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+    fc: nn.Module
+    num_features: int
+    num_classes: int
+
+    def reset_classifier(self, num_classes: int) -> None: ...
+
+    def forward(self, x): ...
 
 
-class CifarResNet(nn.Module):
-    """conv3x3(W) -> 3 stages of (D-2)/6 blocks (W, 2W, 4W channels) -> global average pool -> linear."""
-
-    def __init__(self, depth: int = 20, width: int = 16, num_classes: int = 10, in_chans: int = 3, **_ignored):
-        super().__init__()
-        check_depth(depth)
-        blocks = (depth - 2) // 6
-        self.depth, self.width = depth, width
-        self.conv = nn.Conv2d(in_chans, width, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(width)
-        layers, c_in = [], width
-        for stage, c_out in enumerate((width, 2 * width, 4 * width)):
-            for b in range(blocks):
-                layers.append(BasicBlock(c_in, c_out, 2 if stage > 0 and b == 0 else 1))
-                c_in = c_out
-        self.blocks = nn.Sequential(*layers)
-        self.num_features = c_in
-        self.num_classes = num_classes
-        self.fc = nn.Linear(c_in, num_classes)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """The paper's initialisation: Kaiming-normal conv/linear weights, BN gamma ~ U[0,1), beta = 0."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    # timm's conventions, so pretext heads can be swapped in and out.
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh Kaiming-initialised `num_classes`-way linear head (draws from the global RNG)."""
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes).to(self.conv.weight.device)
-        nn.init.kaiming_normal_(self.fc.weight)
-
-    def forward_features(self, x):
-        return self.blocks(F.relu(self.bn(self.conv(x))))
-
-    def forward_head(self, x, pre_logits: bool = False):
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
-
-
-def _register(depth: int):
-    def factory(pretrained: bool = False, **kwargs):
-        if pretrained:
-            raise ValueError(
-                "CIFAR ResNets have no pretrained weights; a rewind point comes from `earlyphase pretrain`"
-            )
-        return CifarResNet(depth=depth, **kwargs)
-
-    factory.__name__ = factory.__qualname__ = f"cifar_resnet{depth}"
-    factory.__doc__ = f"ResNet-{depth} for CIFAR (He et al. 2016); width= sets the first stage's channels."
-    factory.__module__ = __name__
-    return register_model(factory)
-
-
-for _depth in REGISTERED_DEPTHS:
-    globals()[f"cifar_resnet{_depth}"] = _register(_depth)
-
-
-def create(name: str, width: int = 16, num_classes: int = 10) -> CifarResNet:
-    """Build a registered CIFAR ResNet by name, with a clear error for a bad depth or name."""
+def create(name: str, width: int | None = None, num_classes: int = 10) -> nn.Module:
+    """A model by name: a family's (width: its default when None), else timm's; ValueError for a bad name or a
+    model that does not meet ImageClassifier."""
     import timm
 
-    match = _NAME.match(name)
-    if not match:
-        raise ValueError(f"unknown model {name!r}: use cifar_resnet{{D}}, e.g. cifar_resnet20")
-    depth = int(match.group(1))
-    check_depth(depth)
-    if depth not in REGISTERED_DEPTHS:
-        return CifarResNet(depth=depth, width=width, num_classes=num_classes)
-    return timm.create_model(name, width=width, num_classes=num_classes)
+    check_name(name)
+    found = family_and_depth(name)
+    if found and not timm.is_model(name):  # a valid depth that is not registered by name, e.g. cifar_resnet26
+        family, depth = found
+        return CifarResNet(depth=depth, width=family.defaults["width"] if width is None else width,
+                           num_classes=num_classes)
+    if found:
+        model = timm.create_model(name, num_classes=num_classes, **({} if width is None else {"width": width}))
+    else:
+        if width is not None:
+            raise ValueError(f"--width applies to earlyphase's own families, not to timm's {name}: leave it out")
+        model = timm.create_model(name, num_classes=num_classes)
+    check_interface(model, name)
+    return model
+
+
+def check_interface(model: nn.Module, name: str) -> None:
+    missing = [attr for attr in ("fc", "num_features", "num_classes", "reset_classifier") if not hasattr(model, attr)]
+    if missing or not isinstance(model, ImageClassifier) or not isinstance(model.fc, nn.Linear):
+        what = f"lacks {', '.join(missing)}" if missing else "has no linear classifier named fc"
+        raise ValueError(f"model {name!r} {what}: earlyphase needs timm's classifier conventions (a linear .fc on "
+                         f".num_features, .num_classes, .reset_classifier(n)); see the README's 'Adding a model'")

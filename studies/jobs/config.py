@@ -32,31 +32,29 @@ from pathlib import Path
 from earlyphase.pretext import registry
 from earlyphase.pretext.base import declared_options
 
+from ..engine import dataset_registry, model_registry
 from ..engine.errors import UsageError
 from .flags import component, content, field_kind, field_types, leaves, option, platform, replicate
 
-# Per-dataset training defaults, like open_lth's per-model defaults. None in a config means "take these".
-DATASET_DEFAULTS = {
-    "cifar10": dict(
-        batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
-        training_steps="160ep", milestone_steps="80ep,120ep", gamma=0.1, eval_every=4,  # eval costs ~7% per epoch
-        rewind_step="500it",
-    ),
-    # Sized for 2 CPU cores: one dense ResNet-20 training in a few seconds, the schedule's shape kept.
-    "digits": dict(
-        batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4,
-        training_steps="12ep", milestone_steps="6ep,9ep", gamma=0.1, eval_every=2, rewind_step="24it",
-    ),
-}
+# Per-dataset training defaults (engine/dataset_registry.py), like open_lth's per-model defaults; a model family
+# may override some (engine/model_registry.py). None in a config means "take these".
+DATASET_DEFAULTS = {d.name: dict(d.defaults) for d in dataset_registry.DATASETS}
+
+
+def defaults_for(cfg) -> dict:
+    """The values a config's None fields take: its dataset's defaults, then its model family's."""
+    return {**DATASET_DEFAULTS.get(getattr(cfg, "dataset", ""), {}),
+            **model_registry.defaults(getattr(cfg, "model", ""))}
 
 
 @dataclass
 class TrainConfig:
     """Dense training of a CIFAR ResNet (`earlyphase train`)."""
 
-    dataset: str = option("digits", "digits (embedded, no network) or cifar10")
-    model: str = option("cifar_resnet20", "a registered timm name: cifar_resnet{D}, (D-2) % 6 == 0")
-    width: int = option(16, "channels of the first stage (the paper: 16)")
+    dataset: str = option("digits", "digits (embedded, no network), cifar10, cifar100 or svhn")
+    model: str = option("cifar_resnet20", model_registry.NAMES_HELP)
+    width: typing.Optional[int] = option(None, "ResNet: channels of the first stage (default 16, the paper's); VGG: "
+                                               "the plan scaled to W/64 (default 64)")
     seed: int = replicate(0, "drives initialisation, data order and augmentation")
     data_seed: typing.Optional[int] = replicate(
         None, "seed of the data order and augmentation alone (SGD noise); None: --seed"
@@ -75,8 +73,12 @@ class TrainConfig:
     eval_every: typing.Optional[int] = platform(None, "evaluate every N epochs (and at the end)")
     checkpoint_every: int = platform(1, "write a resumable checkpoint every N epochs")
     device: str = platform("auto", "auto, cpu, cuda or cuda:N")
-    data_dir: str = platform("~/.cache/earlyphase/data", "where cifar10 lives")
-    download: bool = platform(False, "download cifar10 if missing")
+    threads: typing.Optional[int] = platform(
+        None, "CPU threads for this process's ops; default: the cores it may use (sched_getaffinity), or its share "
+              "under `sweep run --jobs` (EARLYPHASE_THREADS); with several processes by hand, give each cores/processes"
+    )
+    data_dir: str = platform("~/.cache/earlyphase/data", "where cifar10, cifar100 and svhn live")
+    download: bool = platform(False, "download the dataset (cifar10, cifar100, svhn) if missing")
     out: str = platform("runs", "parent folder of the run directories")
     wandb: typing.Optional[str] = platform(
         None, "disabled, offline or online (default: WANDB_MODE, else online with an API key, else disabled)"
@@ -98,11 +100,10 @@ class TrainConfig:
         return self.seed if self.data_seed is None else self.data_seed
 
     def resolved(self):
-        """A copy with dataset-dependent defaults filled in."""
+        """A copy with the dataset's and the model's defaults filled in."""
         if self.dataset not in DATASET_DEFAULTS:
             raise UsageError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASET_DEFAULTS)}")
-        preset = DATASET_DEFAULTS[self.dataset]
-        fill = {k: v for k, v in preset.items() if getattr(self, k, 0) is None}
+        fill = {k: v for k, v in defaults_for(self).items() if getattr(self, k, 0) is None}
         return dataclasses.replace(self, **fill)
 
 
@@ -123,11 +124,12 @@ class ImpConfig(TrainConfig):
 
     levels: int = platform(8, "pruning levels after the dense level 0 (out of the hash: raise it later to add levels)")
     prune_fraction: float = option(0.2, "fraction of the surviving weights pruned per level, in (0, 1)")
-    prune_ignore: str = option(
-        "", "comma-separated parameters never pruned, e.g. fc.weight (default: prune all conv/linear weights)"
+    prune_ignore: typing.Optional[str] = option(
+        None, "comma-separated parameters never pruned, e.g. fc.weight (default: the model's: fc.weight for "
+              "cifar_vgg, none for cifar_resnet); empty = prune every conv/linear weight", empty=True
     )
     rewind_step: typing.Optional[str] = option(
-        None, "step of the dense run the survivors are reset to (0it = original init); cifar10 500it, digits 24it"
+        None, "step of the dense run the survivors are reset to (0it = original init); cifar, svhn 500it, digits 24it"
     )
     rewind_from: typing.Optional[str] = content(
         None, "rewind point from a file or a run dir holding rewind_point.pt (replaces level 0's start)"
@@ -248,7 +250,7 @@ def __getattr__(name: str):
 def effective_default(cfg, f: dataclasses.Field):
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     if default is None and hasattr(cfg, "dataset"):
-        return DATASET_DEFAULTS.get(cfg.dataset, {}).get(f.name)
+        return defaults_for(cfg).get(f.name)
     return default
 
 
@@ -307,7 +309,9 @@ def describe_options(cls, cfg=None) -> str:
     for owner, f in leaves(shown_cfg):
         value = getattr(owner, f.name)
         by_dataset = cfg is None and any(f.name in preset for preset in DATASET_DEFAULTS.values())
-        shown = repr(value) if value is not None else ("dataset default" if by_dataset else "none")
+        by_model = cfg is None and any(f.name in family.defaults for family in model_registry.FAMILIES)
+        shown = repr(value) if value is not None else (
+            "dataset default" if by_dataset else "model default" if by_model else "none")
         hint = hints[f.name]
         if typing.get_origin(hint) in (typing.Union, types.UnionType):
             hint = next(a for a in typing.get_args(hint) if a is not type(None))

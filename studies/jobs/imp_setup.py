@@ -22,7 +22,7 @@ from ..engine.augment import derive_seed
 from ..engine.errors import UsageError
 from ..engine.interpolation import BN_MODES, PathSettings
 from . import setup
-from .config import DATASET_DEFAULTS, ImpConfig, run_dir
+from .config import ImpConfig, defaults_for, run_dir
 from .flags import split_list
 
 
@@ -173,7 +173,7 @@ def _rewind_point(cfg: ImpConfig, model, names: list, per_epoch: int, end: int) 
     if point.start >= end:
         raise UsageError(f"{what} is not before the end of training ({cfg.training_steps} = {end}it), so every "
                          f"pruned level would train 0 steps: rewind earlier or train longer")
-    if point.file is not None and cfg.rewind_step != DATASET_DEFAULTS[cfg.dataset]["rewind_step"]:
+    if point.file is not None and cfg.rewind_step != defaults_for(cfg)["rewind_step"]:
         print(f"earlyphase imp: --rewind_step={cfg.rewind_step} is ignored: the rewind point stands for step "
               f"{point.start}it, where every level starts", file=sys.stderr)
     return point

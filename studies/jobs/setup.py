@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine import models
+from ..engine import dataset_registry, model_registry, models, threads
 from ..engine.data import ImageData, load
 from ..engine.errors import UsageError
 from ..engine.plan import Schedule, TrainPlan
@@ -115,22 +115,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if value is not None and not 0 <= value < SEED_LIMIT:
             raise UsageError(f"--{name}={value}: use a whole number from 0 to 2**64 - 1 = {SEED_LIMIT - 1}")
     cfg = cfg.resolved()
-    for name in ("batch_size", "width", "eval_every", "checkpoint_every"):
-        if getattr(cfg, name) < 1:
+    for name in ("batch_size", "width", "eval_every", "checkpoint_every", "threads"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UsageError(f"--{name} must be a positive integer")
     for name in ("lr", "gamma"):
         if not getattr(cfg, name) > 0:
             raise UsageError(f"--{name} must be positive")
     if not 0 <= cfg.momentum < 1 or cfg.weight_decay < 0:
         raise UsageError("--momentum must be in [0, 1) and --weight_decay >= 0")
-    try:
-        models.check_depth(int(cfg.model.removeprefix("cifar_resnet")))
-    except ValueError as err:
-        raise UsageError(
-            f"--model={cfg.model}: {err}"
-            if cfg.model.startswith("cifar_resnet") and cfg.model[12:].isdigit()
-            else f"--model={cfg.model}: use cifar_resnet{{D}}, e.g. cifar_resnet20"
-        ) from None
+    check_model(cfg)
     resolve_precision(cfg.precision, torch.device("cpu"))
     if cfg.compile not in ("auto", *COMPILE_MODES):
         raise UsageError(f"--compile={cfg.compile}: use auto, {', '.join(COMPILE_MODES)}")
@@ -145,7 +138,31 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.wandb is not None and cfg.wandb not in WANDB_MODES:
         raise UsageError(f"--wandb={cfg.wandb}: use disabled, offline or online")
     check_out(cfg.out)
-    return cfg
+    # before the first op of the run; recorded (config.json) as the count used, since CPU results depend on it
+    return dataclasses.replace(cfg, threads=threads.apply(cfg.threads))
+
+
+def check_model(cfg: TrainConfig) -> None:
+    """The model exists, takes --width if given, and can take the dataset's images."""
+    try:
+        model_registry.check_name(cfg.model)
+    except ValueError as err:
+        raise UsageError(f"--model={cfg.model}: {err}") from None
+    if model_registry.family_and_depth(cfg.model) is None:  # a timm model: built once on no memory, checked
+        if cfg.width is not None:
+            raise UsageError(f"--width={cfg.width} applies to earlyphase's own families, not to timm's {cfg.model}: "
+                             f"leave --width out")
+        with torch.device("meta"):
+            try:
+                models.create(cfg.model, num_classes=dataset_registry.entry(cfg.dataset).num_classes)
+            except ValueError as err:
+                raise UsageError(f"--model={cfg.model}: {err}") from None
+    need, dataset = model_registry.min_image_size(cfg.model), dataset_registry.entry(cfg.dataset)
+    if dataset.image_size < need:
+        fits = [d.name for d in dataset_registry.DATASETS if d.image_size >= need]
+        raise UsageError(f"--model={cfg.model} needs images of at least {need}x{need} pixels and {cfg.dataset}'s are "
+                         f"{dataset.image_size}x{dataset.image_size}: use --dataset={' or '.join(fits)}, or a "
+                         f"cifar_resnet{{D}}")
 
 
 def _power(base: float, exponent: int) -> float:
@@ -194,11 +211,14 @@ def make_plan(cfg: TrainConfig, data: ImageData, device: torch.device, *, start:
                     end=end.it, save_at=save_at, seed=seed, progress=progress)
 
 
-def make_model(cfg: TrainConfig, data: ImageData, device: torch.device, seed: int | None = None) -> models.CifarResNet:
-    """The initial network, a pure function of (model, width, seed)."""
+def make_model(cfg: TrainConfig, data: ImageData, device: torch.device, seed: int | None = None) -> torch.nn.Module:
+    """The initial network, a pure function of (model, width, seed); it meets models.ImageClassifier."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed if seed is None else seed)
-        model = models.create(cfg.model, width=cfg.width, num_classes=data.num_classes)
+        try:
+            model = models.create(cfg.model, width=cfg.width, num_classes=data.num_classes)
+        except ValueError as err:
+            raise UsageError(f"--model={cfg.model}: {err}") from None
     return model.to(device)
 
 
