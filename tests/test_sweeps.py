@@ -1,5 +1,6 @@
 import functools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -106,8 +107,10 @@ def test_tiny_sweep_runs_end_to_end_and_skips_finished(tmp_path, capsys):
     assert sorted(ledger) == ["--seed=0", "--seed=1"] and all(v["returncode"] == 0 for v in ledger.values())
     trained = sorted(p.parent.name for p in out.glob("train_*/summary.json"))
     assert len(trained) == 2
-    seeds = sorted(json.loads((out / t / "config.json").read_text())["seed"] for t in trained)
-    assert seeds == [0, 1]
+    configs = [json.loads((out / t / "config.json").read_text()) for t in trained]
+    assert sorted(c["seed"] for c in configs) == [0, 1]
+    # two jobs at once: each got its share of the cores this process may use, not every core
+    assert {c["threads"] for c in configs} == {max(1, len(os.sched_getaffinity(0)) // 2)}
     assert cli.main(["sweep", "run", str(path), f"--out={out}"]) == 0
     assert capsys.readouterr().err.count("finished earlier, skipped") == 2
 

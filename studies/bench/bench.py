@@ -25,6 +25,7 @@ import sys
 
 import torch
 
+from ..engine import threads
 from ..engine.errors import UsageError
 from ..engine.schedule import ENGINES
 from ..engine.trainer import COMPILE_MODES
@@ -86,6 +87,9 @@ def resolve(cfg: BenchConfig) -> tuple[torch.device, str, int]:
 
 def main(argv: list[str]) -> int:
     cfg = parse_overrides(BenchConfig, argv)
+    if cfg.threads is not None and cfg.threads < 1:
+        raise UsageError(f"--threads={cfg.threads}: use a whole number of threads >= 1")
+    threads.apply(cfg.threads)
     if cfg.gpu_suite:
         return run_suite(cfg)
     device, precision, spe = resolve(cfg)

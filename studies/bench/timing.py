@@ -44,6 +44,8 @@ class BenchConfig:
     """Time the trainer against a bare PyTorch loop (`earlyphase bench`)."""
 
     device: str = platform("auto", "auto, cpu, cuda or cuda:N")
+    threads: int | None = platform(None, "CPU threads (as every command's --threads; default: the cores this process "
+                                         "may use, or EARLYPHASE_THREADS)")
     precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16")
     compile: str = option(
         "auto",

@@ -33,6 +33,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine import threads
 from ..engine.errors import UsageError  # the rest of the application is imported when a sweep is about to run
 from ..jobs.flags import parse_command_line, platform
 
@@ -313,10 +314,14 @@ def main(argv: list[str]) -> int:
         full = [sys.executable, "-m", "earlyphase.studies.cli", *with_out(earlyphase_args(command), out)]
         print(f"[{i + 1}/{len(commands)}] {' '.join(argvs[i])}: running", file=sys.stderr)
         with open(ledger_dir / f"run-{i:04d}.log", "w") as log:
-            code = subprocess.run(full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+            code = subprocess.run(full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  env=child_env).returncode
         record(i, code, f"run-{i:04d}.log")
         return code
 
+    # each job its share of the cores: J processes that each take every core spin-wait for each other
+    child_env = threads.child_environment(threads.share(jobs))
+    print(f"sweep {path.name}: {jobs} job(s) at a time, {child_env[threads.ENV]} CPU thread(s) each", file=sys.stderr)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         codes = list(pool.map(run_one, range(len(commands)), commands))
     failed = sum(c != 0 for c in codes)

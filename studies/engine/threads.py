@@ -1,0 +1,55 @@
+"""How many CPU threads a process's ops use (`--threads`).
+
+Several processes that each take every core slow each other far more than their share: OpenMP's workers
+spin-wait for cores another process holds (measured in the README's "Speed"). So the default is the cores this
+process may run on (`os.sched_getaffinity`, which honours taskset and container CPU sets; torch's own default
+counts the machine's cores), or `EARLYPHASE_THREADS` where a parent that starts several processes set it:
+`earlyphase sweep run --jobs=J` gives each of its J processes an equal share (at least 1), and sets
+OMP_NUM_THREADS to match so the OpenMP pool never starts larger. Light: torch is imported only to apply it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import UsageError
+
+ENV = "EARLYPHASE_THREADS"
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """EARLYPHASE_THREADS if set, else the cores this process may use."""
+    text = os.environ.get(ENV, "").strip()
+    if not text:
+        return available_cores()
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"{ENV}={text}: use a whole number of threads >= 1, or unset it")
+    return int(text)
+
+
+def share(jobs: int) -> int:
+    """Each of `jobs` processes' share of this process's threads (at least 1)."""
+    return max(1, default_threads() // max(1, jobs))
+
+
+def child_environment(threads: int) -> dict:
+    """The environment for a child process that should use `threads` threads."""
+    return {**os.environ, ENV: str(threads), "OMP_NUM_THREADS": str(threads)}
+
+
+def apply(threads: int | None) -> int:
+    """Use `threads` (None: the default) for this process's ops from now on; returns the number."""
+    import torch
+
+    count = default_threads() if threads is None else threads
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count
