@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from timm.models import register_model
 from torch import nn
 
@@ -45,6 +47,15 @@ class PaperNetwork(nn.Module):
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
+
+
+def register_depths(prefix: str, depths, network: type, doc: str, namespace: dict) -> None:
+    """Register `network(depth=D, **kwargs)` as PREFIX{D} for each depth, named in the calling module's `namespace`
+    (timm lists a model under its module); `doc` may use {depth}."""
+    for depth in depths:
+        name = f"{prefix}{depth}"
+        namespace[name] = register(name, functools.partial(network, depth=depth), doc.format(depth=depth),
+                                   namespace["__name__"])
 
 
 def register(name: str, build, doc: str, module: str):

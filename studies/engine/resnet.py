@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .model_registry import check_resnet_depth
-from .paper_models import PaperNetwork, register
+from .paper_models import PaperNetwork, register_depths
 
 REGISTERED_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 
@@ -61,7 +61,5 @@ class CifarResNet(PaperNetwork):
         return F.adaptive_avg_pool2d(x, 1)
 
 
-for _depth in REGISTERED_DEPTHS:
-    globals()[f"cifar_resnet{_depth}"] = register(
-        f"cifar_resnet{_depth}", lambda depth=_depth, **kwargs: CifarResNet(depth=depth, **kwargs),
-        f"ResNet-{_depth} for CIFAR (He et al. 2016); width= sets the first stage's channels.", __name__)
+register_depths("cifar_resnet", REGISTERED_DEPTHS, CifarResNet,
+                "ResNet-{depth} for CIFAR (He et al. 2016); width= sets the first stage's channels.", globals())

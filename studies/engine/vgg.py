@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .model_registry import VGG_DEPTHS, check_vgg_depth
-from .paper_models import PaperNetwork, register
+from .paper_models import PaperNetwork, register_depths
 
 PLANS = {
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
@@ -60,7 +60,6 @@ class CifarVGG(PaperNetwork):
         return F.avg_pool2d(x, 2)
 
 
-for _depth in VGG_DEPTHS:
-    globals()[f"cifar_vgg{_depth}"] = register(
-        f"cifar_vgg{_depth}", lambda depth=_depth, **kwargs: CifarVGG(depth=depth, **kwargs),
-        f"VGG-{_depth} with BatchNorm for CIFAR (open_lth's cifar_vgg); width= scales the 64-wide plan.", __name__)
+register_depths("cifar_vgg", VGG_DEPTHS, CifarVGG,
+                "VGG-{depth} with BatchNorm for CIFAR (open_lth's cifar_vgg); width= scales the 64-wide plan.",
+                globals())
