@@ -49,7 +49,7 @@ def defaults_for(cfg) -> dict:
 
 @dataclass
 class TrainConfig:
-    """Dense training of a CIFAR ResNet (`earlyphase train`)."""
+    """Dense training of a model (a CIFAR ResNet or VGG, or a timm model) (`earlyphase train`)."""
 
     dataset: str = option("digits", "digits (embedded, no network), cifar10, cifar100 or svhn")
     model: str = option("cifar_resnet20", model_registry.NAMES_HELP)

@@ -148,16 +148,17 @@ def check_model(cfg: TrainConfig) -> None:
         model_registry.check_name(cfg.model)
     except ValueError as err:
         raise UsageError(f"--model={cfg.model}: {err}") from None
+    dataset = dataset_registry.entry(cfg.dataset)
     if model_registry.family_and_depth(cfg.model) is None:  # a timm model: built once on no memory, checked
         if cfg.width is not None:
             raise UsageError(f"--width={cfg.width} applies to earlyphase's own families, not to timm's {cfg.model}: "
                              f"leave --width out")
         with torch.device("meta"):
             try:
-                models.create(cfg.model, num_classes=dataset_registry.entry(cfg.dataset).num_classes)
+                models.create(cfg.model, num_classes=dataset.num_classes)
             except ValueError as err:
                 raise UsageError(f"--model={cfg.model}: {err}") from None
-    need, dataset = model_registry.min_image_size(cfg.model), dataset_registry.entry(cfg.dataset)
+    need = model_registry.min_image_size(cfg.model)
     if dataset.image_size < need:
         fits = [d.name for d in dataset_registry.DATASETS if d.image_size >= need]
         raise UsageError(f"--model={cfg.model} needs images of at least {need}x{need} pixels and {cfg.dataset}'s are "

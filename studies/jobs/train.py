@@ -1,4 +1,4 @@
-"""`earlyphase train`: dense training of a CIFAR ResNet; prints the run directory last."""
+"""`earlyphase train`: dense training of a model (a CIFAR ResNet by default); prints the run directory last."""
 
 from __future__ import annotations
 
