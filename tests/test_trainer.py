@@ -154,6 +154,21 @@ def test_run_names_ignore_defaults_and_platform_fields(tmp_path):
     )
 
 
+def test_checkpoint_cadence_changes_neither_name_nor_weights(out):
+    # The quick preset checkpoints every 3 epochs to save time (README, Speed): it must not change its numbers.
+    from earlyphase.studies.campaigns.study import PRESETS
+    from earlyphase.studies.jobs.config import run_name
+    assert PRESETS["quick"]["checkpoint_every"] == 3
+    every, third = tiny(out, checkpoint_every=1), tiny(out, checkpoint_every=3)
+    assert run_name("train", every) == run_name("train", third)
+    weights = []
+    for name, cfg in (("every", every), ("third", third)):
+        model, data, plan = build(cfg)
+        train(model, data, plan, out / name)
+        weights.append(final_weights(out / name / "final.pt"))
+    assert same_state(*weights)
+
+
 def test_kill_9_then_rerun_matches_uninterrupted(out):
     args = [sys.executable, "-m", "earlyphase.studies.cli", "train", "--width=4", "--training_steps=25ep",
             "--eval_every=5"]
