@@ -15,6 +15,16 @@ needs to know about the data and run arrives as `self.info` (a `TaskInfo`). Chec
 precomputation go in `setup()`, which the constructor calls last. Errors are ValueErrors with a
 one-line message; the application turns them into usage errors.
 
+Training on part of the data: a task may train on a subset of the training split by overriding
+`examples(scores)`, which returns the chosen example indices (a sorted 1-d LongTensor into the training
+split) or None for all of them. It must be a pure function of `self.info` (its seed, `num_train`), the
+options and `scores`, so the same run resumed after a kill trains on the same subset. A task that needs a
+score per example first (EL2N, ...) says so in `scoring()` (a `ScoreRequest`); the application then
+computes those scores once, stores them as a run of their own, and calls `choose(scores)`, which keeps
+`examples(scores)` as `self.subset`, the indices the trainer reads (None before: every example). The trainer
+keeps every epoch as long as the full split's (the same iterations, evaluations and checkpoints) and
+fills it with seeded passes over the subset, each pass freshly augmented.
+
 The loss: a task may override `loss` (SimCLR does). On CUDA the trainer captures the whole training step
 as one CUDA graph only with the default loss (cross-entropy on class labels), so a task with its own loss
 trains with eager steps there: correct, but slower. CPU runs are the same either way.
@@ -44,11 +54,24 @@ class TaskInfo:
     std: tuple = (0.5, 0.5, 0.5)
     # whether horizontal flips preserve the data's meaning (the dataset's standard augmentation flips)
     flip: bool = True
+    num_train: int = 0  # size of the training split (what `examples` indexes)
+    training_iterations: int = 0  # T: the supervised run's length in iterations (e.g. to scale a scoring budget)
 
     def normalisation(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) as 1 x C x 1 x 1 tensors; make them once per device (each call is a host->device copy)."""
         to_tensor = lambda values: torch.tensor(values, device=device).view(1, -1, 1, 1)  # noqa: E731
         return to_tensor(self.mean), to_tensor(self.std)
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Per-example scores a task needs before it can choose its examples: `kind` (only "el2n" is built in:
+    the L2 norm of softmax(output) - one-hot(label), Paul et al. 2021) averaged over `runs` supervised
+    trainings of `steps` iterations each from independent initialisations."""
+
+    kind: str
+    runs: int
+    steps: int
 
 
 class PretextTask:
@@ -61,6 +84,7 @@ class PretextTask:
 
     def __init__(self, info: TaskInfo | None = None, **options):
         self.info = info or TaskInfo()
+        self.subset: torch.Tensor | None = None  # the examples trained on, set by choose(); None: all
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             takes = ", ".join(self.options) or "no options"
@@ -75,6 +99,25 @@ class PretextTask:
     def settings(self) -> dict:
         """The task's option values, e.g. for a run's description."""
         return {key: getattr(self, key) for key in self.options}
+
+    def variant(self) -> str:
+        """A few words naming this task's setting in report labels, e.g. `easy 0.1` (reports show `subset(easy
+        0.1) 6it`); "" (the default) labels the condition by the task's name and budget alone."""
+        return ""
+
+    def scoring(self) -> ScoreRequest | None:
+        """The example scores `examples` needs, or None (the default: none)."""
+        return None
+
+    def examples(self, scores: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The training-split indices this task trains on (sorted), or None for every example (the default).
+        scores: one float per training example, given when `scoring()` asked for them."""
+        return None
+
+    def choose(self, scores: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Fix the examples this run trains on (the application calls it once, before training)."""
+        self.subset = self.examples(scores)
+        return self.subset
 
     def head(self, num_features: int, num_classes: int) -> nn.Module | None:
         """The module that replaces the classifier during pretraining; None keeps (and trains) the 10-way classifier."""

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from earlyphase.studies.engine.augment import augment_split, epoch_order, per_chunk, standard_augmentation
+from earlyphase.studies.engine.augment import augment_split, derive_seed, epoch_order, per_chunk, standard_augmentation
 from earlyphase.studies.engine.data import load, load_cifar10, load_digits, load_torchvision
 from earlyphase.studies.engine.errors import UsageError
 
@@ -120,7 +120,8 @@ def test_epoch_order_is_a_seeded_permutation():
 def augment_with_kornia(data, seed, epoch):
     """augment_split through kornia's own application: the reference the gathered crop and flip must equal."""
     aug = standard_augmentation(data)
-    return per_chunk(data, seed, epoch, lambda chunk: aug(chunk.float()).round_().clamp_(0, 255).to(torch.uint8))
+    return per_chunk(data.train_x, derive_seed(seed, "augment", epoch),
+                     lambda chunk: aug(chunk.float()).round_().clamp_(0, 255).to(torch.uint8))
 
 
 def test_gathered_crop_and_flip_equal_kornias_own_application():

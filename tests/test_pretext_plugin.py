@@ -73,11 +73,22 @@ def test_third_party_plugin_end_to_end(tmp_path):
     point = torch.load(run_dir / "rewind_point.pt", weights_only=True)
     final = torch.load(run_dir / "final.pt", weights_only=True)["model"]
     assert final["fc.weight"].shape == (2, 16) and point["model"]["fc.weight"].shape == (10, 16)
-    assert "upside_down(p=0.25)" in point["description"]
+    assert "upside_down(p=0.25, fraction=1.0)" in point["description"]
     # the option's flag and --pretext_args are two spellings of one run: the second finds the first's result
     again = earlyphase(site, "pretrain", "--pretext=upside_down", "--upside_down_p=0.25", "--width=4",
                        "--pretrain_steps=4it", f"--out={out}")
     assert again.returncode == 0 and Path(again.stdout.strip().splitlines()[-1]) == run_dir, again.stderr
+    # the README's task restricts its examples: the rewind point records how many and which (by digest), the
+    # run is named by them, and the same command finds the same run (the same seeded draw)
+    part = ["pretrain", "--pretext=upside_down", "--upside_down_fraction=0.1", "--width=4", "--pretrain_steps=4it",
+            f"--out={out}"]
+    subset = earlyphase(site, *part)
+    assert subset.returncode == 0, subset.stderr
+    subset_dir = Path(subset.stdout.strip().splitlines()[-1])
+    facts = torch.load(subset_dir / "rewind_point.pt", weights_only=True)["pretext"]
+    assert subset_dir != run_dir and facts["examples"] == round(0.1 * 1437) and len(facts["examples_digest"]) == 16
+    assert "examples" not in point["pretext"]
+    assert Path(earlyphase(site, *part).stdout.strip().splitlines()[-1]) == subset_dir
     refused = earlyphase(site, "pretrain", "--pretext=upside_down", "--upside_down_p=2", f"--out={out}")
     assert refused.returncode == 2 and "p=2.0" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 

@@ -142,3 +142,50 @@ def test_paper_preset_with_short_overrides_runs_every_condition(tmp_path, capsys
         assert (u["condition"] in ("reset", "rewind")) != point.exists()
         if point.exists():
             assert torch.load(point, weights_only=True)["step"] == 2
+
+
+def test_presets_keep_the_papers_conditions_and_all_means_every_task():
+    quick = {u["condition"] for u in study.plan_units(study.parse([]))}
+    assert quick == {"reset", "rewind", "rotation", "simclr", "random_labels", "blur"}
+    every = {u["condition"] for u in study.plan_units(study.parse(["--conditions=all"]))}
+    assert {"subset", "supervised_noaug"} <= every
+
+
+def test_a_task_with_options_in_brackets_is_a_condition_of_its_own(capsys):
+    units = [(u["condition"], u.get("options"), u.get("pretrain_steps") or u.get("rewind_step"))
+             for u in study.plan_units(study.parse(["--conditions=subset[select=easy;fraction=0.2]=6it,"
+                                                    "subset[select=random]=6it,subset=2it", "--seeds=0"]))]
+    assert units == [("subset", "select=easy,fraction=0.2", "6it"), ("rewind", None, "6it"),
+                     ("subset", "select=random", "6it"), ("subset", None, "2it"), ("rewind", None, "2it")]
+    for bad, words in (("rewind[x=1]=6it", "only a pretext task"), ("subset[select=easy]=6it,subset[select=easy]=6it",
+                                                                     "given twice")):
+        code = cli.main(["study", f"--conditions={bad}", "--seeds=0", "--out=/nonexistent/never"])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1
+
+
+def test_data_subset_conditions_through_a_study_and_its_report(tmp_path):
+    """Each subset setting and supervised_noaug is compared with rewinding to its own k; the scoring cost is
+    stated beside the budget; both budgets make a series of the budget figure."""
+    args = ["study", f"--out={tmp_path}", "--seeds=0,1", "--subset_score_runs=2", *TINY,
+            "--conditions=subset[select=easy;fraction=0.2]=3it,subset[select=easy;fraction=0.2]=6it,"
+            "subset[select=random]=3it,supervised_noaug=3it"]
+    assert cli.main(args) == 0
+    (study_dir,) = tmp_path.glob("study_*")
+    report = json.loads((study_dir / "report" / "report.json").read_text())
+    labels = {c["label"]: c for c in report["conditions"]}
+    assert {"subset(easy 0.2) 3it", "subset(easy 0.2) 6it", "subset(random 0.1) 3it", "supervised_noaug 3it",
+            "rewind 3it", "rewind 6it"} == set(labels)
+    # scoring: 2 runs of T // 10 iterations each (T = 2ep = 24it at batch 128 on digits)
+    assert labels["subset(easy 0.2) 3it"]["scoring_iterations"] == 2 * (24 // 10)
+    assert "scoring_iterations" not in labels["subset(random 0.1) 3it"]
+    pairs = {(c["subject"], c["reference"]) for c in report["comparisons"] if c["question"] == "pretext"}
+    assert {("subset(easy 0.2) 3it", "rewind 3it"), ("subset(easy 0.2) 6it", "rewind 6it"),
+            ("subset(random 0.1) 3it", "rewind 3it"), ("supervised_noaug 3it", "rewind 3it")} <= pairs
+    (series,) = report["by_budget"]
+    assert series["label"] == "subset(easy 0.2)" and series["scoring_iterations"] == 4
+    assert [b["budget"] for b in series["budgets"]] == ["3it", "6it"]
+    assert (study_dir / "report" / "pretext_vs_budget.png").is_file()
+    markdown = (study_dir / "report" / "report.md").read_text()
+    assert "+ 4 iterations of scoring runs per seed" in markdown
+    assert len(list(tmp_path.glob("scores_el2n_*"))) == 2  # one per seed, shared by both budgets

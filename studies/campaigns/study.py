@@ -17,9 +17,10 @@ study's bit for bit, in the same run directories. The study itself writes `study
 units and their run directories, relative to the runs folder) and `study_HASH/report/`.
 
 Presets (`--preset`) set defaults field by field; every flag given on the command line wins:
-- `quick` (default): digits, all conditions, seeds 0,1,2, one k = 6it of T = 138it for every condition,
-  3 levels of 75% down to 1.6% density, the random-reinit control for `rewind`, the stability of every
-  rewind point (PRESETS); its time on 2 CPU cores is measured in the README.
+- `quick` (default): digits, the default conditions (jobs.config.MAIN_CONDITIONS: reset, rewind and the
+  paper's four tasks), seeds 0,1,2, one k = 6it of T = 138it for every condition, 3 levels of 75% down to
+  1.6% density, the random-reinit control for `rewind`, the stability of every rewind point (PRESETS); its
+  time on 2 CPU cores is measured in the README.
 - `paper`: CIFAR-10 with the paper's training (160 epochs, batch 128), 8 levels of 20%, seeds 0,1,2,
   k = 500it, controls random_reinit and random_prune_layerwise for `rewind`, pretext budgets of
   PRESETS["paper"]["pretrain_budgets"] (each with rewinding to the same step). Meant for GPU machines.
@@ -28,6 +29,7 @@ Presets (`--preset`) set defaults field by field; every flag given on the comman
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import time
 from pathlib import Path
@@ -120,21 +122,33 @@ def _budgets(cfg: StudyConfig, known: list[str]) -> dict:
     return budgets
 
 
-def _conditions(cfg: StudyConfig, known: list[str]) -> list[tuple[str, str | None]]:
-    """(name, budget or None) of each --conditions entry: NAME, or NAME=STEPS for a budget of its own (rewinding
-    to STEPS for rewind and supervised, pretraining for STEPS for a pretext task); each entry once."""
+CONDITION = re.compile(r"(?P<name>[^\[\]=]+)(\[(?P<options>[^\[\]]*)\])?(=(?P<steps>.*))?")
+
+
+def _conditions(cfg: StudyConfig, known: list[str]) -> list[tuple[str, str | None, str]]:
+    """(name, budget or None, task options) of each --conditions entry: NAME, or NAME=STEPS for a budget of its own
+    (rewinding to STEPS for rewind and supervised, pretraining for STEPS for a pretext task), and a pretext task's
+    options in brackets, `subset[select=easy;fraction=0.1]=6it` (as --pretext_args, `;` between them, so one
+    study or sweep can hold several settings of one task); each entry once."""
     text = cfg.conditions.strip()
-    items = [(name, None) for name in known] if text == "all" else []
+    items = [(name, None, "") for name in known] if text == "all" else []
     for item in [] if text == "all" else split_list(text):
-        name, eq, steps = (t.strip() for t in item.partition("="))
+        match = CONDITION.fullmatch(item.strip())
+        if not match:
+            raise UsageError(f"--conditions: {item!r} is not NAME, NAME=STEPS or NAME[key=value;...]=STEPS")
+        name, steps = match["name"].strip(), (match["steps"] or "").strip()
+        options = ",".join(o.strip() for o in (match["options"] or "").split(";") if o.strip())
         if name not in known:
             raise UsageError(f"--conditions: unknown {name}; available: {', '.join(known)} (or all)")
-        if eq and not steps:
+        if match["steps"] is not None and not steps:
             raise UsageError(f"--conditions: {item!r} has no budget: write {name}=STEPS, e.g. {name}=6it, or {name}")
-        if eq and name == "reset":
+        if match["steps"] is not None and name == "reset":
             raise UsageError(f"--conditions: {item!r}: reset is rewinding to 0it and takes no budget; write reset")
-        items.append((name, steps or None))
-    twice = sorted({f"{n}={b}" if b else n for n, b in items if items.count((n, b)) > 1})
+        if options and name in BASELINES + ("supervised",):
+            raise UsageError(f"--conditions: {item!r}: only a pretext task takes options in brackets")
+        items.append((name, steps or None, options))
+    twice = sorted({f"{n}[{o}]={b}" if o else f"{n}={b}" if b else n for n, b, o in items
+                    if items.count((n, b, o)) > 1})
     if twice:
         raise UsageError(f"--conditions: {', '.join(twice)} given twice; name each condition once")
     return items
@@ -158,14 +172,15 @@ def plan_units(cfg: StudyConfig) -> list[dict]:
     seeds = _seeds(cfg.seeds)
     runs: dict[tuple, dict] = {}
 
-    def add(condition: str, steps: str, asked_by: str, reference_for: str | None = None) -> None:
-        unit = runs.setdefault((condition, steps), {"condition": condition, "steps": steps, "asked_by": [],
-                                                    "reference_for": [], "controls": False})
+    def add(condition: str, steps: str, asked_by: str, reference_for: str | None = None, options: str = "") -> None:
+        unit = runs.setdefault((condition, steps, options), {"condition": condition, "steps": steps,
+                                                             "options": options, "asked_by": [],
+                                                             "reference_for": [], "controls": False})
         unit["asked_by"] += [] if reference_for else [asked_by]
         unit["reference_for"] += [reference_for] if reference_for else []
         unit["controls"] |= asked_by in with_controls and not reference_for
 
-    for c, own in wanted:
+    for c, own, options in wanted:
         if c == "reset":
             add("reset", "0it", c)
         elif c == "rewind":
@@ -174,14 +189,15 @@ def plan_units(cfg: StudyConfig) -> list[dict]:
             add("rewind", own or budgets.get(c, cfg.pretrain.pretrain_steps), c)
         else:
             budget = own or budgets.get(c, cfg.pretrain.pretrain_steps)
-            add(c, budget, c)
+            add(c, budget, c, options=options)
             if cfg.references:
                 add("rewind", budget, c, reference_for=c)
     units = []
     for run in runs.values():
         for seed in seeds:
             step_field = "rewind_step" if run["condition"] in BASELINES else "pretrain_steps"
-            units.append({"condition": run["condition"], "seed": seed, step_field: run["steps"],
+            options = {"options": run["options"]} if run["options"] else {}  # study.json as before without
+            units.append({"condition": run["condition"], "seed": seed, step_field: run["steps"], **options,
                           "controls": cfg.imp.controls if run["controls"] else "", "asked_by": run["asked_by"],
                           "reference_for": run["reference_for"]})
     return units
@@ -191,8 +207,9 @@ def unit_configs(cfg: StudyConfig, unit: dict) -> tuple[PretrainConfig | None, I
     imp = dataclasses.replace(cfg.imp, seed=unit["seed"], controls=unit["controls"])
     if unit["condition"] in BASELINES:
         return None, dataclasses.replace(imp, rewind_step=unit["rewind_step"], rewind_from=None)
+    given = ",".join(filter(None, (cfg.pretrain.pretext_args, unit.get("options", ""))))
     pre = dataclasses.replace(cfg.pretrain, seed=unit["seed"], pretext=unit["condition"],
-                              pretrain_steps=unit["pretrain_steps"])
+                              pretrain_steps=unit["pretrain_steps"], pretext_args=given)
     return pre, dataclasses.replace(imp, rewind_step=None)  # the pretrained point is the rewind point
 
 
@@ -220,7 +237,7 @@ def work(cfg: StudyConfig) -> Job:
     started = time.monotonic()
 
     def unit_job(i: int, unit: dict) -> Job:
-        name = f"{unit['condition']} seed {unit['seed']}"
+        name = f"{unit['condition']}{'[' + unit['options'] + ']' if unit.get('options') else ''} seed {unit['seed']}"
         print(f"[{i}/{len(units)}] {name} ({time.monotonic() - started:.0f}s)", file=sys.stderr)
         pre, imp = unit_configs(cfg, unit)
         if pre is not None:

@@ -45,18 +45,23 @@ def fork_rng(device: torch.device):
 
 def augment_split(data: ImageData, seed: int, epoch: int, aug=None) -> torch.Tensor:
     """The whole training split, augmented per sample, for one epoch (uint8, same shape)."""
+    return augment_images(data, data.train_x, derive_seed(seed, "augment", epoch), aug)
+
+
+def augment_images(data: ImageData, images: torch.Tensor, seed: int, aug=None) -> torch.Tensor:
+    """`images` (uint8, from the training split) augmented per sample under `seed` (uint8, same shape)."""
     aug = aug or standard_augmentation(data)
-    return per_chunk(data, seed, epoch, lambda chunk: crop_and_flip(chunk, aug.forward_parameters(chunk.shape),
-                                                                     data.crop_padding))
+    return per_chunk(images, seed, lambda chunk: crop_and_flip(chunk, aug.forward_parameters(chunk.shape),
+                                                                data.crop_padding))
 
 
-def per_chunk(data: ImageData, seed: int, epoch: int, augment) -> torch.Tensor:
-    """augment(chunk) over the training split in chunks, under the epoch's seed (the draws run on in order)."""
-    out = torch.empty_like(data.train_x)
-    with fork_rng(data.train_x.device):
-        torch.manual_seed(derive_seed(seed, "augment", epoch))
+def per_chunk(images: torch.Tensor, seed: int, augment) -> torch.Tensor:
+    """augment(chunk) over `images` in chunks, under `seed` (the draws run on in order)."""
+    out = torch.empty_like(images)
+    with fork_rng(images.device):
+        torch.manual_seed(seed)
         for start in range(0, len(out), _CHUNK):
-            out[start:start + _CHUNK] = augment(data.train_x[start:start + _CHUNK])
+            out[start:start + _CHUNK] = augment(images[start:start + _CHUNK])
     return out
 
 

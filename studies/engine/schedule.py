@@ -159,10 +159,19 @@ def _interleave(trainings: Sequence[Training], held: Sequence[locks.RunLock | No
 
 
 def run_trainings(trainings: list[Training], concurrent: int = 1, engine: str = "streams") -> list[TrainResult]:
-    """Every training, in order (concurrent=1) or K at a time by `engine`; results in input order."""
+    """Every training, in order (concurrent=1) or K at a time by `engine`; results in input order.
+
+    A run directory asked for twice in one round (two units sharing one scoring run) trains once: the
+    repeats run after the rest, one by one, and find it finished."""
     results: list[TrainResult | None] = [None] * len(trainings)
     groups: dict = {}
+    seen, repeats = set(), []
     for i, t in enumerate(trainings):
+        where = Path(t.run_dir).resolve()
+        if where in seen:
+            repeats.append(i)
+            continue
+        seen.add(where)
         if concurrent == 1:
             key = None
         elif engine == "streams":  # any trainings interleave; one group per device
@@ -182,6 +191,10 @@ def run_trainings(trainings: list[Training], concurrent: int = 1, engine: str = 
                 results[i] = result
                 if trainings[i].done is not None:
                     trainings[i].done(result)
+    for i in repeats:
+        results[i] = trainings[i].train()
+        if trainings[i].done is not None:
+            trainings[i].done(results[i])
     return results
 
 

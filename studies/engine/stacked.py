@@ -127,7 +127,7 @@ class _StackedEpochs:
         self.per_epoch, self.batch_size = self.epochs[0].per_epoch, members[0].plan.batch_size
         self.normalise = data.normaliser()
         self.rows = torch.arange(len(members), device=data.train_x.device).unsqueeze(1)
-        self.epoch, self.images, self.order = None, None, None
+        self.epoch, self.images, self.order, self.positions = None, None, None, None
 
     def batch(self, step: int):
         epoch, i = divmod(step, self.per_epoch)
@@ -135,12 +135,14 @@ class _StackedEpochs:
             for e in self.epochs:
                 e.batch(step)  # builds that run's order and augmented split for this epoch
             self.order = torch.stack([e.order for e in self.epochs])
+            self.positions = torch.stack([e.positions for e in self.epochs])
             self.images = torch.stack([e.images for e in self.epochs])
             for e in self.epochs:  # drop the per-run copies; the stacked ones serve the epoch
-                e.epoch, e.images, e.order = None, None, None
+                e.epoch, e.images, e.order, e.positions = None, None, None, None
             self.epoch = epoch
-        idx = self.order[:, i * self.batch_size:(i + 1) * self.batch_size]
-        return self.normalise(self.images[self.rows, idx]), self.data.train_y[idx], idx
+        rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        idx = self.order[:, rows]
+        return self.normalise(self.images[self.rows, self.positions[:, rows]]), self.data.train_y[idx], idx
 
 
 def _default_loss(tasks: list[PretextTask]) -> bool:

@@ -204,6 +204,9 @@ def _task_option_fields() -> list[tuple]:
 
 
 _DERIVED = ("PretrainConfig", "StudyConfig")
+# A study's default conditions: the paper's Section 5 comparison (what `all` meant before the data-subset tasks;
+# so studies named before keep their names). subset and supervised_noaug have sweeps of their own (data_diet).
+MAIN_CONDITIONS = "reset,rewind,blur,random_labels,rotation,simclr"
 
 
 def _derive() -> dict:
@@ -221,9 +224,10 @@ def _derive() -> dict:
         pretrain: PretrainConfig = component(PretrainConfig)
         scheduler: SchedulerConfig = component(SchedulerConfig)
         preset: str = platform("quick", "quick (digits, CPU, minutes) or paper (CIFAR-10, GPU); sets defaults")
-        conditions: str = option("all", "comma-separated: reset, rewind and pretext names, each NAME or NAME=STEPS "
-                                        "(its own k: rewind=12it, rotation=2ep; it wins over --pretrain_budgets); "
-                                        "all = every one")
+        conditions: str = option(MAIN_CONDITIONS, "comma-separated: reset, rewind and pretext names, each NAME or "
+                                                  "NAME=STEPS (its own k: rewind=12it, rotation=2ep; it wins over "
+                                                  "--pretrain_budgets), a task's options in brackets: "
+                                                  "subset[select=easy;fraction=0.1]=6it; all = every task installed")
         references: bool = option(True, "each pretext budget K also runs rewinding to K, its like-for-like reference "
                                         "(false: only the conditions named; the sweeps list references as runs of "
                                         "their own)")

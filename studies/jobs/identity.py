@@ -5,7 +5,8 @@ A condition is what differs between IMP runs *besides* the seed: how the rewind 
 - no `rewind_from`, rewind step 0 -> `reset`; no `rewind_from` otherwise -> `rewind K` (standard rewinding
   to the dense run's step K, K as the run spelt it: `rewind 6it`, `rewind 2ep`);
 - a `rewind_from` made by `earlyphase pretrain` -> the task and its budget, `rotation 400it` (`sparse` for
-  masked pretraining), with k = the step the rewind point stands for.
+  masked pretraining; a task's variant in brackets, `subset(easy 0.1) 6it`), with k = the step the rewind
+  point stands for.
 Everything else among the config's option fields (dataset, model, T, schedule, pruning, precision, ...) is
 the condition's *setting*: conditions are only ever compared within one setting.
 
@@ -22,7 +23,8 @@ from .config import ImpConfig, condition_fields, run_name
 
 # fields holding paths of the machine that ran the job (W&B gets digests and identities instead)
 PATH_FIELDS = ("out", "data_dir", "rewind_from", "mask")
-_NOT_OPTIONS = ("seed", "mask_digest", "target", "distribution", "protocol", "step")
+# per-run facts of a rewind point (they differ between seeds of one condition): not the condition's
+_NOT_OPTIONS = ("seed", "mask_digest", "target", "distribution", "protocol", "step", "examples_digest", "scores_run")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def identify(config: dict, tickets=()) -> Identity:
     own["sparse"] = bool(pretext.get("mask_digest"))
     budget = str(pretext.get("pretrain_steps") or f"{k}it")
     options = dict(own.get("options") or {}, **({"sparse": True} if own["sparse"] else {}))
-    return Identity(f"{name} {budget}{' sparse' if own['sparse'] else ''}", "pretext", k, budget, name, options,
+    shown = f"{name}({pretext['variant']})" if pretext.get("variant") else name
+    return Identity(f"{shown} {budget}{' sparse' if own['sparse'] else ''}", "pretext", k, budget, name, options,
                     setting, {**setting, "rewind_step_it": k, "pretext": own})
 
 

@@ -55,6 +55,7 @@ from ..engine.augment import derive_seed
 from ..engine.errors import UsageError
 from ..engine.plan import TrainPlan, TrainResult
 from ..engine.schedule import Job, Training
+from . import scores as scores_job
 from . import setup
 from .config import PretrainConfig, PretrainFields, run_dir
 from .flags import parse_overrides
@@ -179,10 +180,32 @@ def validate(cfg: PretrainConfig) -> tuple[PretrainConfig, registry.Plugin, dict
     return cfg, plugin, options
 
 
-def pretrain_dir(cfg: PretrainConfig, plugin: registry.Plugin, digest: str) -> Path:
-    """runs/pretrain_{task}_{hash}: the mask by content, the protocol in the hash (runs/ config.py's policy)."""
+def pretrain_dir(cfg: PretrainConfig, plugin: registry.Plugin, digest: str, examples: str = "") -> Path:
+    """runs/pretrain_{task}_{hash}: the mask and a task's chosen examples by content, the protocol in the hash
+    (runs/ config.py's policy); a run on every example names no examples, so existing names stay."""
     return run_dir("pretrain", cfg, digests={"mask": digest}, unused=unused_fields(cfg, plugin),
-                   extra={"protocol": PROTOCOL}, label=cfg.pretext)
+                   extra={"protocol": PROTOCOL, **({"examples": examples} if examples else {})}, label=cfg.pretext)
+
+
+def examples_digest(subset: torch.Tensor | None) -> str:
+    return "" if subset is None else hashlib.sha256(subset.cpu().long().numpy().tobytes()).hexdigest()[:16]
+
+
+def choose_examples(cfg: PretrainConfig, task: PretextTask, data, device) -> Job:
+    """The examples the task trains on (its scores first, as their own run, where it asks for them); returns
+    (subset or None, what the rewind point records of it)."""
+    request = task.scoring()
+    scores, facts = None, {}
+    if request is not None:
+        out, scores = yield from scores_job.work(cfg, data, device, request)
+        facts = {"scores_run": out.name, "score_kind": request.kind, "scoring_iterations": request.runs * request.steps}
+    try:
+        subset = task.choose(scores)
+    except ValueError as err:
+        raise UsageError(f"--pretext={cfg.pretext}: {err}") from None
+    if subset is not None:
+        facts |= {"examples": len(subset), "examples_digest": examples_digest(subset)}
+    return subset, facts
 
 
 def make_task(cfg: PretrainConfig, plugin: registry.Plugin, options: dict, data) -> PretextTask:
@@ -196,7 +219,8 @@ def make_task(cfg: PretrainConfig, plugin: registry.Plugin, options: dict, data)
 def task_info(cfg: PretrainConfig, data) -> TaskInfo:
     return TaskInfo(seed=derive_seed(cfg.seed, "pretext", cfg.pretext), num_classes=data.num_classes,
                     num_examples=max(len(data.train_y), len(data.test_y)), image_size=tuple(data.train_x.shape[-2:]),
-                    mean=tuple(data.mean), std=tuple(data.std), flip=data.flip)
+                    mean=tuple(data.mean), std=tuple(data.std), flip=data.flip, num_train=len(data.train_y),
+                    training_iterations=setup.training_steps(cfg, data)[1].it)
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -246,9 +270,12 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
     device = setup.resolve_device(cfg.device)
     data = setup.load_data(cfg, device)
     task = make_task(cfg, plugin, options, data)
+    subset, subset_facts = yield from choose_examples(cfg, task, data, device)
+    if task.variant():  # only tasks that have one: other rewind points keep their bytes, so their IMP run names
+        subset_facts["variant"] = task.variant()
     model = setup.make_model(cfg, data, device)
     mask = load_mask(cfg.mask, model) if cfg.mask else None
-    out = pretrain_dir(cfg, plugin, mask_digest(mask))
+    out = pretrain_dir(cfg, plugin, mask_digest(mask), examples_digest(subset))
     plan, k = pretrain_plan(cfg, data, device, progress=f"pretrain {cfg.pretext} {out.name}")
 
     with torch.random.fork_rng(devices=[]):
@@ -260,12 +287,12 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
     train_mask = {k: v for k, v in mask.items() if head is None or not k.startswith("fc.")} if mask else None
     pretext = {"name": cfg.pretext, "options": task.settings(), "pretrain_steps": cfg.pretrain_steps, "step": k,
                "pretrain_iterations": plan.end, "target": plugin.target, "distribution": plugin.distribution,
-               "mask_digest": mask_digest(mask), "seed": cfg.seed, "protocol": PROTOCOL}
+               "mask_digest": mask_digest(mask), "seed": cfg.seed, "protocol": PROTOCOL, **subset_facts}
 
     out.mkdir(parents=True, exist_ok=True)
     record = {**setup.config_record("pretrain", cfg), "pretext_options": options, "pretext_target": plugin.target,
               "pretext_distribution": plugin.distribution, "mask_digest": mask_digest(mask), "rewind_step_it": k,
-              "protocol": PROTOCOL}
+              "protocol": PROTOCOL, **subset_facts}
     checkpoints.write_json_atomic(out / "config.json", record)
     label = f"{cfg.pretext} {cfg.pretrain_steps}{' sparse' if mask else ''}"
     for sink in sinks:  # what W&B runs carry (jobs.identity's fields for the pretext condition)

@@ -133,6 +133,11 @@ def _series_key(c: Condition) -> str:
     return json.dumps(own, sort_keys=True, default=str)
 
 
+def _series_name(own: dict) -> str:
+    name = own.get("name", "?") + (f"({own['variant']})" if own.get("variant") else "")
+    return name + (" sparse" if own.get("sparse") else "")
+
+
 def across_budget(group: list[Condition], columns: list[tuple[int, float]], found, margin: float,
                   stability: str | None) -> list[dict]:
     """Per pretext task of one setting run at two or more budgets: its points, its reference's, the paired
@@ -143,7 +148,7 @@ def across_budget(group: list[Condition], columns: list[tuple[int, float]], foun
     series: dict[str, list[Condition]] = {}
     for c in sorted((c for c in group if c.kind == "pretext"), key=lambda c: c.k or 0):
         series.setdefault(_series_key(c), []).append(c)
-    names = [json.loads(key).get("name", "?") + (" sparse" if json.loads(key).get("sparse") else "") for key in series]
+    names = [_series_name(json.loads(key)) for key in series]
     setting = stability_report.setting_in_use(group, stability)
     out = []
     for (key, members), name in zip(series.items(), names):
@@ -164,6 +169,7 @@ def across_budget(group: list[Condition], columns: list[tuple[int, float]], foun
                 "stability": _stability(c, reference, setting),
             })
         out.append({"task": name, "label": label, "setting": _setting_name(group), "margin": margin,
+                    "scoring_iterations": json.loads(key).get("scoring_iterations"),
                     "levels": [lvl for lvl, _ in levels], "densities": [d for _, d in levels], "budgets": budgets,
                     "reset_points": _points(reset, levels)})
     return out
@@ -244,7 +250,9 @@ def sentences_budget(series: dict, stability_shown: bool = True) -> list[str]:
     by = {v: [b for b in budgets if b["verdict"] == v] for v in ("matches", "falls short", "undetermined",
                                                                  "too few seeds", "no reference", "missing")}
     head = (f"**{series['label']}** against supervised rewinding to the same k (matching: the 95% interval of the "
-            f"paired difference lies above -{margin} at every pruned density)")
+            f"paired difference lies above -{margin} at every pruned density"
+            + (f"; each seed also cost {series['scoring_iterations']} iterations of scoring runs, not part of k"
+               if series.get("scoring_iterations") else "") + ")")
     if not (by["matches"] or by["falls short"] or by["undetermined"]):
         return [f"{head}: nothing can be concluded at any budget (too few seeds or no reference)."]
     parts = []

@@ -145,7 +145,8 @@ def pretext_vs_budget(by_budget: list[dict], path: Path) -> bool:
         right.axhline(-100 * series["margin"], color="grey", ls=":", lw=1, label=f"matching bound "
                       f"(-{100 * series['margin']:g})")
         right.legend(fontsize=7, title="density", title_fontsize=7, loc="best", framealpha=0.85)
-        _style(left, f"{series['label']}: ticket accuracy against its budget", "test accuracy (%)")
+        cost = f" (+{series['scoring_iterations']}it scoring)" if series.get("scoring_iterations") else ""
+        _style(left, f"{series['label']}{cost}: ticket accuracy against its budget", "test accuracy (%)")
         _style(right, f"{series['label']} minus rewind k, paired by seed (95% interval)", "difference (points)")
     return finish(plt, fig, path, "Across pretraining length: each task beside supervised rewinding to the same k. "
                    f"Filled: interval excludes 0 ({MIN_SEEDS}+ seeds)")

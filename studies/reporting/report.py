@@ -243,6 +243,11 @@ def finding_sections(conditions, found, notes, incomplete, stability: str | None
     return [(title, lines) for title, lines in sections if lines]
 
 
+def scoring_iterations(c) -> int | None:
+    """The supervised iterations a condition spent scoring examples before its pretraining (subset easy/hard)."""
+    return (c.details.get("pretext") or {}).get("scoring_iterations")
+
+
 def render_markdown(conditions, found, sections: list[tuple[str, list[str]]], incomplete, figures: list[str],
                     stability: str | None = None, by_k=(), by_budget=(), sources: str = "") -> str:
     lines = ["# earlyphase report", "", "## Findings", ""]
@@ -270,7 +275,9 @@ def render_markdown(conditions, found, sections: list[tuple[str, list[str]]], in
     for c in conditions:
         seeds = sorted({r["seed"] for r in c.records})
         shown = {k: v for k, v in c.details.items() if v not in (None, "")}
-        lines += [f"### {c.label}", "", f"k = {c.k}it; seeds: {seeds}; runs: {len(c.runs)}", "",
+        cost = scoring_iterations(c)
+        scored = f" (+ {cost} iterations of scoring runs per seed, beside the budget)" if cost else ""
+        lines += [f"### {c.label}", "", f"k = {c.k}it{scored}; seeds: {seeds}; runs: {len(c.runs)}", "",
                   "```", json.dumps(shown, indent=1, sort_keys=True, default=str), "```", ""]
     lines += ["## Incomplete and excluded runs", ""]
     lines += [f"- {i['run']}: {i.get('condition', '?')} seed {i.get('seed', '?')}: {i['why']}" for i in incomplete] or [
@@ -308,7 +315,9 @@ def _json(conditions, found, sentences: list[str], incomplete, stability: str | 
                 "called": d.called, "seeds": d.seeds}
 
     return {"conditions": [{"label": c.label, "kind": c.kind, "k": c.k, "seeds": sorted({r["seed"] for r in c.records}),
-                            "curve": curve(c.records), "runs": sorted(r.name for r in c.runs)} for c in conditions],
+                            "curve": curve(c.records), "runs": sorted(r.name for r in c.runs),
+                            **({"scoring_iterations": scoring_iterations(c)} if scoring_iterations(c) else {})}
+                           for c in conditions],
             "comparisons": [{"question": c.question, "subject": c.subject_label, "reference": c.reference_label,
                              "differences": [diff(d) for d in c.differences]} for c in found],
             "findings": sentences,
