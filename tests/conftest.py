@@ -2,6 +2,11 @@
 in-process, check its one-line error, load saved weights, compare states)."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,3 +56,24 @@ def final_weights(path):
 def same_state(a, b):
     """Two state dicts hold the same tensors, bit for bit."""
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def kill_9_then_rerun(argv: list[str], out: Path) -> tuple[Path, Path]:
+    """`earlyphase ARGV` run to the end in out/full, and in out/killed killed with SIGKILL once its first
+    checkpoint exists, then rerun there; returns (the uninterrupted run dir, the killed-and-rerun one)."""
+    args = [sys.executable, "-m", "earlyphase.studies.cli", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    full = subprocess.run(args + [f"--out={out}/full"], env=env, capture_output=True, text=True, check=True)
+    full_dir = Path(full.stdout.strip().splitlines()[-1])
+    proc = subprocess.Popen(args + [f"--out={out}/killed"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    killed_dir = out / "killed" / full_dir.name
+    deadline = time.time() + 120
+    while not (killed_dir / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed_dir / "summary.json").exists(), "the run finished before it could be killed"
+    rerun = subprocess.run(args + [f"--out={out}/killed"], env=env, capture_output=True, text=True, check=True)
+    assert rerun.stdout.strip().splitlines()[-1] == str(killed_dir)
+    return full_dir, killed_dir

@@ -1,11 +1,6 @@
 """Pretraining on part of the data: the `subset` task (random / EL2N easy / hard), its scoring runs, the batches
 both training loops draw from a subset, resume after kill -9, and `supervised_noaug`."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -18,7 +13,7 @@ from earlyphase.studies.jobs import pretrain as pretrain_job
 from earlyphase.studies.jobs import setup
 from earlyphase.studies.jobs.pretrain import PretrainConfig
 
-from conftest import final_weights, load, one_line_error, run_cli, same_state
+from conftest import final_weights, kill_9_then_rerun, load, one_line_error, run_cli, same_state
 
 SETTING = dict(width=4, training_steps="1ep", eval_every=1)
 INFO = TaskInfo(seed=7, num_train=100, num_examples=100, training_iterations=50)
@@ -134,23 +129,11 @@ def test_el2n_scores_are_a_run_of_their_own_shared_and_never_recomputed(out, cap
 
 
 def test_a_subset_run_resumed_after_kill_9_trains_on_the_same_examples(out):
-    args = [sys.executable, "-m", "earlyphase.studies.cli", "pretrain", "--pretext=subset", "--subset_fraction=0.2",
-            "--width=4", "--pretrain_steps=20ep", "--eval_every=5"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    full = subprocess.run(args + [f"--out={out}/full"], env=env, capture_output=True, text=True, check=True)
-    full_dir = full.stdout.strip().splitlines()[-1]
-    proc = subprocess.Popen(args + [f"--out={out}/killed"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    killed_dir = out / "killed" / os.path.basename(full_dir)
-    deadline = time.time() + 120
-    while not (killed_dir / "checkpoint.pt").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed_dir / "summary.json").exists(), "the run finished before it could be killed"
-    rerun = subprocess.run(args + [f"--out={out}/killed"], env=env, capture_output=True, text=True, check=True)
-    assert rerun.stdout.strip().splitlines()[-1] == str(killed_dir)
-    assert same_state(final_weights(os.path.join(full_dir, "final.pt")), final_weights(killed_dir / "final.pt"))
+    full_dir, killed_dir = kill_9_then_rerun(["pretrain", "--pretext=subset", "--subset_fraction=0.2", "--width=4",
+                                              "--pretrain_steps=20ep", "--eval_every=5"], out)
+    assert same_state(final_weights(full_dir / "final.pt"), final_weights(killed_dir / "final.pt"))
+    assert load(full_dir / "rewind_point.pt")["pretext"]["examples_digest"] == \
+        load(killed_dir / "rewind_point.pt")["pretext"]["examples_digest"]
 
 
 def test_subset_of_every_example_and_supervised_noaug_against_their_twins(out):

@@ -1,9 +1,7 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -12,7 +10,7 @@ from earlyphase.studies.engine.trainer import train
 from earlyphase.studies.jobs import setup
 from earlyphase.studies.jobs.config import TrainConfig, run_dir
 
-from conftest import final_weights, run_cli, same_state
+from conftest import final_weights, kill_9_then_rerun, run_cli, same_state
 
 TINY = dict(width=4, training_steps="4ep", milestone_steps="2ep,3ep", eval_every=1)
 
@@ -170,25 +168,10 @@ def test_checkpoint_cadence_changes_neither_name_nor_weights(out):
 
 
 def test_kill_9_then_rerun_matches_uninterrupted(out):
-    args = [sys.executable, "-m", "earlyphase.studies.cli", "train", "--width=4", "--training_steps=25ep",
-            "--eval_every=5"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    full = subprocess.run(args + [f"--out={out}/full"], env=env, capture_output=True, text=True, check=True)
-    full_dir = full.stdout.strip().splitlines()[-1]
-    proc = subprocess.Popen(args + [f"--out={out}/killed"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    killed_dir = out / "killed" / os.path.basename(full_dir)
-    deadline = time.time() + 120
-    while not (killed_dir / "checkpoint.pt").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed_dir / "summary.json").exists(), "the run finished before it could be killed"
-    rerun = subprocess.run(args + [f"--out={out}/killed"], env=env, capture_output=True, text=True, check=True)
-    assert rerun.stdout.strip().splitlines()[-1] == str(killed_dir)
-    assert same_state(final_weights(os.path.join(full_dir, "final.pt")), final_weights(killed_dir / "final.pt"))
+    full_dir, killed_dir = kill_9_then_rerun(["train", "--width=4", "--training_steps=25ep", "--eval_every=5"], out)
+    assert same_state(final_weights(full_dir / "final.pt"), final_weights(killed_dir / "final.pt"))
     for name in ("metrics.jsonl", "summary.json"):
-        assert open(os.path.join(full_dir, name)).read() == (killed_dir / name).read_text()
+        assert (full_dir / name).read_text() == (killed_dir / name).read_text()
 
 
 FAULTS_PER_STEP = """

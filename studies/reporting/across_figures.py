@@ -100,7 +100,8 @@ def accuracy_vs_k(by_k: list[dict], path: Path) -> bool:
         _style(left, "Ticket accuracy against the rewind step k (mean, 95% interval)", "test accuracy (%)")
         _style(right, "Rewinding to k minus reset, paired by seed (95% interval)", "difference (points)")
         left.legend(fontsize=7, loc="best", framealpha=0.85)
-        right.legend(fontsize=7, title="density", title_fontsize=7, loc="best", framealpha=0.85)
+        if right.get_legend_handles_labels()[0]:  # no paired differences (fewer than 2 seeds): no legend
+            right.legend(fontsize=7, title="density", title_fontsize=7, loc="best", framealpha=0.85)
     return finish(plt, fig, path, f"Across k: one line per density; pretext conditions as markers at their k. Filled: "
                    f"interval excludes 0 ({MIN_SEEDS}+ seeds)")
 
