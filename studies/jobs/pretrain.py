@@ -32,6 +32,10 @@ exactly as rewinding to k does, so `supervised` for k steps followed by IMP *is*
   only that subnetwork: the mask multiplies the backbone weights after every step; a pretext head is
   not masked. The rewind point keeps the whole mask, and its classifier (fresh or trained) is masked by
   the mask's fc entries.
+- Data subsets: a task that restricts its examples (`PretextTask.examples`) gets its scores first where it asks
+  (`scoring()`: jobs/scores.py trains them as a run of their own, shared and never recomputed), then
+  `choose()`; the rewind point records how many examples, their digest, the scoring iterations and the task's
+  variant, and the examples name the run by content.
 - Run directory: `pretrain_{task}_{hash}`; the hash covers the non-default fields that matter for this
   task (other tasks' options and --training_steps are left out, the mask enters by content, not path)
   and the protocol version: directories made before pretraining counted as the first k steps (protocol
