@@ -151,3 +151,14 @@ def test_subset_of_every_example_and_supervised_noaug_against_their_twins(out):
     _, plain = point(pretext="supervised", augment=False)
     assert same_state(noaug["model"], plain["model"]) and same_state(noaug["momentum"], plain["momentum"])
     assert not same_state(noaug["model"], supervised["model"])
+
+
+def test_what_wandb_gets_names_the_subset_setting(out):
+    """The pretraining's W&B identity carries the variant, as the IMP runs' identity (jobs.identity) does, so W&B
+    never groups two selections as one condition."""
+    seen = []
+    pretrain_job.run(PretrainConfig(out=str(out), pretext="subset", subset_fraction=0.2, pretrain_steps="2it",
+                                    **SETTING), sinks=[seen.append])
+    (identity,) = [r["identity"] for r in seen if "identity" in r]
+    assert identity["condition"] == "subset(random 0.2) 2it" and identity["task_options"]["fraction"] == 0.2
+    assert identity["examples"] == round(0.2 * 1437) and "scoring_iterations" not in identity

@@ -298,7 +298,8 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
               "pretext_distribution": plugin.distribution, "mask_digest": mask_digest(mask), "rewind_step_it": k,
               "protocol": PROTOCOL, **subset_facts}
     checkpoints.write_json_atomic(out / "config.json", record)
-    label = f"{cfg.pretext} {cfg.pretrain_steps}{' sparse' if mask else ''}"
+    shown = f"{cfg.pretext}({task.variant()})" if task.variant() else cfg.pretext  # as jobs.identity labels it
+    label = f"{shown} {cfg.pretrain_steps}{' sparse' if mask else ''}"
     for sink in sinks:  # what W&B runs carry (jobs.identity's fields for the pretext condition)
         sink({"identity": {**public_config(record), "condition": label, "condition_kind": "pretext",
                            "task": cfg.pretext, "task_options": task.settings(), "budget": cfg.pretrain_steps, "k": k,
