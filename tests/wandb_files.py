@@ -7,6 +7,7 @@ is padding. The payloads are `wandb.proto.wandb_internal_pb2.Record` messages.
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32 * 1024
@@ -61,9 +62,10 @@ class OfflineRun:
         self.folder = Path(folder)
         (self.file,) = self.folder.glob("run-*.wandb")
         self.config, self.summary, self.history, self.artifacts, self.metrics = {}, {}, [], [], []
-        self.run = None
+        self.run, self.complete = None, False
         for r in records(self.file):
             kind = r.WhichOneof("record_type")
+            self.complete |= kind == "exit"  # the writer's last record: the file is whole
             if kind == "run":
                 self.run = r.run
                 self.config.update({u.key: _value(u) for u in r.run.config.update})
@@ -91,9 +93,17 @@ class OfflineRun:
         return {c.path: Path(c.local_path) for c in artifact.manifest.contents}
 
 
-def offline_runs(out):
-    """The offline runs below OUT/wandb, in the order they started."""
-    runs = [OfflineRun(p) for p in (Path(out) / "wandb").glob("offline-run-*")]
+def offline_runs(out, wait_s: float = 10.0):
+    """The offline runs below OUT/wandb, in the order they started. wandb's writer process may still be
+    flushing a run's file for a moment after `finish()` returned (seen: a file without its run record yet,
+    complete when read again), so the files are read again until each ends in its exit record, for up to
+    wait_s."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        runs = [OfflineRun(p) for p in (Path(out) / "wandb").glob("offline-run-*")]
+        if all(r.complete for r in runs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     return sorted(runs, key=lambda r: (r.run.start_time.seconds, r.run.start_time.nanos))
 
 
