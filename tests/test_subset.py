@@ -1,6 +1,7 @@
 """Pretraining on part of the data: the `subset` task (random / EL2N easy / hard), its scoring runs, the batches
 both training loops draw from a subset, resume after kill -9, and `supervised_noaug`."""
 
+import dataclasses
 
 import pytest
 import torch
@@ -69,7 +70,7 @@ def test_epochs_keep_their_length_and_fill_it_with_passes_over_the_subset():
     second = m + (seen[m:2 * m] == subset[0]).nonzero().item()
     assert not torch.equal(batches.images[first], batches.images[second])
     # without augmentation the images are the examples themselves
-    plain = EpochBatches(data, plan.__class__(**{**plan.__dict__, "augment": False}), task)
+    plain = EpochBatches(data, dataclasses.replace(plan, augment=False), task)
     x, y, idx = plain.batch(0)
     assert torch.equal(x, data.normaliser()(data.train_x[idx])) and torch.equal(y, data.train_y[idx])
     # a later epoch draws other passes; the same epoch again draws the same ones (resume from any step)
@@ -162,3 +163,19 @@ def test_what_wandb_gets_names_the_subset_setting(out):
     (identity,) = [r["identity"] for r in seen if "identity" in r]
     assert identity["condition"] == "subset(random 0.2) 2it" and identity["task_options"]["fraction"] == 0.2
     assert identity["examples"] == round(0.2 * 1437) and "scoring_iterations" not in identity
+
+
+def test_a_damaged_scores_file_is_a_one_line_error_and_stays_as_it_was(out, capsys):
+    args = ["pretrain", "--pretext=subset", "--subset_select=hard", "--subset_score_runs=1", "--subset_score_steps=2",
+            "--pretrain_steps=2it", "--width=4", f"--out={out}"]
+    assert run_cli(args, capsys)[0] == 0
+    (scores,) = out.glob("scores_el2n_*/scores.pt")
+    for damage in (b"not a checkpoint", None):
+        if damage is None:  # a good file of the wrong length
+            torch.save({"scores": torch.zeros(3, dtype=torch.float64)}, scores)
+        else:
+            scores.write_bytes(damage)
+        before = scores.read_bytes()
+        code, _, err = run_cli(args + ["--subset_fraction=0.3"], capsys)
+        one_line_error(code, err, str(scores))
+        assert scores.read_bytes() == before and len(list(out.glob("pretrain_subset_*"))) == 1

@@ -22,8 +22,8 @@ class EpochBatches:
     """Caches one epoch's augmented images and order; batch(step) gives that step's examples.
 
     `order` holds the epoch's example indices (into the training split) and `positions` where each one's
-    image is in `images`: the same tensor without a subset (images is the augmented split), the epoch's
-    sequence with one (images holds each pass's own augmentation)."""
+    image is in `images`: the same tensor where `images` is indexed by example (the split, augmented or
+    not), the epoch's sequence for an augmented subset (`images` holds each pass's own augmentation)."""
 
     def __init__(self, data: ImageData, plan: TrainPlan, task: PretextTask):
         self.data, self.plan = data, plan
@@ -54,8 +54,10 @@ class EpochBatches:
             passes = [self.examples[epoch_order(m, seed if r == 0 else derive_seed(seed, "pass", r), epoch,
                                                 d.train_x.device)] for r in range(-(-n // m))]
             self.order = torch.cat(passes)[:n]
-            self.images = torch.cat([
-                augment_images(d, d.train_x[p], derive_seed(seed, "augment", epoch, r), self.aug) if self.augment
-                else d.train_x[p] for r, p in enumerate(passes)])[:n]
-            self.positions = torch.arange(n, device=d.train_x.device)
+            if self.augment:  # each pass its own draws, so an example repeated in an epoch is augmented afresh
+                self.images = torch.cat([augment_images(d, d.train_x[p], derive_seed(seed, "augment", epoch, r),
+                                                        self.aug) for r, p in enumerate(passes)])[:n]
+                self.positions = torch.arange(n, device=d.train_x.device)
+            else:
+                self.images, self.positions = d.train_x, self.order
         self.epoch = epoch
