@@ -196,7 +196,7 @@ def plan_units(cfg: StudyConfig) -> list[dict]:
     for run in runs.values():
         for seed in seeds:
             step_field = "rewind_step" if run["condition"] in BASELINES else "pretrain_steps"
-            options = {"options": run["options"]} if run["options"] else {}  # study.json as before without
+            options = {"options": run["options"]} if run["options"] else {}  # none: study.json as it was
             units.append({"condition": run["condition"], "seed": seed, step_field: run["steps"], **options,
                           "controls": cfg.imp.controls if run["controls"] else "", "asked_by": run["asked_by"],
                           "reference_for": run["reference_for"]})

@@ -5,7 +5,7 @@ A condition is what differs between IMP runs *besides* the seed: how the rewind 
 - no `rewind_from`, rewind step 0 -> `reset`; no `rewind_from` otherwise -> `rewind K` (standard rewinding
   to the dense run's step K, K as the run spelt it: `rewind 6it`, `rewind 2ep`);
 - a `rewind_from` made by `earlyphase pretrain` -> the task and its budget, `rotation 400it` (`sparse` for
-  masked pretraining; a task's variant in brackets, `subset(easy 0.1) 6it`), with k = the step the rewind
+  masked pretraining; a task's variant in parentheses, `subset(easy 0.1) 6it`), with k = the step the rewind
   point stands for.
 Everything else among the config's option fields (dataset, model, T, schedule, pruning, precision, ...) is
 the condition's *setting*: conditions are only ever compared within one setting.
@@ -55,6 +55,11 @@ def rewind_step_of(config: dict, tickets=()) -> int | None:
     return int(text[:-2]) if text.endswith("it") and text[:-2].isdigit() else (0 if text in ("0ep", "0ep0it") else None)
 
 
+def task_label(name: str, variant: str | None) -> str:
+    """A pretext task as labels show it: its name, and its variant (`PretextTask.variant`) in parentheses."""
+    return f"{name}({variant})" if variant else name
+
+
 def identify(config: dict, tickets=()) -> Identity:
     """The condition of an IMP run, from its config.json alone (and, for runs older than protocol 2, its tickets)."""
     setting = {key: v for key, v in condition_fields(config).items() if key != "rewind_step"}
@@ -71,8 +76,8 @@ def identify(config: dict, tickets=()) -> Identity:
     own["sparse"] = bool(pretext.get("mask_digest"))
     budget = str(pretext.get("pretrain_steps") or f"{k}it")
     options = dict(own.get("options") or {}, **({"sparse": True} if own["sparse"] else {}))
-    shown = f"{name}({pretext['variant']})" if pretext.get("variant") else name
-    return Identity(f"{shown} {budget}{' sparse' if own['sparse'] else ''}", "pretext", k, budget, name, options,
+    label = f"{task_label(name, pretext.get('variant'))} {budget}{' sparse' if own['sparse'] else ''}"
+    return Identity(label, "pretext", k, budget, name, options,
                     setting, {**setting, "rewind_step_it": k, "pretext": own})
 
 

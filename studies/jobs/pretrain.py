@@ -63,7 +63,7 @@ from . import scores as scores_job
 from . import setup
 from .config import PretrainConfig, PretrainFields, run_dir
 from .flags import parse_overrides
-from .identity import public_config
+from .identity import public_config, task_label
 from .stats import tracker_hooks
 from .wandb_log import logged_run
 
@@ -298,8 +298,7 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
               "pretext_distribution": plugin.distribution, "mask_digest": mask_digest(mask), "rewind_step_it": k,
               "protocol": PROTOCOL, **subset_facts}
     checkpoints.write_json_atomic(out / "config.json", record)
-    shown = f"{cfg.pretext}({task.variant()})" if task.variant() else cfg.pretext  # as jobs.identity labels it
-    label = f"{shown} {cfg.pretrain_steps}{' sparse' if mask else ''}"
+    label = f"{task_label(cfg.pretext, task.variant())} {cfg.pretrain_steps}{' sparse' if mask else ''}"
     for sink in sinks:  # what W&B runs carry (jobs.identity's fields for the pretext condition)
         sink({"identity": {**public_config(record), "condition": label, "condition_kind": "pretext",
                            "task": cfg.pretext, "task_options": task.settings(), "budget": cfg.pretrain_steps, "k": k,

@@ -22,6 +22,7 @@ import json
 import math
 import statistics
 
+from ..jobs.identity import task_label
 from . import stability as stability_report
 from .findings import density, points
 from .paired import CONFIDENCE, MIN_SEEDS, Difference, paired
@@ -134,8 +135,7 @@ def _series_key(c: Condition) -> str:
 
 
 def _series_name(own: dict) -> str:
-    name = own.get("name", "?") + (f"({own['variant']})" if own.get("variant") else "")
-    return name + (" sparse" if own.get("sparse") else "")
+    return task_label(own.get("name", "?"), own.get("variant")) + (" sparse" if own.get("sparse") else "")
 
 
 def across_budget(group: list[Condition], columns: list[tuple[int, float]], found, margin: float,
