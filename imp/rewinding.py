@@ -40,14 +40,17 @@ def rewound_state(state: dict, mask: Mask) -> dict:
     return out
 
 
-def momentum_by_name(optimizer_state: dict, param_names: list[str]) -> dict:
+def momentum_by_name(optimizer_state: dict, param_names: list[str], task_parameters: int = 0) -> dict:
     """{parameter name: momentum buffer} from an SGD state dict (which indexes parameters by position).
 
     param_names: the model's parameter names in the order the optimiser was built with
-    (`model.named_parameters()`). Parameters that have no momentum yet are left out."""
+    (`model.named_parameters()`). task_parameters: how many parameters of a pretext task's own modules follow
+    the model's in the optimiser (a predictor; they are not the model's and are left out). Parameters that have
+    no momentum yet are left out."""
     indices = [i for group in optimizer_state["param_groups"] for i in group["params"]]
-    if len(indices) != len(param_names):
-        raise ValueError(f"optimiser state has {len(indices)} parameters, the model {len(param_names)}")
+    if len(indices) != len(param_names) + task_parameters:
+        raise ValueError(f"optimiser state has {len(indices)} parameters, the model {len(param_names)}"
+                         + (f" and its pretext task {task_parameters}" if task_parameters else ""))
     out = {}
     for index, name in zip(indices, param_names):
         buffer = optimizer_state["state"].get(index, {}).get("momentum_buffer")

@@ -26,8 +26,22 @@ keeps every epoch as long as the full split's (the same iterations, evaluations 
 fills it with seeded passes over the subset, each pass freshly augmented.
 
 The loss: a task may override `loss` (SimCLR does). On CUDA the trainer captures the whole training step
-as one CUDA graph only with the default loss (cross-entropy on class labels), so a task with its own loss
-trains with eager steps there: correct, but slower. CPU runs are the same either way.
+as one CUDA graph only with the default loss (cross-entropy on class labels) and no step of the task's own
+(below), so such a task trains with eager steps there: correct, but slower. CPU runs are the same either way.
+
+Tasks with state (momentum teachers, queues, centres, prototypes: BYOL, MoCo, DINO). The engine calls, in order:
+`build(model)` once before training (the network with `head()` as its `.fc`, on its device, already masked),
+which returns modules of the task's own (a predictor, a momentum copy, a loss holding a queue) or None; then per
+step `batch`, `forward(model, inputs)` (default: `model(inputs)`; it may run several views, the backbone's
+features, its own modules), `loss(outputs, targets)`, the optimiser step and the mask, and `after_step(step,
+steps)` (a momentum update). `self.step` (iterations done before the current one) and `self.steps` (the run's
+last iteration: a pretraining's length) are set before `batch`, so a schedule can span the pretraining. Of the
+built modules, parameters that require gradients are trained by the run's own optimiser beside the network;
+the rest are the task's to update. Everything built (parameters, buffers, `get_extra_state`) is saved in every
+checkpoint and restored on resume, so a run killed and rerun is bit-identical; the rewind point holds the
+network only. Evaluation runs `forward` and `loss` without gradients, in eval mode, and the engine restores the
+built modules afterwards, so evaluating never changes what training sees. The optimiser, learning rate and
+schedule stay the run's: a pretext condition must differ from rewinding in the task alone.
 """
 
 from __future__ import annotations
@@ -85,6 +99,8 @@ class PretextTask:
     def __init__(self, info: TaskInfo | None = None, **options):
         self.info = info or TaskInfo()
         self.subset: torch.Tensor | None = None  # the examples trained on, set by choose(); None: all
+        self.own_modules: nn.Module | None = None  # what build() returned, set by bind()
+        self.step, self.steps = 0, 0  # set by the engine before every step (see the module docstring)
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             takes = ", ".join(self.options) or "no options"
@@ -123,15 +139,52 @@ class PretextTask:
         """The module that replaces the classifier during pretraining; None keeps (and trains) the 10-way classifier."""
         return None
 
+    def build(self, model: nn.Module) -> nn.Module | None:
+        """Modules of the task's own, made once before training from `model` (the network being trained, `head()`
+        as its `.fc`, on its device): returned as one nn.Module (e.g. an nn.ModuleDict), or None (the default).
+        Parameters that require gradients are trained by the run's optimiser; the others (a momentum copy made
+        with lightly's `deactivate_requires_grad`) are updated by the task in `after_step`. Draws from the global
+        torch RNG are seeded by the engine. All of it is checkpointed; none of it is in the rewind point."""
+        return None
+
+    def bind(self, model: nn.Module) -> nn.Module | None:
+        """build(), kept as `self.own_modules` on the model's device (the engine calls it once per training)."""
+        built = self.build(model)
+        if built is not None:
+            built.to(next(model.parameters()).device)
+        self.own_modules = built
+        return built
+
     def batch(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor):
         """(inputs, targets) for one batch. x: normalised float images, y: true labels, idx: example indices."""
         return x, y
 
-    def loss(self, outputs: torch.Tensor, targets) -> torch.Tensor:
+    def forward(self, model: nn.Module, inputs):
+        """What `loss` and `correct` read, from the batch's inputs: by default `model(inputs)`, the logits of
+        `head()`. A task may run its own modules here, several views, or the backbone's pooled features
+        (`model.forward_head(model.forward_features(x), pre_logits=True)`). Runs under autocast in training and
+        in evaluation (no gradients, eval mode): change state in `after_step`, not here."""
+        return model(inputs)
+
+    def loss(self, outputs, targets) -> torch.Tensor:
+        """The scalar training loss of `forward`'s outputs (a tensor, or whatever `forward` returned)."""
         return F.cross_entropy(outputs.float(), targets)
 
-    def correct(self, outputs: torch.Tensor, targets) -> torch.Tensor | None:
+    def after_step(self, step: int, steps: int) -> None:
+        """Called after every optimiser step (and the mask): `step` iterations are done, of `steps` (the run's last
+        iteration; a pretraining's length, its k in pretraining iterations). Momentum updates go here."""
+
+    def correct(self, outputs, targets) -> torch.Tensor | None:
         """Number of correct predictions (a 0-d tensor) out of len(targets), or None where accuracy has no meaning."""
         if not isinstance(targets, torch.Tensor) or targets.dtype != torch.long or outputs.dim() != 2:
             return None
         return (outputs.argmax(1) == targets).sum()
+
+
+def has_own_step(task: PretextTask | type[PretextTask]) -> bool:
+    """Whether a task (or task class) steps other than a plain classifier does (modules, forward or after_step of
+    its own): it needs the single trainer (train() / the streams engine), not the vmap stack or a whole-step CUDA
+    graph."""
+    kind = task if isinstance(task, type) else type(task)
+    return (getattr(task, "own_modules", None) is not None or kind.build is not PretextTask.build
+            or kind.forward is not PretextTask.forward or kind.after_step is not PretextTask.after_step)

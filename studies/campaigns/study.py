@@ -219,7 +219,7 @@ def validate_units(cfg: StudyConfig, units: list[dict]) -> None:
     for unit in units:
         pre, imp = unit_configs(cfg, unit)
         if pre is not None:
-            pretrain_job.validate(pre)
+            pretrain_job.check_config(pre)  # the task's own checks too (--simclr_min_scale=0), before any output
             imp = dataclasses.replace(imp, rewind_step=pre.pretrain_steps)
         imp_job.prepare(dataclasses.replace(imp, rewind_from=None))  # checks only; writes nothing
 

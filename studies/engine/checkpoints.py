@@ -9,6 +9,7 @@ resumes; nothing has to be cleaned up by hand.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -88,7 +89,31 @@ def load(path: Path, map_location="cpu", given: str = "") -> dict:
 
 
 def state_dict_cpu(module: torch.nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    """A copy of the state dict on the CPU; a module's extra state (get_extra_state: any value weights_only
+    loading accepts) is copied as it is."""
+    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+            for k, v in module.state_dict().items()}
+
+
+def full_state(module: torch.nn.Module) -> dict:
+    """Everything `module` holds, on the CPU: its state dict and its non-persistent buffers too (lightly's memory
+    bank keeps MoCo's queue and its pointer in such buffers, which a state dict leaves out)."""
+    state = state_dict_cpu(module)
+    for name, buffer in module.named_buffers():
+        state.setdefault(name, buffer.detach().to("cpu", copy=True))
+    return state
+
+
+@torch.no_grad()
+def load_full_state(module: torch.nn.Module, state: dict) -> None:
+    """Put back what full_state() took (the same module's state: a name or shape that differs is an error)."""
+    persistent = module.state_dict().keys()
+    module.load_state_dict({k: v for k, v in state.items() if k in persistent})
+    buffers = dict(module.named_buffers())
+    for name in state.keys() - persistent:
+        if name not in buffers or buffers[name].shape != state[name].shape:
+            raise ValueError(f"saved state entry {name!r} does not fit the module")
+        buffers[name].copy_(state[name])
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -9,6 +9,7 @@ import torch
 from earlyphase.pretext.base import PretextTask
 
 from .augment import derive_seed, fork_rng
+from .checkpoints import full_state, load_full_state
 from .data import ImageData
 from .plan import TrainPlan
 
@@ -22,7 +23,21 @@ def autocast(device: torch.device, precision: str):
 
 @torch.no_grad()
 def evaluate(model, data: ImageData, task: PretextTask, plan: TrainPlan, batch: int = 1000) -> dict:
-    """Test loss and accuracy of `task` on the test split (accuracy is None where it has no meaning)."""
+    """Test loss and accuracy of `task` on the test split (accuracy is None where it has no meaning). A task's
+    own modules are in eval mode meanwhile and restored afterwards (a loss may update a centre as it runs)."""
+    own = task.own_modules
+    if own is None:
+        return _evaluate(model, data, task, plan, batch)
+    saved, was_training = full_state(own), own.training
+    own.eval()
+    try:
+        return _evaluate(model, data, task, plan, batch)
+    finally:
+        load_full_state(own, saved)
+        own.train(was_training)
+
+
+def _evaluate(model, data: ImageData, task: PretextTask, plan: TrainPlan, batch: int) -> dict:
     device = data.test_x.device
     was_training = model.training
     model.eval()
@@ -35,8 +50,8 @@ def evaluate(model, data: ImageData, task: PretextTask, plan: TrainPlan, batch: 
             idx = torch.arange(lo, min(lo + batch, len(data.test_y)), device=device)
             inputs, targets = task.batch(normalise(data.test_x[idx]), data.test_y[idx], idx)
             with autocast(device, plan.precision):
-                out = model(inputs)
-            loss_sum += task.loss(out.float(), targets).float() * len(idx)
+                out = task.forward(model, inputs)
+            loss_sum += task.loss(out.float() if isinstance(out, torch.Tensor) else out, targets).float() * len(idx)
             correct = task.correct(out, targets)
             if correct is not None:
                 correct_sum += correct

@@ -2,7 +2,8 @@
 stacked one (stacked) alike, so a run written by either resumes in the other.
 
     metrics.jsonl    one record per evaluation: step, epoch, lr, train_loss, test_loss, test_accuracy
-    checkpoint.pt    while running: model, optimiser, step, loss accumulator, RNG states (removed at the end)
+    checkpoint.pt    while running: model, optimiser, step, loss accumulator, RNG states, and a pretext task's own
+                     modules (`task`: momentum teachers, queues, centres; PretextTask.build) (removed at the end)
     weights_{it}it.pt  model and optimiser at the plan's save_at steps (rewind points)
     final.pt         the final weights
     summary.json     the last evaluation's metrics and the trained span; its presence marks the run finished
@@ -23,6 +24,7 @@ from earlyphase.pretext.base import PretextTask
 
 from . import checkpoints, records
 from .data import ImageData
+from .errors import UsageError
 from .evaluation import evaluate
 from .plan import TrainPlan, TrainResult
 
@@ -37,8 +39,10 @@ def finished_result(run_dir: Path, by_other_process: bool = False) -> TrainResul
 
 
 def cpu_state(model: torch.nn.Module) -> dict:
-    """The state dict on the CPU as plain contiguous tensors (the CUDA path trains in channels_last)."""
-    return {k: v.contiguous() for k, v in checkpoints.state_dict_cpu(model).items()}
+    """The state dict on the CPU as plain contiguous tensors (the CUDA path trains in channels_last); a module's
+    extra state (get_extra_state) is kept as it is."""
+    return {k: v.contiguous() if isinstance(v, torch.Tensor) else v
+            for k, v in checkpoints.state_dict_cpu(model).items()}
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -65,14 +69,21 @@ class RunFiles:
         self.resumed_from: int | None = None
 
     def resume(self, model, optimizer, device: torch.device, optimizer_state: dict | None = None,
-               restore_rng: bool = True) -> tuple[int, torch.Tensor, int]:
+               restore_rng: bool = True, task_modules: torch.nn.Module | None = None) -> tuple[int, torch.Tensor, int]:
         """(step, loss sum, loss count) to go on from: the checkpoint's, else the plan's start with
-        `optimizer_state`; the metrics log is cut back to match, and the start's weights saved if asked."""
+        `optimizer_state`; the metrics log is cut back to match, and the start's weights saved if asked.
+        task_modules: a pretext task's own modules, restored from the checkpoint with the model."""
         self.dir.mkdir(parents=True, exist_ok=True)
         step, loss_sum, loss_count = self.plan.start, torch.zeros((), device=device), 0
         if (self.dir / "checkpoint.pt").exists():
             state = checkpoints.load(self.dir / "checkpoint.pt", map_location=device)
             model.load_state_dict(state["model"])
+            if (task_modules is None) != (state.get("task") is None):
+                raise UsageError(f"{self.dir / 'checkpoint.pt'} was written by a task "
+                                 f"{'without' if task_modules is not None else 'with'} modules of its own: move it "
+                                 f"away to train {self.dir.name} again from its start")
+            if task_modules is not None:
+                checkpoints.load_full_state(task_modules, state["task"])
             optimizer.load_state_dict(state["optimizer"])
             step, loss_sum, loss_count = state["step"], state["loss_sum"].to(device), state["loss_count"]
             self.resumed_from = step
@@ -94,15 +105,19 @@ class RunFiles:
             self.save_weights(model, optimizer, step)
 
     def save_weights(self, model, optimizer, it: int) -> None:
-        """weights_{it}it.pt: a rewind point (model and optimiser at step it)."""
-        checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(), "step": it},
+        """weights_{it}it.pt: a rewind point (model and optimiser at step it). The optimiser lists the model's
+        parameters first; `task_parameters` counts those of a task's own modules that follow them."""
+        extra = sum(len(group["params"]) for group in optimizer.param_groups) - len(list(model.parameters()))
+        checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(), "step": it,
+                                 **({"task_parameters": extra} if extra else {})},
                                 self.dir / f"weights_{it}it.pt")
 
     def checkpoint(self, model, optimizer, step: int, loss_sum: torch.Tensor, loss_count: int,
-                   device: torch.device) -> None:
+                   device: torch.device, task_modules: torch.nn.Module | None = None) -> None:
+        task = {"task": checkpoints.full_state(task_modules)} if task_modules is not None else {}
         checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(), "step": step,
-                                 "loss_sum": loss_sum.cpu(), "loss_count": loss_count, "rng": _rng_state(device)},
-                                self.dir / "checkpoint.pt")
+                                 "loss_sum": loss_sum.cpu(), "loss_count": loss_count, "rng": _rng_state(device),
+                                 **task}, self.dir / "checkpoint.pt")
 
     def record(self, step: int, per_epoch: int, lr: float, train_loss: float, metrics: dict) -> dict:
         """One evaluation's record: appended to metrics.jsonl and passed to the sinks."""

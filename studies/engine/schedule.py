@@ -8,7 +8,8 @@ Jobs never call the trainer themselves, so one driver decides how the trainings 
 - `run(job, concurrent=1)`: one after another with `trainer.train`, exactly as a plain loop would;
 - `run(job, concurrent=K, engine=...)`: K trainings at a time, by one of two engines:
   - `vmap`: trainings of one shape (same data, plan up to seed/save_at, same model shape, no step
-    hooks) are stacked with `stacked.train_stacked` (torch.func); each result equals its sequential
+    hooks, no pretext task with modules or a forward of its own: those train alone beside the stack)
+    are stacked with `stacked.train_stacked` (torch.func); each result equals its sequential
     counterpart up to floating-point summation order (exactly in float64, tests/test_stacked.py);
   - `streams`: any K trainings advance one step each in turn (`trainer.train_steps`), each on its own
     CUDA stream, so the GPU overlaps their small kernels; every training runs exactly its own
@@ -43,6 +44,8 @@ from pathlib import Path
 from typing import Callable, Generator, Sequence
 
 import torch
+
+from earlyphase.pretext.base import has_own_step
 
 from . import locks
 from .data import ImageData
@@ -85,8 +88,9 @@ class Training:
 
 
 def stack_key(t: Training):
-    """Trainings with equal keys can be stacked; None = must run alone (step hooks need train())."""
-    if t.step_hooks:
+    """Trainings with equal keys can be stacked; None = must run alone (step hooks, and a task that steps its own
+    way, need train())."""
+    if t.step_hooks or (t.task is not None and has_own_step(t.task)):
         return None
     shapes = tuple((n, tuple(p.shape), p.dtype, p.device) for n, p in t.model.named_parameters())
     buffers = tuple((n, tuple(b.shape), b.dtype) for n, b in t.model.named_buffers())

@@ -18,7 +18,8 @@ exactly the files train() writes (metrics.jsonl, weights_{it}it.pt at save_at, c
 `model`, as train() leaves them. Plans must agree in everything except seed, save_at and progress.
 Runs already finished are skipped; interrupted runs resume from their checkpoints (the checkpoint
 format is train()'s, so either function can resume the other's run); runs at different steps are
-trained in groups. Not supported: step_hooks (use train() for runs that need them). `plan.compile` is
+trained in groups. Not supported: step_hooks (use train() for runs that need them), and pretext tasks that step
+their own way (modules, forward or after_step of their own: `has_own_step`), refused in one line. `plan.compile` is
 honoured on CUDA (the vmapped forward is compiled), ignored on CPU.
 
 Locks (locks.py): the runs whose locks are free are taken without waiting and trained as one stack; runs
@@ -40,7 +41,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from earlyphase.pretext.base import PretextTask
+from earlyphase.pretext.base import PretextTask, has_own_step
 from earlyphase.pretext.supervised import Supervised
 
 from . import locks
@@ -83,6 +84,10 @@ def _check(runs: Sequence[StackedRun], data: ImageData) -> None:
         raise ValueError("each stacked run needs its own model object")
     if len({Path(r.run_dir).resolve() for r in runs}) != len(runs):
         raise ValueError("each stacked run needs its own run directory")
+    own = [r.task.name or type(r.task).__name__ for r in runs if r.task is not None and has_own_step(r.task)]
+    if own:
+        raise ValueError(f"pretext task {own[0]} steps with modules or a forward of its own, which the vmap stack "
+                         f"cannot hold: train it with --concurrent_engine=streams (or alone)")
     first = runs[0].plan.shared()
     for r in runs[1:]:
         if r.plan.shared() != first:

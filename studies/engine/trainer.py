@@ -38,11 +38,11 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from earlyphase.pretext.base import PretextTask
+from earlyphase.pretext.base import PretextTask, has_own_step
 from earlyphase.pretext.supervised import Supervised
 
 from . import locks
-from .augment import derive_seed
+from .augment import derive_seed, fork_rng
 from .batches import EpochBatches
 from .data import ImageData
 from .divergence import DivergenceWatch
@@ -63,11 +63,25 @@ COMPILE_MODES = ("none", "cudagraph", "cudagraph-inductor", "default", "reduce-o
 CUDA_COMPILE_AUTO = "cudagraph"
 
 
-def make_optimizer(model: torch.nn.Module, plan: TrainPlan) -> torch.optim.SGD:
-    """foreach SGD on CPU; on CUDA the fused kernel (same maths, one launch per step)."""
+def make_optimizer(model: torch.nn.Module, plan: TrainPlan, task_modules: torch.nn.Module | None = None
+                   ) -> torch.optim.SGD:
+    """foreach SGD on CPU; on CUDA the fused kernel (same maths, one launch per step). A task's own modules'
+    trainable parameters follow the model's (so the model's keep their positions in the optimiser's state)."""
     fast = {"fused": True} if next(model.parameters()).is_cuda else {"foreach": True}
-    return torch.optim.SGD(model.parameters(), lr=plan.schedule.lr, momentum=plan.momentum,
-                           weight_decay=plan.weight_decay, nesterov=False, **fast)
+    return torch.optim.SGD([*model.parameters(), *trained_parameters(task_modules)], lr=plan.schedule.lr,
+                           momentum=plan.momentum, weight_decay=plan.weight_decay, nesterov=False, **fast)
+
+
+def trained_parameters(task_modules: torch.nn.Module | None) -> list[torch.nn.Parameter]:
+    """The parameters of a task's own modules that the run's optimiser trains (those that require gradients)."""
+    return [] if task_modules is None else [p for p in task_modules.parameters() if p.requires_grad]
+
+
+def bind_task(task: PretextTask, model: torch.nn.Module, seed: int) -> torch.nn.Module | None:
+    """The task's own modules for this training (PretextTask.build), their draws seeded from the run's seed."""
+    with fork_rng(model_device(model)):
+        torch.manual_seed(derive_seed(seed, "task_modules"))
+        return task.bind(model)
 
 
 def compile_mode(plan: TrainPlan, device: torch.device) -> str:
@@ -179,6 +193,14 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
             own.release()
 
 
+def task_forward(task: PretextTask, model: torch.nn.Module, forward):
+    """The training forward: `forward` (the model, compiled or not) for a task with the default one, else the
+    task's own on the model."""
+    if type(task).forward is PretextTask.forward:
+        return forward
+    return lambda inputs: task.forward(model, inputs)
+
+
 def _step_body(forward, optimizer, task, params, masks, loss_sum: torch.Tensor, device, precision: str):
     """One optimiser step on a batch: forward, the task's loss, backward, SGD, the mask; the loss summed on the
     device (no host sync)."""
@@ -209,7 +231,7 @@ def _end_of_epoch(files: RunFiles, model, optimizer, data, task, plan: TrainPlan
         loss_count = 0
         bar.set_postfix(acc=record["test_accuracy"], loss=round(record["train_loss"], 4), refresh=False)
     if epoch % plan.checkpoint_every == 0 and step < plan.end:
-        files.checkpoint(model, optimizer, step, loss_sum, loss_count, model_device(model))
+        files.checkpoint(model, optimizer, step, loss_sum, loss_count, model_device(model), task.own_modules)
     return loss_count
 
 
@@ -227,17 +249,19 @@ def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)  # in place; undone before returning
     mode = compile_mode(plan, device)
-    forward = compiled(model, mode)
-    optimizer = make_optimizer(model, plan)
     params, masks = masked_pairs(model, mask)
+    apply_mask(params, masks)  # before the task copies the network (a momentum teacher starts masked)
+    own = bind_task(task, model, plan.seed)
+    forward = task_forward(task, model, compiled(model, mode))
+    optimizer = make_optimizer(model, plan, own)
     files = RunFiles(run_dir, plan, sinks)
-    step, loss_sum, loss_count = files.resume(model, optimizer, device, optimizer_state)
+    step, loss_sum, loss_count = files.resume(model, optimizer, device, optimizer_state, task_modules=own)
     apply_mask(params, masks)
     files.save_start(model, optimizer, step)
 
     step_body = _step_body(forward, optimizer, task, params, masks, loss_sum, device, plan.precision)
     graphed = None  # the whole step as one CUDA graph (compile=cudagraph), built at the first full batch
-    graphable = whole_step_graph(mode) and type(task).loss is PretextTask.loss
+    graphable = whole_step_graph(mode) and type(task).loss is PretextTask.loss and not has_own_step(task)
     batches = EpochBatches(data, plan, task)
     per_epoch = batches.per_epoch
     watch = DivergenceWatch(per_epoch, [run_dir], [*model.parameters(), *model.buffers()])
@@ -248,6 +272,7 @@ def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_
         x, y, idx = batches.batch(step)
         if task.stochastic:
             torch.manual_seed(derive_seed(plan.seed, "batch", step))
+        task.step, task.steps = step, plan.end
         inputs, targets = task.batch(x, y, idx)
         lr = plan.schedule.lr_at(step)
         if graphable and graphed is None and len(x) == plan.batch_size:
@@ -262,6 +287,7 @@ def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_
             loss = step_body(inputs, targets)
         loss_count += 1
         step += 1
+        task.after_step(step, plan.end)
         watch.add(step, loss)
         bar.update(1)
         for hook in step_hooks:

@@ -1,18 +1,21 @@
 """`earlyphase pretext list`: every discovered pretext task, its description, options and distribution.
 
 A plugin that fails to load is listed with its error (the others are unaffected); the exit status is
-0 either way, since listing succeeded.
+0 either way, since listing succeeded. A task with a step of its own (momentum teachers: byol, moco, dino) is
+marked, since it trains with eager steps on CUDA and alone under --concurrent_engine=vmap.
 """
 
 from __future__ import annotations
 
 from earlyphase.pretext import registry
-from earlyphase.pretext.base import declared_options
+from earlyphase.pretext.base import declared_options, has_own_step
 
 from ..engine.errors import UsageError
 from .pretrain import flag_for
 
 USAGE = "usage: earlyphase pretext list"
+OWN_STEP = ("steps its own way (modules, forward or after_step of its own): eager steps on CUDA (no whole-step "
+            "graph), trained alone beside a vmap stack")
 
 
 def describe_options(plugin: registry.Plugin) -> str:
@@ -36,6 +39,8 @@ def listing() -> str:
         else:
             lines.append(f"{p.name:<{width}}  {p.description}  [{p.distribution}]")
             lines.append(f"{'':<{width}}    {describe_options(p)}")
+            if has_own_step(p.task):
+                lines.append(f"{'':<{width}}    {OWN_STEP}")
     return "\n".join(lines)
 
 

@@ -310,7 +310,8 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
     if not path.exists():  # built from the weights saved at the end, so a run killed after training still gets one
         saved = checkpoints.load(out / f"weights_{plan.end}it.pt", map_location=device)
         model.load_state_dict(saved["model"])
-        momentum = momentum_by_name(saved["optimizer"], [n for n, _ in model.named_parameters()])
+        momentum = momentum_by_name(saved["optimizer"], [n for n, _ in model.named_parameters()],
+                                    saved.get("task_parameters", 0))
         settings = ", ".join(f"{k}={v}" for k, v in task.settings().items())
         description = (f"{cfg.pretext}({settings}) pretraining for {cfg.pretrain_steps} from seed {cfg.seed}"
                        + (f", sparse (mask {mask_digest(mask)})" if mask else ""))
@@ -320,12 +321,18 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
     return out, result
 
 
-def check(argv: list[str]) -> None:
-    """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
-    cfg, plugin, options = validate(parse_overrides(PretrainConfig, argv))
+def check_config(cfg: PretrainConfig) -> None:
+    """Everything work(cfg) would refuse before it trains (the task's own setup() included), refused now;
+    nothing is written or trained."""
+    cfg, plugin, options = validate(cfg)
     data = setup.load_data(cfg, setup.resolve_device(cfg.device))
     make_task(cfg, plugin, options, data)
     pretrain_plan(cfg, data, torch.device("cpu"), "")
+
+
+def check(argv: list[str]) -> None:
+    """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
+    check_config(parse_overrides(PretrainConfig, argv))
 
 
 def main(argv: list[str]) -> int:
