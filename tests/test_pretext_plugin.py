@@ -12,6 +12,10 @@ from pathlib import Path
 
 import torch
 
+from earlyphase.studies.engine import models
+
+from conftest import final_weights, kill_9_then_rerun, load, same_state
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 BROKEN_PYPROJECT = """[build-system]
 requires = ["setuptools>=64"]
@@ -29,13 +33,28 @@ py-modules = ["broken_demo"]
 """
 
 
-def readme_package() -> tuple[str, str, str]:
-    """(pyproject text, module name, module text) from the README's "Writing a pretext task" section."""
+def readme_packages() -> list[tuple[str, str, str]]:
+    """(pyproject text, module name, module text) of each package in the README's "Writing a pretext task"."""
     section = README.read_text().split("## Writing a pretext task", 1)[1].split("\n## ", 1)[0]
-    toml_text = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
-    module_text = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    module = tomllib.loads(toml_text)["tool"]["setuptools"]["py-modules"][0]
-    return toml_text, module, module_text
+    tomls = re.findall(r"```toml\n(.*?)```", section, re.S)
+    modules = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(tomls) == len(modules) == 2
+    return [(t, tomllib.loads(t)["tool"]["setuptools"]["py-modules"][0], m) for t, m in zip(tomls, modules)]
+
+
+def install(tmp_path: Path, packages: list[tuple[str, str, str]]) -> Path:
+    """The packages (and a broken plugin) installed into tmp_path/site, never the global environment."""
+    site, folders = tmp_path / "site", []
+    for toml_text, module, module_text in packages:
+        folder = tmp_path / module
+        folder.mkdir()
+        (folder / "pyproject.toml").write_text(toml_text)
+        (folder / f"{module}.py").write_text(module_text)
+        folders.append(str(folder))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(site), *folders],
+                   check=True, capture_output=True, timeout=300)
+    return site
 
 
 def earlyphase(site: Path, *args: str) -> subprocess.CompletedProcess:
@@ -45,16 +64,9 @@ def earlyphase(site: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_third_party_plugin_end_to_end(tmp_path):
-    toml_text, module, module_text = readme_package()
-    good, bad, site, out = tmp_path / "good", tmp_path / "bad", tmp_path / "site", tmp_path / "runs"
-    good.mkdir(), bad.mkdir()
-    (good / "pyproject.toml").write_text(toml_text)
-    (good / f"{module}.py").write_text(module_text)
-    (bad / "pyproject.toml").write_text(BROKEN_PYPROJECT)
-    (bad / "broken_demo.py").write_text("import not_a_module_anywhere_xyz\n")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(site), str(good), str(bad)],
-                   check=True, capture_output=True, timeout=300)
+    upside_down, _ = readme_packages()
+    broken = (BROKEN_PYPROJECT, "broken_demo", "import not_a_module_anywhere_xyz\n")
+    site, out = install(tmp_path, [upside_down, broken]), tmp_path / "runs"
 
     listed = earlyphase(site, "pretext", "list")
     assert listed.returncode == 0, listed.stderr
@@ -101,3 +113,25 @@ def test_third_party_plugin_end_to_end(tmp_path):
     assert [r["start_step"] for r in json.loads((imp_dir / "tickets.json").read_text())] == [4, 4]
     level0 = torch.load(imp_dir / "level_0" / "weights_4it.pt", weights_only=True)["model"]
     assert all(torch.equal(level0[k], v) for k, v in point["model"].items())
+
+
+def test_a_plugin_with_a_momentum_teacher_resumes_bit_for_bit_and_joins_a_study(tmp_path, monkeypatch):
+    """The README's second package: its teacher and predictor live in checkpoints (kill -9 mid-pretraining, rerun:
+    the same bytes), the rewind point holds the network alone, and a study pairs it with rewinding to its k."""
+    _, mean_teacher = readme_packages()
+    site = install(tmp_path, [mean_teacher])
+    assert sum(1 for line in mean_teacher[2].splitlines() if line.strip()) < 60  # the task's whole file
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    full_dir, killed_dir = kill_9_then_rerun(["pretrain", "--pretext=mean_teacher", "--mean_teacher_momentum=0.9",
+                                              "--width=4", "--pretrain_steps=3ep", "--threads=1"], tmp_path / "runs")
+    assert same_state(final_weights(full_dir), final_weights(killed_dir))
+    point = load(killed_dir / "rewind_point.pt")
+    assert point["model"].keys() == models.create("cifar_resnet20", width=4).state_dict().keys()  # no teacher
+    assert same_state(point["model"], load(full_dir / "rewind_point.pt")["model"])
+    study = earlyphase(site, "study", "--conditions=rewind,mean_teacher", "--seeds=0", "--width=4", "--levels=1",
+                       "--training_steps=2ep", "--milestone_steps=1ep", "--rewind_step=3it", "--pretrain_steps=3it",
+                       "--batch_size=128", "--stability=", f"--out={tmp_path}/study")
+    assert study.returncode == 0, study.stderr
+    report = json.loads(next((tmp_path / "study").glob("study_*/report/report.json")).read_text())
+    assert {(c["subject"], c["reference"]) for c in report["comparisons"] if c["question"] == "pretext"} == {
+        ("mean_teacher 3it", "rewind 3it")}
