@@ -44,7 +44,7 @@ def summary(c: Condition, level: int, setting: str, key: str = "instability") ->
     values = {r["seed"]: r[key] for r in c.stability if r["level"] == level and r["setting"] == setting}
     if not values:
         return None
-    mean, low, high = interval(list(values.values()))
+    mean, low, high = interval([values[seed] for seed in sorted(values)])  # seed order: one sum, however read
     n = len(values)
     if n < MIN_SEEDS:
         verdict = "too few seeds"
