@@ -58,7 +58,7 @@ def test_smallest_matching_k_per_density_with_its_interval(sweep, tmp_path):
     assert {p["label"] for p in answer["pretext"]} == {"rotation 2it", "rotation 6it", "rotation 12it"}
     text = " ".join(data["findings"])
     assert "tickets match the dense network (the 95% interval of ticket minus the same seed's dense network lies " \
-           "above -1 point) at 50% from k = 0it" in text
+           "above -1 point (3.6 of the 360 test images)) at 50% from k = 0it" in text
     assert "at 25% from k = 6it (-0.20 [" in text and "at 12.5% from k = 12it (-0.30 [" in text
 
 
@@ -136,3 +136,65 @@ def test_one_k_and_one_budget_draw_neither_figure(tmp_path):
     data = json.loads((out / "report.json").read_text())
     assert data["by_k"] == [] and data["by_budget"] == []
     assert not (out / "accuracy_vs_k.png").exists() and not (out / "pretext_vs_budget.png").exists()
+
+
+def test_verdicts_say_how_sure_they_are(sweep, tmp_path):
+    """Each interval carries the smallest difference its seeds could detect and the seeds a 1-point margin needs
+    (by hand from the t distribution), Holm's correction runs over every interval the findings rest on, and the
+    report states what was held equal."""
+    from scipy import stats
+
+    data = json.loads((report.write_report([sweep], tmp_path / "rep") / "report.json").read_text())
+    (answer,) = data["by_k"]
+    d = next(p for p in answer["vs_dense"] if p["k"] == 2 and p["density"] == 0.25)
+    sd = statistics.stdev([-0.030 + NOISE[s] for s in range(3)])
+    factor = lambda n: stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)  # noqa: E731
+    assert d["detectable"] == pytest.approx(factor(3) * sd / math.sqrt(3))
+    need = next(n for n in range(2, 1000) if factor(n) * sd / math.sqrt(n) <= 0.01)
+    assert d["seeds_for_margin"] == need and factor(need - 1) * sd / math.sqrt(need - 1) > 0.01
+    # the equivalence p of "above -1 point": one-sided t test of mean + margin
+    assert d["p_match"] == pytest.approx(stats.t.sf((d["mean"] + 0.01) / (sd / math.sqrt(3)), 2))
+    # Holm over the family: the comparisons' pruned differences and the tickets against their dense networks
+    family = data["family"]
+    tested = [x for c in data["comparisons"] for x in c["differences"] if x["level"] >= 1 and x["n"] >= 3]
+    dense = [p for p in answer["vs_dense"] if p["n"] >= 3]
+    assert family["intervals"] == len(tested) + len(dense) and family["dense"] == len(dense)
+    ps = [x["p"] for x in tested] + [p["p_match"] for p in dense]
+    holm = [x["p_holm"] for x in tested] + [p["p_holm"] for p in dense]
+    order = sorted(range(len(ps)), key=ps.__getitem__)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        assert holm[i] == pytest.approx(running)
+    assert family["called_holm"] <= family["called"] and family["matches_holm"] <= family["matches"]
+    assert all("detectable" in x for c in data["comparisons"] for x in c["differences"])
+    text = " ".join(data["findings"])
+    assert f"With Holm's correction over all {family['intervals']}," in text
+    assert "the smallest difference these seeds could detect at 12.5% is" in text
+    # what was held equal: T, each k in iterations, epochs and share of T, T - k, the rate at k, the threads
+    (held,) = data["held_equal"]
+    assert held["T"] == 60 and held["threads"] == [2]
+    rows = {row["k"]: row for row in held["k"]}
+    assert sorted(rows) == [0, 2, 6, 12] and rows[12]["share_of_T"] == pytest.approx(0.2)
+    assert rows[12]["supervised_iterations_per_level"] == 48 and rows[12]["lr_at_k"] == pytest.approx(0.1)
+    assert "Held equal (" in text and "k = 12it (20% of T, every level trains T - k = 48it from lr 0.1)" in text
+
+
+def test_a_pretext_condition_beside_its_own_dense_network(sweep, tmp_path):
+    """random_labels damages the dense network (50% against ~95.5%): the report says so beside its shortfall, and
+    gives each ticket minus its own dense network (paired by seed)."""
+    own_gaps = (-0.010, -0.020, -0.030)  # each ticket against its own (damaged) dense network
+    for seed in range(3):
+        for k in (2, 6):
+            dense = 0.50 + NOISE[seed]
+            write_imp(sweep, f"imp_rl{k}_{seed}", seed, [dense] + [dense + g for g in own_gaps], k=k,
+                      pretext="random_labels")
+    data = json.loads((report.write_report([sweep], tmp_path / "rep") / "report.json").read_text())
+    (series,) = [s for s in data["by_budget"] if s["task"] == "random_labels"]
+    first = series["budgets"][0]
+    assert first["dense"]["mean"] == pytest.approx(0.50) and first["reference_dense"]["mean"] == pytest.approx(0.955)
+    assert first["dense_difference"]["called"] and first["dense_difference"]["mean"] == pytest.approx(-0.455)
+    assert [d["mean"] for d in first["vs_own_dense"]] == pytest.approx(list(own_gaps))
+    text = " ".join(data["findings"])
+    assert "Its own dense network is already worse than rewind k's at 2it (50.0% vs 95.5%" in text
+    assert "Its dense network (level 0) already trails rewind k's by -45.50 points" in text

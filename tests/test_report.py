@@ -20,7 +20,8 @@ def write_imp(root, name, seed, accuracies, *, k=24, controls=None, pretext=None
     d = root / name
     d.mkdir(parents=True)
     base = {"kind": "imp", "seed": seed, "levels": len(accuracies) - 1, "dataset": "digits", "training_steps": "60it",
-            "rewind_step": f"{k}it", "rewind_step_it": k, **config}
+            "training_steps_it": 60, "lr": 0.1, "milestone_steps": "30it", "gamma": 0.1, "warmup_steps": "0it",
+            "batch_size": 64, "threads": 2, "rewind_step": f"{k}it", "rewind_step_it": k, **config}
     if pretext:
         base.update(
             rewind_step=None,

@@ -33,20 +33,21 @@ class DatasetEntry:
     reader: str  # the torchvision.datasets class that reads it ("" for digits)
     defaults: Mapping  # config fields a run leaves unset (None)
     augmentation: str  # for --help and the README
+    test_images: int = 0  # size of the test split (reports state a margin in images)
 
 
 DATASETS = (
     DatasetEntry("digits", "digits", 8, 10, "", MappingProxyType(dict(
         batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4,
         training_steps="12ep", milestone_steps="6ep,9ep", gamma=0.1, eval_every=2, rewind_step="24it")),
-        "+-1 pixel shifts, no flip"),
+        "+-1 pixel shifts, no flip", 360),
     DatasetEntry("cifar10", "CIFAR-10", 32, 10, "CIFAR10", MappingProxyType(_CIFAR_SCHEDULE),
-                 "random crop 32 with 4-pixel padding, horizontal flip"),
+                 "random crop 32 with 4-pixel padding, horizontal flip", 10_000),
     DatasetEntry("cifar100", "CIFAR-100", 32, 100, "CIFAR100", MappingProxyType(_CIFAR_SCHEDULE),
-                 "random crop 32 with 4-pixel padding, horizontal flip"),
+                 "random crop 32 with 4-pixel padding, horizontal flip", 10_000),
     DatasetEntry("svhn", "SVHN", 32, 10, "SVHN", MappingProxyType(dict(
         _CIFAR_SCHEDULE, training_steps="40ep", milestone_steps="20ep,30ep", eval_every=2)),
-        "random crop 32 with 4-pixel padding, no flip (house numbers are not flip-invariant)"),
+        "random crop 32 with 4-pixel padding, no flip (house numbers are not flip-invariant)", 26_032),
 )
 NAMES = tuple(d.name for d in DATASETS)
 

@@ -22,10 +22,11 @@ import json
 import math
 import statistics
 
+from ..engine import dataset_registry
 from ..jobs.identity import task_label
 from . import stability as stability_report
 from .findings import density, points
-from .paired import CONFIDENCE, MIN_SEEDS, Difference, paired
+from .paired import CONFIDENCE, MIN_SEEDS, Difference, p_match, paired
 from .runs import Condition, by_seed, by_setting
 
 DEFAULT_MARGIN = 0.01  # one accuracy point
@@ -73,10 +74,27 @@ def _difference(d: Difference | None, margin: float | None = None, **extra) -> d
     if d is None:
         return None
     out = {**extra, "level": d.level, "density": d.density, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
-           "called": d.called}
+           "called": d.called, "p": d.p, "detectable": d.detectable}
     if margin is not None:
-        out["verdict"] = verdict(d, margin)
+        out |= {"verdict": verdict(d, margin), "p_match": p_match(d, margin), "seeds_for_margin": d.seeds_for(margin)}
     return out
+
+
+def margin_images(group: list[Condition], margin: float) -> float | None:
+    """The margin in test images of the setting's dataset (None for a dataset earlyphase does not know)."""
+    try:
+        return margin * dataset_registry.entry(str(group[0].details.get("dataset"))).test_images or None
+    except KeyError:
+        return None
+
+
+def margin_text(answer: dict) -> str:
+    """`1 point (3.6 of the 360 test images)`."""
+    margin = answer["margin"]
+    text = f"{100 * margin:g} point{'s' * (margin != 0.01)}"
+    if answer.get("margin_images"):
+        text += f" ({answer['margin_images']:.3g} of the {round(answer['margin_images'] / margin):,} test images)"
+    return text
 
 
 def pruned_levels(columns: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -103,7 +121,8 @@ def across_k(group: list[Condition], columns: list[tuple[int, float]], found, ma
     levels = pruned_levels(columns)
     dense = dense_by_seed(group)
     vs_reset = {x.subject.label: x for x in found if x.question == "rewind_vs_reset" and x.subject in rewinding}
-    out = {"setting": _setting_name(group), "margin": margin, "levels": [lvl for lvl, _ in levels],
+    out = {"setting": _setting_name(group), "margin": margin, "margin_images": margin_images(group, margin),
+           "levels": [lvl for lvl, _ in levels],
            "densities": [d for _, d in levels],
            "dense": mean_interval([a for a, _ in dense.values()]) if dense else None,
            "points": [], "vs_reset": [], "vs_dense": [], "pretext": [], "smallest_matching_k": []}
@@ -161,18 +180,35 @@ def across_budget(group: list[Condition], columns: list[tuple[int, float]], foun
             comparison = next((x for x in found if x.question == "pretext" and x.subject is c), None)
             diffs = [next((d for d in comparison.differences if d.level == lvl), None) if comparison else None
                      for lvl, _ in levels]
+            dense_diff = next((d for d in comparison.differences if d.level == 0), None) if comparison else None
             budgets.append({
                 "budget": c.budget, "k": c.k, "label": c.label, "reference": reference.label if reference else None,
                 "points": _points(c, levels), "reference_points": _points(reference, levels),
                 "differences": [x for x in (_difference(d, margin) for d in diffs) if x],
                 "verdict": _budget_verdict(diffs, margin, reference is not None),
                 "stability": _stability(c, reference, setting),
+                **own_dense(c, reference, dense_diff, levels, margin),
             })
         out.append({"task": name, "label": label, "setting": _setting_name(group), "margin": margin,
+                    "margin_images": margin_images(group, margin),
                     "scoring_iterations": json.loads(key).get("scoring_iterations"),
                     "levels": [lvl for lvl, _ in levels], "densities": [d for _, d in levels], "budgets": budgets,
                     "reset_points": _points(reset, levels)})
     return out
+
+
+def own_dense(c: Condition, reference: Condition | None, dense_diff: Difference | None,
+              levels: list[tuple[int, float]], margin: float) -> dict:
+    """A pretext condition beside its own dense network (its runs' level 0): that network's accuracy and its paired
+    difference to the reference's, and each ticket minus its own dense network, so "pretraining damaged the
+    network" and "the ticket is worse" are told apart."""
+    dense = by_seed(c.records, 0)
+    ref_dense = by_seed(reference.records, 0) if reference else {}
+    return {"dense": mean_interval([a for a, _ in dense.values()]) if dense else None,
+            "reference_dense": mean_interval([a for a, _ in ref_dense.values()]) if ref_dense else None,
+            "dense_difference": _difference(dense_diff),
+            "vs_own_dense": [x for x in (_difference(paired(by_seed(c.records, lvl), dense, lvl, same_density=False),
+                                                     margin) for lvl, _ in levels) if x]}
 
 
 def _budget_verdict(diffs: list[Difference | None], margin: float, has_reference: bool) -> str:
@@ -220,7 +256,7 @@ def _at(p: dict) -> str:
 
 
 def sentences_k(answer: dict) -> list[str]:
-    margin = f"{100 * answer['margin']:g} point{'s' * (answer['margin'] != 0.01)}"
+    margin = margin_text(answer)
     n = max((p["n"] for p in answer["vs_dense"]), default=0)
     if n < MIN_SEEDS:
         return [f"Across k: {n} seed{'s' * (n != 1)} per k, too few to say from which k tickets match the dense "
@@ -245,7 +281,7 @@ def sentences_k(answer: dict) -> list[str]:
 
 
 def sentences_budget(series: dict, stability_shown: bool = True) -> list[str]:
-    margin = f"{100 * series['margin']:g} point{'s' * (series['margin'] != 0.01)}"
+    margin = margin_text(series)
     budgets = series["budgets"]
     by = {v: [b for b in budgets if b["verdict"] == v] for v in ("matches", "falls short", "undetermined",
                                                                  "too few seeds", "no reference", "missing")}
@@ -271,6 +307,14 @@ def sentences_budget(series: dict, stability_shown: bool = True) -> list[str]:
     if rest:
         parts.append("cannot be judged at " + ", ".join(f"{b['budget']} ({b['verdict']})" for b in rest))
     text = f"{head}: " + "; ".join(parts) + "."
+    damaged = [b for b in budgets if (b.get("dense_difference") or {}).get("called")
+               and b["dense_difference"]["mean"] < 0]
+    if damaged:
+        text += " Its own dense network is already worse than rewind k's at " + "; ".join(
+            f"{b['budget']} ({100 * b['dense']['mean']:.1f}% vs {100 * b['reference_dense']['mean']:.1f}%, "
+            f"{_at(b['dense_difference'])}; its sparsest ticket against its own dense network: "
+            f"{_at(min(b['vs_own_dense'], key=lambda d: d['density']))})" for b in damaged if b["vs_own_dense"]) + \
+            ": there the pretraining damaged the network, and a shortfall is not the ticket's alone."
     judged = [b for b in budgets if b["stability"]]
     if stability_shown and judged:
         agree = [b for b in judged if b["stability"]["agree"]]

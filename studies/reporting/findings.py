@@ -8,7 +8,7 @@ detected" is not "equal": the sentence gives the interval, which bounds what the
 
 from __future__ import annotations
 
-from .paired import MIN_SEEDS, Comparison, Difference
+from .paired import MIN_SEEDS, MOST_SEEDS, Comparison, Difference
 
 
 def density(d: float) -> str:
@@ -45,7 +45,29 @@ def _what(c: Comparison) -> tuple[str, str]:
     return f"The ticket of **{c.subject.label}**", f"its control **{c.reference_kind}**"
 
 
-def sentence(c: Comparison) -> str:
+def power_text(d: Difference, margin: float) -> str:
+    """How large a difference these seeds could see at this density, and how many seeds would see the margin."""
+    if d.detectable is None:
+        return ""
+    need = d.seeds_for(margin)
+    more = (f"{need} seeds would detect {100 * margin:g} point{'s' * (margin != 0.01)}" if need else
+            f"no number of seeds up to {MOST_SEEDS} would detect {100 * margin:g} point{'s' * (margin != 0.01)}")
+    return (f" With n = {d.n}, the smallest difference these seeds could detect at {density(d.density)} is "
+            f"{100 * d.detectable:.2f} points (5% two-sided, 80% power, from the observed spread); {more}.")
+
+
+def sentence(c: Comparison, margin: float = 0.01) -> str:
+    pruned = [d for d in c.differences if d.level >= 1 and d.n >= MIN_SEEDS]
+    text = _sentence(c) + (power_text(min(pruned, key=lambda d: d.density), margin) if pruned else "")
+    dense = next((d for d in c.differences if d.level == 0), None) if c.question == "pretext" else None
+    if dense is not None and dense.called:
+        text += (f" Its dense network (level 0) already {'trails' if dense.mean < 0 else 'leads'} rewind k's by "
+                 f"{points(dense.mean)} points{bounds(dense)}: the tickets start from that network, so part of any "
+                 f"difference is the pretraining's, not the ticket's.")
+    return text
+
+
+def _sentence(c: Comparison) -> str:
     subject, reference = _what(c)
     pruned = [d for d in c.differences if d.level >= 1]
     if not pruned:
@@ -75,16 +97,28 @@ def sentence(c: Comparison) -> str:
     return "; ".join(parts) + "."
 
 
-def findings(comparisons: list[Comparison], notes: list[str], excluded: list[dict]) -> list[str]:
+def family_sentence(family: dict) -> str:
+    """What Holm's correction over every interval the findings rest on leaves standing (paired.holm_family)."""
+    n = family["intervals"]
+    text = (f"These findings rest on {n} intervals at 95% ({family['differences']} differences at pruned densities"
+            + (f", {family['dense']} tickets against their dense networks across k" if family["dense"] else "")
+            + f"); uncorrected, about {0.05 * n:.1f} of them would exclude 0 (or match) by chance even if no condition "
+            f"differed. With Holm's correction over all {n}, {family['called_holm']} of the {family['called']} "
+            f"differences called still are")
+    if family["dense"]:
+        text += (f" and {family['matches_holm']} of the {family['matches']} matches across k still match (choosing "
+                 f"the smallest matching k among several is part of that family)")
+    return text + "; the intervals shown are the uncorrected ones."
+
+
+def findings(comparisons: list[Comparison], notes: list[str], excluded: list[dict], family: dict | None = None,
+             margin: float = 0.01) -> list[str]:
     """The findings, in the order a reader asks: pretext vs supervised at k, rewinding vs reset, controls."""
     order = ("pretext", "rewind_vs_reset", "control")
-    lines = [sentence(c) for q in order for c in comparisons if c.question == q]
+    lines = [sentence(c, margin) for q in order for c in comparisons if c.question == q]
     lines += notes
-    tested = [d for c in comparisons for d in c.differences if d.level >= 1 and d.n >= MIN_SEEDS]
-    if len(tested) >= 5:
-        lines.append(f"These rest on {len(tested)} intervals at 95%, uncorrected: even if no condition differed, about "
-                     f"{0.05 * len(tested):.1f} of them would exclude 0 by chance, so a single call at one density is "
-                     f"weak evidence on its own.")
+    if family and family["intervals"] >= 5:
+        lines.append(family_sentence(family))
     if excluded:
         lines.append(f"{len(excluded)} run(s) made under the earlier protocol (pretext levels trained [0, T)) are "
                      f"excluded; see 'Incomplete and excluded runs'.")

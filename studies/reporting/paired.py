@@ -14,9 +14,14 @@ the statistic is the per-seed difference of test accuracy at one level (same den
 whose densities differ is skipped), its mean and a 95% confidence interval from Student's t over the
 seeds (scipy.stats.ttest_1samp). A difference is *called* only when the interval excludes 0 and there
 are at least MIN_SEEDS seeds; with fewer, the report says nothing can be concluded. The interval covers
-test-set noise as well as training noise, since each seed's difference carries both. Intervals are per
-density and not corrected for the number of densities and conditions compared. Seeds whose differences
+test-set noise as well as training noise, since each seed's difference carries both. Seeds whose differences
 are all equal have no spread: the interval is that value (so three seeds each 1 point lower is called).
+
+How sure: each difference also carries its two-sided p value and the smallest true difference its seeds could
+detect (`detectable`: a paired t test at 5% with 80% power, (t(0.975, n-1) + t(0.8, n-1)) * sd / sqrt(n), from
+the observed spread), and `seeds_for(margin)` gives the n at which that reaches a margin. Intervals are per
+density; family-wise control over every interval the findings rest on is Holm's step-down correction of
+their p values (`holm`), shown beside the uncorrected intervals.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from .runs import Condition, by_seed, by_setting
 
 MIN_SEEDS = 3
 CONFIDENCE = 0.95
+POWER = 0.8  # of the smallest detectable difference
+MOST_SEEDS = 1000  # seeds_for gives up beyond this
 
 
 @dataclass
@@ -42,11 +49,74 @@ class Difference:
     low: float | None = None  # the 95% interval; None with fewer than 2 seeds
     high: float | None = None
     seeds: list = field(default_factory=list)
+    sd: float | None = None  # of the per-seed differences; None below 2 seeds
+    p: float | None = None  # two-sided, against no difference; None below 2 seeds
+    p_holm: float | None = None  # p after Holm's correction over the report's family (set by the report)
 
     @property
     def called(self) -> bool:
         """Whether the data show a difference: n >= MIN_SEEDS and the interval excludes 0."""
         return self.n >= MIN_SEEDS and self.low is not None and (self.low > 0 or self.high < 0)
+
+    @property
+    def detectable(self) -> float | None:
+        return detectable(self.n, self.sd)
+
+    def seeds_for(self, margin: float) -> int | None:
+        return seeds_for(self.sd, margin)
+
+
+def _power_factor(n: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) + stats.t.ppf(POWER, n - 1))
+
+
+def detectable(n: int, sd: float | None) -> float | None:
+    """The smallest true paired difference n seeds of spread sd detect (5% two-sided, 80% power); None below 2."""
+    if sd is None or n < 2:
+        return None
+    return _power_factor(n) * sd / math.sqrt(n)
+
+
+def seeds_for(sd: float | None, margin: float) -> int | None:
+    """The fewest seeds whose detectable difference is at most `margin` at spread sd (2 without spread); None when
+    unknown (no spread measured) or beyond MOST_SEEDS."""
+    if sd is None:
+        return None
+    return next((n for n in range(2, MOST_SEEDS + 1) if _power_factor(n) * sd / math.sqrt(n) <= margin), None)
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p values (same order), controlling the family-wise error over all of them."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def p_match(d: Difference, margin: float) -> float | None:
+    """One-sided p of "the difference lies above -margin" (the equivalence half of a match); None below 2 seeds."""
+    from scipy import stats
+
+    if d.sd is None or d.n < 2:
+        return None
+    if d.sd < 1e-12:
+        return 0.0 if d.mean > -margin else 1.0
+    return float(stats.t.sf((d.mean + margin) / (d.sd / math.sqrt(d.n)), d.n - 1))
+
+
+def p_value(differences: list[float]) -> float | None:
+    """Two-sided p of a paired t test against no difference (0 or 1 without spread); None below 2 values."""
+    from scipy import stats
+
+    if len(differences) < 2:
+        return None
+    if max(differences) - min(differences) < 1e-12:
+        return 1.0 if abs(statistics.fmean(differences)) < 1e-12 else 0.0
+    return float(stats.ttest_1samp(differences, 0.0).pvalue)
 
 
 def interval(differences: list[float]) -> tuple[float, float | None, float | None]:
@@ -74,7 +144,9 @@ def paired(subject: dict, reference: dict, level: int, same_density: bool = True
         return None
     diffs = [subject[s][0] - reference[s][0] for s in seeds]
     mean, low, high = interval(diffs)
-    return Difference(level, statistics.fmean(subject[s][1] for s in seeds), len(seeds), mean, low, high, seeds)
+    sd = statistics.stdev(diffs) if len(diffs) > 1 else None
+    return Difference(level, statistics.fmean(subject[s][1] for s in seeds), len(seeds), mean, low, high, seeds, sd,
+                      p_value(diffs))
 
 
 @dataclass
@@ -129,3 +201,21 @@ def comparisons(conditions: list[Condition]) -> tuple[list[Comparison], list[str
         kinds = list(dict.fromkeys(r["kind"] for r in c.records if r["kind"] != "trunk"))
         out += [_compare("control", c, c, 1, "trunk", kind) for kind in kinds]
     return out, notes
+
+
+def holm_family(found: list[Comparison], by_k: list[dict]) -> dict:
+    """Holm's correction over every interval the findings rest on: each comparison's difference at a pruned density
+    (against no difference) and each ticket against its dense network across k (against the matching margin).
+    Sets `p_holm` on the Differences and the across-k entries; returns the counts the findings state."""
+    tested = [d for c in found for d in c.differences if d.level >= 1 and d.n >= MIN_SEEDS and d.p is not None]
+    dense = [p for a in by_k for p in a["vs_dense"] if p["n"] >= MIN_SEEDS and p.get("p_match") is not None]
+    adjusted = holm([d.p for d in tested] + [p["p_match"] for p in dense])
+    for d, value in zip(tested, adjusted):
+        d.p_holm = value
+    for p, value in zip(dense, adjusted[len(tested):]):
+        p["p_holm"] = value
+    alpha = 1 - CONFIDENCE
+    return {"intervals": len(adjusted), "differences": len(tested), "dense": len(dense),
+            "called": sum(d.called for d in tested), "called_holm": sum(d.called and d.p_holm < alpha for d in tested),
+            "matches": sum(p["verdict"] == "matches" for p in dense),
+            "matches_holm": sum(p["verdict"] == "matches" and p["p_holm"] < alpha for p in dense)}

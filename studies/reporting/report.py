@@ -35,7 +35,9 @@ from ..jobs.flags import parse_command_line, platform, refuse_control_characters
 from . import across, across_figures, wandb_source
 from . import stability as stability_report
 from .findings import bounds, density, findings, points
-from .paired import CONFIDENCE, MIN_SEEDS, Comparison, comparisons
+from .held_equal import held_equal
+from .held_equal import sentences as held_equal_sentences
+from .paired import CONFIDENCE, MIN_SEEDS, Comparison, comparisons, holm_family
 from .plotting import finish, pyplot
 from .runs import Condition, by_setting, collect, curve
 
@@ -233,13 +235,15 @@ def difference_figure(found: list[Comparison], path: Path) -> bool:
 
 # ------------------------------------------------------------------------------------------ documents
 def finding_sections(conditions, found, notes, incomplete, stability: str | None = None, by_k=(),
-                     by_budget=()) -> list[tuple[str, list[str]]]:
+                     by_budget=(), family: dict | None = None, margin: float = across.DEFAULT_MARGIN,
+                     held: list[dict] = ()) -> list[tuple[str, list[str]]]:
     """(title, sentences) in the order a reader asks: the answers across k and budget (a sweep's questions),
     each like-for-like comparison, stability. Sections without sentences are left out."""
     excluded = [i for i in incomplete if i.get("excluded")]
     sections = [("Across k and across pretraining length", across.sentences(by_k, by_budget)),
-                ("Like-for-like comparisons", findings(found, notes, excluded)),
-                ("Stability to SGD noise", stability_report.sentences(conditions, stability))]
+                ("Like-for-like comparisons", findings(found, notes, excluded, family, margin)),
+                ("Stability to SGD noise", stability_report.sentences(conditions, stability)),
+                ("What was held equal", held_equal_sentences(held))]
     return [(title, lines) for title, lines in sections if lines]
 
 
@@ -309,10 +313,11 @@ def render_html(markdown_text: str, out_dir: Path) -> str:
 
 
 def _json(conditions, found, sentences: list[str], incomplete, stability: str | None = None, by_k=(),
-          by_budget=()) -> dict:
+          by_budget=(), family: dict | None = None, margin: float = across.DEFAULT_MARGIN, held=()) -> dict:
     def diff(d):
         return {"level": d.level, "density": d.density, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
-                "called": d.called, "seeds": d.seeds}
+                "called": d.called, "seeds": d.seeds, "p": d.p, "p_holm": d.p_holm, "detectable": d.detectable,
+                "seeds_for_margin": d.seeds_for(margin)}
 
     return {"conditions": [{"label": c.label, "kind": c.kind, "k": c.k, "seeds": sorted({r["seed"] for r in c.records}),
                             "curve": curve(c.records), "runs": sorted(r.name for r in c.runs),
@@ -322,8 +327,8 @@ def _json(conditions, found, sentences: list[str], incomplete, stability: str | 
                              "differences": [diff(d) for d in c.differences]} for c in found],
             "findings": sentences,
             "stability": stability_report.as_json(conditions, stability),
-            "by_k": list(by_k), "by_budget": list(by_budget),
-            "confidence": CONFIDENCE, "min_seeds": MIN_SEEDS, "incomplete": incomplete}
+            "by_k": list(by_k), "by_budget": list(by_budget), "family": family, "held_equal": list(held),
+            "confidence": CONFIDENCE, "min_seeds": MIN_SEEDS, "match_margin": margin, "incomplete": incomplete}
 
 
 def write_report(folders, out_dir: Path, extra_figures=None, stability: str | None = None,
@@ -346,6 +351,8 @@ def write_report(folders, out_dir: Path, extra_figures=None, stability: str | No
     conditions = [c for c in conditions if c.records]
     found, notes = comparisons(conditions)
     by_k, by_budget = across.answers(conditions, found, table_levels, match_margin, stability)
+    family = holm_family(found, by_k)
+    held = held_equal(conditions)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = []
@@ -363,14 +370,15 @@ def write_report(folders, out_dir: Path, extra_figures=None, stability: str | No
         name = make(conditions, out_dir)
         if name:
             figures.append(name)
-    sections = finding_sections(conditions, found, notes, incomplete, stability, by_k, by_budget)
+    sections = finding_sections(conditions, found, notes, incomplete, stability, by_k, by_budget, family,
+                                match_margin, held)
     sentences = [s for _, lines in sections for s in lines]
     markdown_text = render_markdown(conditions, found, sections, incomplete, figures, stability, by_k, by_budget,
                                     verification_note(conditions))
     write_text_atomic(out_dir / "report.md", markdown_text)
     write_text_atomic(out_dir / "report.html", render_html(markdown_text, out_dir))
     write_json_atomic(out_dir / "report.json", _json(conditions, found, sentences, incomplete, stability, by_k,
-                                                     by_budget))
+                                                     by_budget, family, match_margin, held))
     return out_dir
 
 
