@@ -43,6 +43,11 @@ def test_smallest_matching_k_per_density_with_its_interval(sweep, tmp_path):
     assert answer["densities"] == [0.5, 0.25, 0.125] and answer["margin"] == 0.01
     smallest = {row["density"]: row["k"] for row in answer["smallest_matching_k"]}
     assert smallest == {0.5: 0, 0.25: 6, 0.125: 12}
+    # the bootstrap over seeds: at 25% and 12.5% the planted gaps are far from the margin next to the seeds' wobble,
+    # so every resample finds the same smallest k; at 50% k = 0 matches by a hair (gaps -0.4 and -0.5 points at k = 0
+    # and 2, interval low about -0.9), so resamples that draw the lowest seed twice move it to 6
+    assert {row["density"]: (row["bootstrap"]["low"], row["bootstrap"]["high"])
+            for row in answer["smallest_matching_k"]} == {0.5: (0, 6), 0.25: (6, 6), 0.125: (12, 12)}
     # by hand: ticket - dense at 25%, k = 2: -0.03 + noise per seed, mean -0.03, t interval over 3 seeds
     d = next(p for p in answer["vs_dense"] if p["k"] == 2 and p["density"] == 0.25)
     diffs = [-0.030 + NOISE[s] for s in range(3)]
@@ -198,3 +203,24 @@ def test_a_pretext_condition_beside_its_own_dense_network(sweep, tmp_path):
     text = " ".join(data["findings"])
     assert "Its own dense network is already worse than rewind k's at 2it (50.0% vs 95.5%" in text
     assert "Its dense network (level 0) already trails rewind k's by -45.50 points" in text
+
+
+def test_an_unstable_smallest_k_gets_a_wide_bootstrap_interval():
+    """One seed far off at k = 0, another at k = 6: resampling seeds moves the smallest matching k from 0 to none."""
+    from earlyphase.studies.reporting.paired import bootstrap_smallest_k
+
+    by_k = {0: {0: -0.05, 1: 0.0, 2: -0.001}, 6: {0: 0.0, 1: -0.03, 2: 0.0}}
+    assert bootstrap_smallest_k(by_k, 0.01) == (0, None)
+    assert bootstrap_smallest_k({0: {0: 0.0, 1: 0.0}}, 0.01) == (0, 0)  # no spread: every resample matches at 0
+    assert bootstrap_smallest_k({0: {0: 0.0}}, 0.01) == (None, None)  # one seed: no interval at all
+
+
+def test_a_shortfall_sentence_names_a_larger_uncalled_one():
+    from earlyphase.studies.reporting import across
+
+    budget = {"differences": [
+        {"density": 0.25, "mean": -0.1093, "low": -0.20, "high": -0.01, "verdict": "falls short"},
+        {"density": 0.015625, "mean": -0.2074, "low": -0.60, "high": 0.20, "verdict": "undetermined"}]}
+    text = across._worst(budget)
+    assert text.startswith("at 25%: -10.93 [-20.00, -1.00]")
+    assert "larger in the mean at 1.56%, -20.74 [-60.00, +20.00], but not called there" in text

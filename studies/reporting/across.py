@@ -26,7 +26,7 @@ from ..engine import dataset_registry
 from ..jobs.identity import task_label
 from . import stability as stability_report
 from .findings import density, points
-from .paired import CONFIDENCE, MIN_SEEDS, Difference, p_match, paired
+from .paired import CONFIDENCE, MIN_SEEDS, RESAMPLES, Difference, bootstrap_smallest_k, p_match, paired
 from .runs import Condition, by_seed, by_setting
 
 DEFAULT_MARGIN = 0.01  # one accuracy point
@@ -141,8 +141,12 @@ def across_k(group: list[Condition], columns: list[tuple[int, float]], found, ma
     for lvl, d in levels:
         at = [p for p in out["vs_dense"] if p["level"] == lvl]
         matching = [p["k"] for p in at if p["verdict"] == "matches"]
+        per_seed = {c.k or 0: {s: a - dense[s][0] for s, (a, _) in by_seed(c.records, lvl).items() if s in dense}
+                    for c in rewinding}
+        low, high = bootstrap_smallest_k({k: v for k, v in per_seed.items() if v}, margin)
         out["smallest_matching_k"].append({"level": lvl, "density": d, "k": min(matching) if matching else None,
-                                           "n": max((p["n"] for p in at), default=0)})
+                                           "n": max((p["n"] for p in at), default=0),
+                                           "bootstrap": {"low": low, "high": high, "resamples": RESAMPLES}})
     return out
 
 
@@ -268,11 +272,16 @@ def sentences_k(answer: dict) -> list[str]:
             first = next(p for p in at if p["k"] == row["k"])
             later = [p["k"] for p in at if p["k"] > row["k"] and p["verdict"] != "matches"]
             text = f"at {density(row['density'])} from k = {row['k']}it ({_at(first)})"
-            if later:
-                text += f", though not at k = {', '.join(f'{k}it' for k in later)}"
+            if later:  # not monotone: every k's verdict, so the pattern is not hidden behind "from k"
+                text += (", though not at every larger k (by k: "
+                         + ", ".join(f"{p['k']}it {p['verdict']}" for p in at) + ")")
         else:
             best = max(at, key=lambda p: p["low"] if p["low"] is not None else -math.inf)
             text = f"at {density(row['density'])} at no k run (closest: k = {best['k']}it, {_at(best)})"
+        boot = row.get("bootstrap") or {}
+        if boot.get("low") is not None or boot.get("high") is not None:
+            name = lambda k: f"{k}it" if k is not None else "none run"  # noqa: E731
+            text += f"; bootstrap 95% interval of that smallest k: {name(boot['low'])} to {name(boot['high'])}"
         parts.append(text)
     ks = sorted({p["k"] for p in answer["vs_dense"]})
     return [f"Across k ({', '.join(f'{k}it' for k in ks)}; reset is k = 0): tickets match the dense network "
@@ -329,7 +338,11 @@ def _worst(budget: dict) -> str:
     """The density where the task falls short of rewind k by most, with its interval."""
     short = [d for d in budget["differences"] if d["verdict"] == "falls short"]
     d = min(short, key=lambda d: d["mean"])
-    return f"at {density(d['density'])}: {_at(d)}"
+    text = f"at {density(d['density'])}: {_at(d)}"
+    largest = min(budget["differences"], key=lambda d: d["mean"])
+    if largest["mean"] < d["mean"]:  # a larger mean shortfall whose interval is too wide to call: say so
+        text += f"; larger in the mean at {density(largest['density'])}, {_at(largest)}, but not called there"
+    return text
 
 
 def sentences(by_k: list[dict], by_budget: list[dict]) -> list[str]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from dataclasses import dataclass, field
 
 from .runs import Condition, by_seed, by_setting
@@ -36,6 +37,7 @@ MIN_SEEDS = 3
 CONFIDENCE = 0.95
 POWER = 0.8  # of the smallest detectable difference
 MOST_SEEDS = 1000  # seeds_for gives up beyond this
+RESAMPLES = 2000  # bootstrap resamples of the seeds (seeded: the same report every time)
 
 
 @dataclass
@@ -219,3 +221,33 @@ def holm_family(found: list[Comparison], by_k: list[dict]) -> dict:
             "called": sum(d.called for d in tested), "called_holm": sum(d.called and d.p_holm < alpha for d in tested),
             "matches": sum(p["verdict"] == "matches" for p in dense),
             "matches_holm": sum(p["verdict"] == "matches" and p["p_holm"] < alpha for p in dense)}
+
+
+def bootstrap_smallest_k(by_k: dict[int, dict[int, float]], margin: float) -> tuple[int | None, int | None]:
+    """A 95% bootstrap interval over seeds for the smallest k whose ticket-minus-dense difference matches (its t
+    interval above -margin), from {k: {seed: difference}}: seeds resampled with replacement (RESAMPLES times,
+    seeded), the smallest matching k found in each resample, its 2.5% and 97.5% quantiles in the order of k.
+    None stands for "no k run matches" (beyond the largest k). Vectorised over resamples."""
+    import numpy as np
+    from scipy import stats
+
+    seeds = sorted(set().union(*(set(v) for v in by_k.values()))) if by_k else []
+    if len(seeds) < 2:
+        return None, None
+    ks = sorted(by_k)
+    draws = np.random.default_rng(0).integers(len(seeds), size=(RESAMPLES, len(seeds)))
+    matches = np.zeros((RESAMPLES, len(ks) + 1), dtype=bool)
+    matches[:, -1] = True  # "no k matches" closes every row
+    for i, k in enumerate(ks):
+        values = np.array([by_k[k].get(seed, np.nan) for seed in seeds])[draws]  # resamples x seeds
+        n = (~np.isnan(values)).sum(1)
+        with warnings.catch_warnings():  # rows with fewer than 2 values are refused below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, spread = np.nanmean(values, 1), np.nanstd(values, 1, ddof=1)
+        spread = np.nan_to_num(spread)
+        spread = np.where(spread < 1e-12, 0.0, spread)  # identical values: the interval is the value
+        t = stats.t.ppf(0.5 + CONFIDENCE / 2, np.maximum(n - 1, 1))
+        matches[:, i] = (n >= 2) & (mean - t * spread / np.sqrt(np.maximum(n, 1)) > -margin)
+    first = matches.argmax(1)
+    low, high = (int(np.quantile(first, q, method="inverted_cdf")) for q in (0.025, 0.975))
+    return (ks[low] if low < len(ks) else None), (ks[high] if high < len(ks) else None)
