@@ -103,7 +103,7 @@ def read(path: Path, shape, fix: str, *, missing_ok: bool = False):
 
 # ---------------------------------------------------------------------------------------------- the records
 SUMMARY = Obj({"test_accuracy": Maybe(FRACTION), "test_loss": Maybe(NUMBER), "train_loss": Maybe(NUMBER),
-               "start_step": COUNT, "end_step": COUNT})
+               "start_step": COUNT, "end_step": COUNT, "files": MapOf(TEXT)}, optional=("files",))
 DENSITY = Obj({"density": FRACTION})
 TICKETS = ListOf(Obj({"level": COUNT, "kind": TEXT, "density": FRACTION, "test_accuracy": FRACTION}))
 IMP_CONFIG = Obj({"seed": COUNT, "levels": COUNT, "rewind_step_it": Maybe(COUNT), "rewind_from": Maybe(TEXT)},

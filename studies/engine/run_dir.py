@@ -6,7 +6,12 @@ stacked one (stacked) alike, so a run written by either resumes in the other.
                      modules (`task`: momentum teachers, queues, centres; PretextTask.build) (removed at the end)
     weights_{it}it.pt  model and optimiser at the plan's save_at steps (rewind points)
     final.pt         the final weights
-    summary.json     the last evaluation's metrics and the trained span; its presence marks the run finished
+    summary.json     the last evaluation's metrics, the trained span and `files`: the sha256 of final.pt and of
+                     every weights_{it}it.pt; its presence marks the run finished
+
+Every file a finished run's readers load (final.pt, weights) goes through `load_bound`, which checks it against the
+digest its run recorded, so a file copied in from another run (another seed, another width) is refused in one line
+naming it, never used. Runs finished before digests were recorded have none to check and load as they are.
 
 Every file is written atomically (engine.checkpoints). Resuming cuts metrics.jsonl back to the checkpoint's
 step, so records written after it are recomputed, never duplicated.
@@ -14,6 +19,7 @@ step, so records written after it are recomputed, never duplicated.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,6 +42,31 @@ def finished_result(run_dir: Path, by_other_process: bool = False) -> TrainResul
         return None
     summary = records.read(path, records.SUMMARY, fix="move it away to train that run again")
     return TrainResult(summary, Path(run_dir), skipped=True, by_other_process=by_other_process)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def bound_problem(path: Path) -> str | None:
+    """Why `path` (final.pt or a weights file of a finished run) is not the file its run wrote, or None: its sha256
+    must equal the one the run's summary.json recorded (nothing to check for a run finished before digests)."""
+    path = Path(path)
+    summary = records.read(path.parent / "summary.json", records.SUMMARY, missing_ok=True,
+                           fix="move it away to train that run again") or {}
+    recorded = (summary.get("files") or {}).get(path.name)
+    if recorded is None or not path.is_file() or sha256(path) == recorded:
+        return None
+    return (f"{path} is not the file its run wrote (its sha256 differs from the one {path.parent.name}/summary.json "
+            f"recorded when the run finished; copied from another run?)")
+
+
+def load_bound(path: Path, map_location="cpu") -> dict:
+    """checkpoints.load of a finished run's file, refused in one line when it is not the file its run wrote."""
+    why = bound_problem(path)
+    if why:
+        raise UsageError(f"{why}: put back the run's own file, or move {Path(path).parent} away to train it again")
+    return checkpoints.load(path, map_location=map_location)
 
 
 def cpu_state(model: torch.nn.Module) -> dict:
@@ -129,12 +160,13 @@ class RunFiles:
         return record
 
     def finish(self, model, data: ImageData, task: PretextTask) -> TrainResult:
-        """final.pt and summary.json (the last evaluation's metrics), then the checkpoint goes."""
+        """final.pt and summary.json (the last evaluation's metrics, the files' digests), then the checkpoint goes."""
         final = self.records[-1] if self.records else {**evaluate(model, data, task, self.plan), "train_loss": None}
         checkpoints.save_atomic({"model": cpu_state(model), "step": self.plan.end}, self.dir / "final.pt")
+        files = {path.name: sha256(path) for path in [self.dir / "final.pt", *sorted(self.dir.glob("weights_*it.pt"))]}
         summary = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
                    "train_loss": final["train_loss"], "start_step": self.plan.start, "end_step": self.plan.end,
-                   "iterations_per_epoch": data.iterations_per_epoch(self.plan.batch_size)}
+                   "iterations_per_epoch": data.iterations_per_epoch(self.plan.batch_size), "files": files}
         checkpoints.write_json_atomic(self.dir / "summary.json", summary)
         (self.dir / "checkpoint.pt").unlink(missing_ok=True)
         return TrainResult(summary, self.dir, resumed_from=self.resumed_from)

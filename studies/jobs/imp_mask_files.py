@@ -10,6 +10,7 @@ from earlyphase.imp.pruning import global_magnitude_prune
 
 from ..engine import checkpoints
 from ..engine.errors import UsageError
+from ..engine.run_dir import load_bound
 from .imp_setup import ImpRun
 
 
@@ -42,7 +43,7 @@ def trunk_mask(r: ImpRun, level: int) -> dict:
 
     def prune():
         prev = r.out / f"level_{level - 1}"
-        weights = checkpoints.load(prev / "final.pt")["model"]
+        weights = load_bound(prev / "final.pt")["model"]
         try:
             return global_magnitude_prune(weights, load_mask(prev / "mask.pt", r), r.cfg.prune_fraction)
         except ValueError as err:

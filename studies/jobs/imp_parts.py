@@ -16,6 +16,7 @@ from earlyphase.imp.rewinding import masked_momentum, momentum_by_name, rewound_
 from ..engine import checkpoints
 from ..engine.augment import derive_seed
 from ..engine.errors import UsageError
+from ..engine.run_dir import load_bound
 from ..engine.schedule import Training
 from ..engine.trainer import make_optimizer
 from . import setup, stats
@@ -72,7 +73,7 @@ def rewind_point(r: ImpRun) -> tuple[dict, dict | None]:
         raise UsageError(
             f"the rewind point {path} is missing although level 0 finished; move level_0 away to retrain it"
         )
-    saved = checkpoints.load(path)
+    saved = load_bound(path)
     return saved["model"], momentum_by_name(saved["optimizer"], r.param_names)
 
 

@@ -27,6 +27,7 @@ from ..engine import checkpoints
 from ..engine.augment import derive_seed
 from ..engine.data import ImageData
 from ..engine.errors import UsageError
+from ..engine.run_dir import load_bound
 from ..engine.schedule import Job, Training
 from . import setup
 from .config import TrainConfig, run_dir
@@ -70,7 +71,7 @@ def work(cfg: TrainConfig, data: ImageData, device: torch.device, request: Score
     yield trainings
     total = torch.zeros(len(data.train_y), dtype=torch.float64)
     for t in trainings:  # the final weights from disk: the same whether trained now or found finished
-        t.model.load_state_dict(checkpoints.load(t.run_dir / "final.pt", map_location=device)["model"])
+        t.model.load_state_dict(load_bound(t.run_dir / "final.pt", map_location=device)["model"])
         total += el2n(t.model, data).double().cpu()
     scores = total / request.runs
     checkpoints.save_atomic({"kind": request.kind, "runs": request.runs, "steps": request.steps,

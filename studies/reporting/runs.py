@@ -193,8 +193,13 @@ def _part_problem(part: Path, record: dict, sha256: str | None) -> tuple[str | N
             bad = archive.testzip()
     except (OSError, zipfile.BadZipFile):
         bad = "the archive"
-    if bad is None and sha256 and hashlib.sha256(final.read_bytes()).hexdigest() != sha256:
+    digest = hashlib.sha256(final.read_bytes()).hexdigest() if bad is None else None
+    if bad is None and sha256 and digest != sha256:
         bad = "not the file its records manifest lists"
+    recorded = (summary.get("files") or {}).get("final.pt")
+    if bad is None and recorded and digest != recorded:
+        bad = "not the file its run wrote: its sha256 differs from the one summary.json recorded; copied from " \
+              "another run?"
     if bad is not None:
         return (f"its final.pt is missing or corrupt ({bad}): move final.pt and summary.json away and rerun "
                 f"`earlyphase imp` on the run to train that part again"), ""
