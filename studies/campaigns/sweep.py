@@ -21,6 +21,7 @@ Their output goes to this terminal, not to per-run logs; an error stops the swee
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import math
@@ -132,12 +133,21 @@ def planned_runs(config: dict, count: int | None, max_runs: int = MAX_RUNS) -> i
     return total
 
 
+@contextlib.contextmanager
+def _engine_refusals():
+    """W&B's engine refuses some files only when asked for runs (bayes without a metric): one line, not a traceback."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"the sweep file cannot be run: {err} (W&B's sweep engine); fix the file") from None
+
+
 def enumerate_argvs(config: dict, count: int | None, max_runs: int = MAX_RUNS) -> list[list[str]]:
     """The argv lists an agent would pass, in the engine's order (a grid in one call of the engine, which then
     works through the grid once instead of once per run)."""
     sweeps, command_args = import_engine()
     total = planned_runs(config, count, max_runs)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _engine_refusals():
         warnings.simplefilter("ignore")
         if config.get("method") == "grid":
             found = [r for r in sweeps.next_runs(config, [], n=total) if r is not None]

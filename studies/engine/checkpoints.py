@@ -155,8 +155,9 @@ def read_json(path: Path, required: tuple = (), fix: str = "move it away to reco
         return None
     try:
         record = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        problem = err.strerror if isinstance(err, OSError) else "not valid JSON"
+    except (OSError, ValueError, RecursionError) as err:
+        problem = err.strerror if isinstance(err, OSError) else (
+            "nested too deeply" if isinstance(err, RecursionError) else "not valid JSON")
         raise UsageError(f"{path} is corrupt or unreadable ({problem}): {fix}") from None
     missing = [key for key in required if key not in record] if isinstance(record, kind) else None
     if missing is None or missing:

@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import UsageError
+
 LOCK_FILE = ".lock"
 UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
@@ -64,7 +66,11 @@ class RunLock:
 
     def _lock(self, operation: int) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # NFS locks an exclusive flock only if writable
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # NFS locks an exclusive flock only if writable
+        except IsADirectoryError:
+            raise UsageError(f"{self.path} is a directory, not a lock file: move it away (earlyphase makes the "
+                             f"file itself)") from None
         try:
             fcntl.flock(fd, operation)
         except BlockingIOError:

@@ -99,4 +99,6 @@ def _read(path: Path, n: int) -> torch.Tensor:
     scores = saved.get("scores") if isinstance(saved, dict) else None
     if not isinstance(scores, torch.Tensor) or scores.shape != (n,):
         raise UsageError(f"{path} does not hold one score per training example ({n}): move it away to recompute it")
+    if not torch.isfinite(scores).all():  # NaN would sort anywhere: an `easy` subset chosen by nothing
+        raise UsageError(f"{path} holds scores that are not finite numbers: move it away to recompute it")
     return scores.double()

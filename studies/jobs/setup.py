@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -105,6 +106,11 @@ def check_out(text: str) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--out={text}: cannot write in {existing} (permission denied or read-only): "
                          f"choose a folder you can write to")
+    try:  # a folder made and removed at once: some file systems (/proc, /sys) refuse folders despite the access bits
+        os.rmdir(tempfile.mkdtemp(prefix=".earlyphase-probe-", dir=existing))
+    except OSError as err:
+        raise UsageError(f"--out={text}: cannot make folders in {existing} ({err.strerror}): choose a folder on an "
+                         f"ordinary file system") from None
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

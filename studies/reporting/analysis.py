@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..engine.checkpoints import read_json, save_figure_atomic
 from ..jobs.stats import read_stats
+from .plotting import pyplot
 from .runs import curve
 
 PANELS = (("train_loss", "training loss"), ("test_accuracy", "test accuracy"), ("grad_norm", "gradient L2 norm"),
@@ -78,10 +79,7 @@ def _dedupe(series: list[dict]) -> list[dict]:
 
 
 def _plot_stats(series: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [(k, name) for k, name in PANELS if any(k in s["values"] for s in series)]
     cols = min(4, len(panels))
@@ -114,10 +112,7 @@ def _plot_stats(series: list[dict], path: Path, title: str) -> None:
 
 
 def _colours():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     return plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
@@ -181,10 +176,7 @@ def ticket_stats_figure():
 def perturbation_figure():
     """Accuracy vs density: unperturbed ticket and each perturbation, one panel per condition."""
     def make(conditions: list, out_dir: Path) -> str | None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
         import matplotlib.ticker
 
         perturbed = [c for c in conditions if any(r["kind"].startswith("perturb_") for r in c.records)]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..engine.checkpoints import save_figure_atomic
 
 
 def pyplot():
-    """matplotlib.pyplot on the Agg backend (reports are written without a display)."""
+    """matplotlib.pyplot on the Agg backend (reports are written without a display). An MPLBACKEND in the
+    environment is overridden: a report never needs another backend, and a bad name would stop matplotlib's import."""
+    os.environ["MPLBACKEND"] = "Agg"
     import matplotlib
 
     matplotlib.use("Agg")

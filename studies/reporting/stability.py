@@ -20,6 +20,7 @@ from ..engine.checkpoints import save_figure_atomic
 from ..engine.interpolation import STABLE_BELOW, PathSettings
 from .findings import density, points
 from .paired import MIN_SEEDS, interval
+from .plotting import pyplot
 from .runs import Condition, by_seed
 
 DEFAULT_SETTING = PathSettings().key()
@@ -152,10 +153,7 @@ def figure(conditions: list[Condition], path, wanted: str | None = None) -> bool
     setting = setting_in_use(conditions, wanted)
     if setting is None:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import matplotlib.ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
