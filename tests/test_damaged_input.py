@@ -1,6 +1,7 @@
 """Damaged or hostile input that used to end in a traceback or a silent wrong choice (issue 29 §3, 6, 11-17): each
 is now one line (exit 2) naming what to fix, or a plugin reported as broken while the rest keeps working."""
 
+import base64
 import json
 import os
 import subprocess
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from earlyphase.studies.reporting import report
 
 from conftest import TINY, load, one_line_error, run_cli
 from test_report import write_imp
@@ -137,3 +140,57 @@ def test_scores_that_are_not_finite_are_refused(tmp_path, capsys):
     code, _, err = run_cli(args, capsys)
     one_line_error(code, err, "scores.pt holds scores that are not finite numbers")
     assert (scores_dir / "scores.pt").read_bytes() == before
+
+
+def _synthetic_runs(root: Path, gap: float) -> Path:
+    for seed in range(3):
+        write_imp(root, f"imp_reset_{seed}", seed, [0.9, 0.88, 0.8, 0.7], k=0)
+        write_imp(root, f"imp_rewind_{seed}", seed, [0.9, 0.89, 0.85, 0.7 + gap + 0.01 * seed], k=24)
+    return root
+
+
+def test_two_reports_into_one_folder_leave_one_whole(tmp_path):
+    """Two writers at once: the folder ends up holding one report, its HTML embedding its own figures."""
+    a, b, out = _synthetic_runs(tmp_path / "a", 0.05), _synthetic_runs(tmp_path / "b", 0.10), tmp_path / "rep"
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "earlyphase.studies.cli", "report", str(f), "-o", str(out)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for f in (a, b)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    data = json.loads((out / "report.json").read_text())
+    alone = [json.loads((report.write_report([f], tmp_path / f"alone_{f.name}") / "report.json").read_text())
+             for f in (a, b)]
+    assert data in alone  # one report's records, not a mix
+    html, markdown = (out / "report.html").read_text(), (out / "report.md").read_text()
+    for png in out.glob("*.png"):
+        assert base64.b64encode(png.read_bytes()).decode() in html  # the figures its own HTML embeds
+    assert data["findings"][0].replace("**", "") in markdown.replace("**", "")
+    assert not [p for p in tmp_path.glob(".rep.*") if p.is_dir()]  # no staging or previous folder (the lock stays)
+
+
+def test_a_report_replaces_the_previous_one_whole_and_keeps_what_is_not_a_report(tmp_path, capsys):
+    out = tmp_path / "rep"
+    code, _, err = run_cli(["report", str(_synthetic_runs(tmp_path / "a", 0.05)), "-o", str(out)], capsys)
+    assert code == 0, err
+    (out / "old_figure.png").write_bytes(b"\x89PNG stale")  # a figure the next report does not draw
+    (out / "notes.txt").write_text("mine")
+    (out / "wandb").mkdir()
+    (out / "wandb" / "run.wandb").write_text("offline run")
+    code, _, err = run_cli(["report", str(_synthetic_runs(tmp_path / "b", 0.10)), "-o", str(out)], capsys)
+    assert code == 0, err
+    assert not (out / "old_figure.png").exists()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "wandb" / "run.wandb").read_text() == "offline run"
+
+
+def test_a_writer_killed_between_the_renames_loses_nothing(tmp_path, capsys):
+    """What a kill -9 can leave: a staging folder and the previous report moved aside; the next writer puts the
+    previous folder's own files back and reports."""
+    out = tmp_path / "rep"
+    old, staging = tmp_path / ".rep.ab12.old", tmp_path / ".rep.cd34.tmp"
+    old.mkdir(), staging.mkdir()
+    (old / "report.md").write_text("previous")
+    (old / "notes.txt").write_text("mine")
+    (staging / "report.md").write_text("half")
+    code, _, err = run_cli(["report", str(_synthetic_runs(tmp_path / "a", 0.05)), "-o", str(out)], capsys)
+    assert code == 0, err
+    assert (out / "notes.txt").read_text() == "mine" and "previous" not in (out / "report.md").read_text()
+    assert not old.exists() and not staging.exists()

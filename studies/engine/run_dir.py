@@ -62,11 +62,13 @@ def bound_problem(path: Path) -> str | None:
 
 
 def load_bound(path: Path, map_location="cpu") -> dict:
-    """checkpoints.load of a finished run's file, refused in one line when it is not the file its run wrote."""
+    """checkpoints.load of a finished run's file, refused in one line when it is not the file its run wrote (a
+    damaged file is named as such first, by checkpoints.load)."""
+    state = checkpoints.load(path, map_location=map_location)
     why = bound_problem(path)
     if why:
         raise UsageError(f"{why}: put back the run's own file, or move {Path(path).parent} away to train it again")
-    return checkpoints.load(path, map_location=map_location)
+    return state
 
 
 def cpu_state(model: torch.nn.Module) -> dict:

@@ -39,6 +39,7 @@ from .held_equal import held_equal
 from .held_equal import sentences as held_equal_sentences
 from .paired import CONFIDENCE, MIN_SEEDS, Comparison, comparisons, holm_family
 from .plotting import finish, pyplot
+from .report_folder import swapped_in
 from .runs import Condition, by_setting, collect, curve
 
 TABLE_DENSITIES = (1.0, 0.512, 0.262, 0.168, 0.086)
@@ -354,8 +355,15 @@ def write_report(folders, out_dir: Path, extra_figures=None, stability: str | No
     family = holm_family(found, by_k)
     held = held_equal(conditions)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figures = []
+    with swapped_in(out_dir) as staging:  # built aside, swapped in whole (report_folder.py)
+        _write(staging, conditions, found, notes, incomplete, stability, by_k, by_budget, family, held,
+               match_margin, extra_figures)
+    return out_dir
+
+
+def _write(out_dir: Path, conditions, found, notes, incomplete, stability, by_k, by_budget, family, held,
+           match_margin: float, extra_figures) -> None:
+    """The report's files into out_dir (a staging folder)."""
     drawn = [("accuracy_vs_k.png", lambda p: across_figures.accuracy_vs_k(by_k, p)),
              ("pretext_vs_budget.png", lambda p: across_figures.pretext_vs_budget(by_budget, p)),
              ("accuracy_vs_density.png", lambda p: accuracy_figure(conditions, found, p)),
@@ -379,7 +387,6 @@ def write_report(folders, out_dir: Path, extra_figures=None, stability: str | No
     write_text_atomic(out_dir / "report.html", render_html(markdown_text, out_dir))
     write_json_atomic(out_dir / "report.json", _json(conditions, found, sentences, incomplete, stability, by_k,
                                                      by_budget, family, match_margin, held))
-    return out_dir
 
 
 def verification_note(conditions: list[Condition]) -> str:
