@@ -217,6 +217,14 @@ def test_report_from_w_and_b_downloads_once_into_the_cache_and_equals_the_local_
     fakes[0].digest = "changed"  # a newer version replaces the cached run whole
     assert run_cli(["report", "--wandb=me/proj", f"--wandb_cache={cache}", "-o", str(out)], capsys)[0] == 0
     assert fakes[0].downloads == 2 and not list((cache / "me" / "proj").glob(".*"))
+    # an edited cache (issue 29 §4): the run's records are downloaded again, never used as edited
+    tickets = next((cache / "me" / "proj").glob("imp_*/tickets.json"))
+    edited = json.loads(tickets.read_text())
+    edited[-1]["test_accuracy"] = 0.999
+    tickets.write_text(json.dumps(edited))
+    code, _, err = run_cli(["report", "--wandb=me/proj", f"--wandb_cache={cache}", "-o", str(out)], capsys)
+    assert code == 0 and "differ from what W&B gave" in err
+    assert json.loads((out / "report.json").read_text()) == local and json.loads(tickets.read_text()) != edited
 
 
 def test_bad_w_and_b_input_is_one_line(tmp_path, monkeypatch, capsys):

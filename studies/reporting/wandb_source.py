@@ -10,17 +10,22 @@ agents that trained it shared no disk. Here:
 - `fetch`: each artifact downloaded into the cache (`--wandb_cache`, default ~/.cache/earlyphase/wandb) as
   `ENTITY/PROJECT/RUN_DIR_NAME/`, exactly the run directory's layout (weights left out); an artifact whose
   digest is already there is not fetched again, a newer one replaces it whole (downloaded beside, then renamed).
+  The cache is checked before it is used: the marker keeps the sha256 of every file as downloaded, and a cached
+  run whose files differ (edited, damaged, added or removed) is downloaded again, with one line saying so, so a
+  report never rests on records the artifact does not hold.
 Errors (no API key, no network, an unknown project, a project without earlyphase records) are one line,
 within the W&B timeout the logging uses.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
+import sys
 from pathlib import Path
 
 from ..engine.errors import UsageError
@@ -81,11 +86,16 @@ def fetch(artifacts: list, cache: Path, entity: str, project: str) -> list[Path]
         name = art.name.split(":")[0]
         target = root / name
         held = _read_marker(target)
-        if held.get("digest") != art.digest:
+        intact = held.get("digest") == art.digest and held.get("files") == file_digests(target)
+        if held.get("digest") == art.digest and not intact:
+            print(f"earlyphase: the cached records of {name} differ from what W&B gave (edited or damaged since the "
+                  f"download); downloading them again", file=sys.stderr)
+        if not intact:
             partial = root / f".{name}.{secrets.token_hex(4)}.partial"
             try:
                 art.download(root=str(partial))
-                (partial / MARKER).write_text(json.dumps({"name": name, "version": art.version, "digest": art.digest}))
+                (partial / MARKER).write_text(json.dumps({"name": name, "version": art.version, "digest": art.digest,
+                                                          "files": file_digests(partial)}))
                 if target.exists():
                     old = root / f".{name}.{secrets.token_hex(4)}.old"
                     os.replace(target, old)
@@ -99,6 +109,14 @@ def fetch(artifacts: list, cache: Path, entity: str, project: str) -> list[Path]
                                  f"rerun to try again (what is cached stays)") from None
         runs.append(target)
     return runs
+
+
+def file_digests(run: Path) -> dict:
+    """{relative path: sha256} of every file of a cached run directory but the marker ({} when there is none)."""
+    if not run.is_dir():
+        return {}
+    return {f.relative_to(run).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(run.rglob("*")) if f.is_file() and f.name != MARKER}
 
 
 def _read_marker(run: Path) -> dict:
