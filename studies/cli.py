@@ -9,6 +9,7 @@ import threading
 
 from .campaigns.commands import COMMANDS
 from .engine.errors import UsageError, os_error_message
+from .engine.threads import die_with_parent
 
 USAGE = "usage: earlyphase COMMAND [--field=value ...]   (earlyphase COMMAND --help lists the fields)"
 HELP_FLAGS = ("-h", "--help")
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
+        if argv is None:  # a process of its own (`sweep run`'s children): stop with the process that started it
+            die_with_parent()
         return run(sys.argv[1:] if argv is None else argv)
     except UsageError as err:
         print(f"earlyphase: error: {one_line(err)}", file=sys.stderr)

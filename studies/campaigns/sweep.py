@@ -25,6 +25,8 @@ import contextlib
 import hashlib
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -318,22 +320,44 @@ def main(argv: list[str]) -> int:
         print(ledger_dir)
         return 0
 
+    children: list[subprocess.Popen] = []  # running now: stopped with this process (Ctrl-C, SIGTERM)
+    stopping = threading.Event()
+
     def run_one(i: int, command: list[str]) -> int:
         if finished(i):
             return 0
+        if stopping.is_set():
+            return 130
         full = [sys.executable, "-m", "earlyphase.studies.cli", *with_out(earlyphase_args(command), out)]
         print(f"[{i + 1}/{len(commands)}] {' '.join(argvs[i])}: running", file=sys.stderr)
-        with open(ledger_dir / f"run-{i:04d}.log", "w") as log:
-            code = subprocess.run(full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  env=child_env).returncode
+        # appended, never truncated: two `sweep run`s on one --out each keep their part of a run's log
+        with open(ledger_dir / f"run-{i:04d}.log", "a") as log:
+            log.write(f"=== {' '.join(argvs[i])}: started by process {os.getpid()} at {time.ctime()} ===\n")
+            log.flush()
+            child = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env={**child_env, threads.PARENT_ENV: str(os.getpid())})
+            with lock:
+                children.append(child)
+            code = child.wait()
+            with lock:
+                children.remove(child)
         record(i, code, f"run-{i:04d}.log")
         return code
 
     # each job its share of the cores: J processes that each take every core spin-wait for each other
     child_env = threads.child_environment(threads.share(jobs))
     print(f"sweep {path.name}: {jobs} job(s) at a time, {child_env[threads.ENV]} CPU thread(s) each", file=sys.stderr)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+    try:
         codes = list(pool.map(run_one, range(len(commands)), commands))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each running study stops as it would itself (resumable)
+        stopping.set()
+        with lock:
+            for child in children:
+                child.send_signal(signal.SIGTERM)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     failed = sum(c != 0 for c in codes)
     print(
         f"sweep {path.name}: {len(codes) - failed} of {len(codes)} runs finished; report: earlyphase report {out}",

@@ -153,6 +153,8 @@ def read_json(path: Path, required: tuple = (), fix: str = "move it away to reco
     path = Path(path)
     if missing_ok and not path.exists():
         return None
+    if path.exists() and not path.is_file():  # a FIFO or a device would block or never end: never opened
+        raise UsageError(f"{path} is not a regular file: {fix}")
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as err:

@@ -10,7 +10,10 @@ OMP_NUM_THREADS to match so the OpenMP pool never starts larger. Light: torch is
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import signal
 
 from .errors import UsageError
 
@@ -53,3 +56,22 @@ def apply(threads: int | None) -> int:
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return count
+
+
+PARENT_ENV = "EARLYPHASE_PARENT_PID"  # set by `sweep run` for its children: they stop when it dies
+
+
+def die_with_parent() -> None:
+    """In a child started with PARENT_ENV (by `earlyphase sweep run`): SIGTERM when that parent dies, even by kill -9,
+    so no child study trains on alone (Linux prctl PR_SET_PDEATHSIG; a no-op elsewhere). Set at the child's start,
+    not in a preexec_fn (unsafe beside the sweep's threads); a parent already gone stops the child at once."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
