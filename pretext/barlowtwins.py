@@ -8,7 +8,7 @@ batch's embeddings.
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules import BarlowTwinsProjectionHead
 
-from .base import Option
+from .base import Option, refuse
 from .views import TwoViewTask
 
 
@@ -20,10 +20,8 @@ class BarlowTwins(TwoViewTask):
                "min_scale": Option(0.2, "smallest area share kept by the random resized crop")}
 
     def setup(self) -> None:
-        for bad, need in ((self.out_dim < 1, f"out_dim={self.out_dim}: must be 1 or more, e.g. 256"),
-                          (self.lambda_param < 0, f"lambda_param={self.lambda_param}: must be >= 0, e.g. 0.005")):
-            if bad:
-                raise ValueError(f"barlowtwins {need}")
+        refuse(self.name, [(self.out_dim < 1, f"out_dim={self.out_dim}: must be 1 or more, e.g. 256"),
+                           (self.lambda_param < 0, f"lambda_param={self.lambda_param}: must be >= 0, e.g. 0.005")])
         self.make_views()
         self.criterion = BarlowTwinsLoss(lambda_param=self.lambda_param)
 

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .options import Option, coerce_option, declared_options, parse_args, parse_bool  # noqa: F401  (the task interface)
+from .options import Option, coerce_option, declared_options, parse_args, parse_bool, refuse  # noqa: F401  (the task interface)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ retrieval among the online projections of the batch's views.
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 
-from .base import Option
+from .base import Option, refuse
 from .momentum import MOMENTUM, MomentumTask, check_momentum
 
 
@@ -23,8 +23,7 @@ class BYOL(MomentumTask):
 
     def setup(self) -> None:
         check_momentum(self.name, self.momentum)
-        if self.out_dim < 1:
-            raise ValueError(f"byol out_dim={self.out_dim}: must be 1 or more, e.g. 128")
+        refuse(self.name, [(self.out_dim < 1, f"out_dim={self.out_dim}: must be 1 or more, e.g. 128")])
         self.make_views()
         self.criterion = NegativeCosineSimilarity()
 

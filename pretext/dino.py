@@ -16,7 +16,7 @@ from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
 from torch import nn
 
-from .base import Option
+from .base import Option, refuse
 from .momentum import MOMENTUM, MomentumTask, check_momentum
 
 
@@ -34,14 +34,12 @@ class DINO(MomentumTask):
 
     def setup(self) -> None:
         check_momentum(self.name, self.momentum)
-        for bad, need in ((self.out_dim < 1, f"out_dim={self.out_dim}: must be 1 or more, e.g. 1024"),
-                          (min(self.teacher_temp, self.warmup_teacher_temp, self.student_temp) <= 0,
-                           "temperatures must be > 0, e.g. teacher_temp=0.07"),
-                          (not 0 <= self.warmup <= 1, f"warmup={self.warmup}: must be in [0, 1], e.g. 0.3"),
-                          (not 0 <= self.center_momentum < 1,
-                           f"center_momentum={self.center_momentum}: must be in [0, 1), e.g. 0.9")):
-            if bad:
-                raise ValueError(f"dino {need}")
+        refuse(self.name, [(self.out_dim < 1, f"out_dim={self.out_dim}: must be 1 or more, e.g. 1024"),
+                           (min(self.teacher_temp, self.warmup_teacher_temp, self.student_temp) <= 0,
+                            "temperatures must be > 0, e.g. teacher_temp=0.07"),
+                           (not 0 <= self.warmup <= 1, f"warmup={self.warmup}: must be in [0, 1], e.g. 0.3"),
+                           (not 0 <= self.center_momentum < 1,
+                            f"center_momentum={self.center_momentum}: must be in [0, 1), e.g. 0.9")])
         self.make_views()
 
     def head(self, num_features, num_classes):

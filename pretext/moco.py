@@ -14,7 +14,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
 from torch.nn import functional as F
 
-from .base import Option
+from .base import Option, refuse
 from .momentum import MOMENTUM, MomentumTask, check_momentum
 
 
@@ -29,11 +29,9 @@ class MoCo(MomentumTask):
 
     def setup(self) -> None:
         check_momentum(self.name, self.momentum)
-        for bad, need in ((self.queue < 1, f"queue={self.queue}: must be 1 or more, e.g. 4096"),
-                          (self.temperature <= 0, f"temperature={self.temperature}: must be > 0, e.g. 0.2"),
-                          (self.out_dim < 1, f"out_dim={self.out_dim}: must be 1 or more, e.g. 128")):
-            if bad:
-                raise ValueError(f"moco {need}")
+        refuse(self.name, [(self.queue < 1, f"queue={self.queue}: must be 1 or more, e.g. 4096"),
+                           (self.temperature <= 0, f"temperature={self.temperature}: must be > 0, e.g. 0.2"),
+                           (self.out_dim < 1, f"out_dim={self.out_dim}: must be 1 or more, e.g. 128")])
         self.make_views()
 
     def head(self, num_features, num_classes):

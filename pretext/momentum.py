@@ -17,15 +17,14 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from .base import Option
+from .base import Option, refuse
 from .views import TwoViewTask
 
 MOMENTUM = Option(0.99, "teacher momentum at the first step (cosine schedule to 1 over the pretraining)")
 
 
 def check_momentum(task: str, momentum: float) -> None:
-    if not 0 <= momentum <= 1:
-        raise ValueError(f"{task} momentum={momentum}: must be in [0, 1], e.g. 0.99")
+    refuse(task, [(not 0 <= momentum <= 1, f"momentum={momentum}: must be in [0, 1], e.g. 0.99")])
 
 
 def momentum_copy(model: nn.Module) -> nn.Module:

@@ -54,3 +54,11 @@ def parse_args(text: str) -> dict:
             raise ValueError(f"{key.strip()} is given twice: give each key once")
         out[key.strip()] = value.strip()
     return out
+
+
+def refuse(task: str, checks) -> None:
+    """Raise the first failed check of (failed, "name=value: what it must be") pairs as the ValueError
+    `TASK name=value: ...` (the application turns it into the one-line error)."""
+    for failed, need in checks:
+        if failed:
+            raise ValueError(f"{task} {need}")

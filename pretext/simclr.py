@@ -9,7 +9,7 @@ whose nearest other view (cosine) is their partner, i.e. top-1 positive retrieva
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
-from .base import Option
+from .base import Option, refuse
 from .views import TwoViewTask
 
 
@@ -21,10 +21,8 @@ class SimCLR(TwoViewTask):
                "min_scale": Option(0.2, "smallest area share kept by the random resized crop")}
 
     def setup(self) -> None:
-        for bad, need in ((self.temperature <= 0, f"temperature={self.temperature}: must be > 0, e.g. 0.5"),
-                          (self.out_dim < 1, f"out_dim={self.out_dim}: must be 1 or more, e.g. 128")):
-            if bad:
-                raise ValueError(f"simclr {need}")
+        refuse(self.name, [(self.temperature <= 0, f"temperature={self.temperature}: must be > 0, e.g. 0.5"),
+                           (self.out_dim < 1, f"out_dim={self.out_dim}: must be 1 or more, e.g. 128")])
         self.make_views()
         self.criterion = NTXentLoss(temperature=self.temperature)
 

@@ -8,7 +8,7 @@ Accuracy: positive retrieval among the batch's embeddings.
 from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
 
-from .base import Option
+from .base import Option, refuse
 from .views import TwoViewTask
 
 
@@ -19,8 +19,7 @@ class VICReg(TwoViewTask):
                "min_scale": Option(0.2, "smallest area share kept by the random resized crop")}
 
     def setup(self) -> None:
-        if self.out_dim < 1:
-            raise ValueError(f"vicreg out_dim={self.out_dim}: must be 1 or more, e.g. 256")
+        refuse(self.name, [(self.out_dim < 1, f"out_dim={self.out_dim}: must be 1 or more, e.g. 256")])
         self.make_views()
         self.criterion = VICRegLoss()
 

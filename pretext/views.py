@@ -17,7 +17,7 @@ import kornia.augmentation as K
 import torch
 from torch.nn import functional as F
 
-from .base import PretextTask, TaskInfo
+from .base import PretextTask, TaskInfo, refuse
 
 
 def view_augmentation(info: TaskInfo, min_scale: float) -> K.AugmentationSequential:
@@ -57,8 +57,7 @@ def retrieval_correct(embeddings: torch.Tensor, targets: torch.Tensor) -> torch.
 
 
 def check_min_scale(task: str, min_scale: float) -> None:
-    if not 0 < min_scale <= 1:
-        raise ValueError(f"{task} min_scale={min_scale}: must be in (0, 1], e.g. 0.2")
+    refuse(task, [(not 0 < min_scale <= 1, f"min_scale={min_scale}: must be in (0, 1], e.g. 0.2")])
 
 
 class TwoViewTask(PretextTask):
