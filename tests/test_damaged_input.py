@@ -194,3 +194,14 @@ def test_a_writer_killed_between_the_renames_loses_nothing(tmp_path, capsys):
     assert code == 0, err
     assert (out / "notes.txt").read_text() == "mine" and "previous" not in (out / "report.md").read_text()
     assert not old.exists() and not staging.exists()
+
+
+def test_a_network_too_large_for_memory_is_one_line(tmp_path, capsys):
+    code, _, err = run_cli(["imp", *TINY, "--width=100000", f"--out={tmp_path}/runs"], capsys)
+    one_line_error(code, err, "--width=100000: the network does not fit in memory", "choose a smaller --width")
+
+
+def test_an_empty_entry_in_a_list_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(["study", "--seeds=0,,1", f"--out={tmp_path}/runs"], capsys)
+    one_line_error(code, err, "'0,,1' has an empty entry between commas")
+    assert not (tmp_path / "runs").exists()

@@ -164,8 +164,14 @@ def parse_command_line(cls, argv: list[str], base=None, defaults: dict | None = 
 
 
 def split_list(text: str | None) -> list[str]:
-    """A comma-separated field's entries, stripped, empty ones dropped: the one reading of every list field."""
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
+    """A comma-separated field's entries, stripped: the one reading of every list field. An empty field is no
+    entries; an empty entry among others (`0,,1`, a trailing comma) is refused, since it usually hides a typo."""
+    if not (text or "").strip():
+        return []
+    entries = [t.strip() for t in text.split(",")]
+    if not all(entries):
+        raise UsageError(f"{text!r} has an empty entry between commas: write each entry once, e.g. 0,1,2")
+    return entries
 
 
 def field_types(cfg) -> dict:

@@ -226,6 +226,11 @@ def make_model(cfg: TrainConfig, data: ImageData, device: torch.device, seed: in
             model = models.create(cfg.model, width=cfg.width, num_classes=data.num_classes)
         except ValueError as err:
             raise UsageError(f"--model={cfg.model}: {err}") from None
+        except (RuntimeError, MemoryError) as err:  # the allocator's refusal of a network too large for memory
+            if not isinstance(err, MemoryError) and "alloc" not in str(err).lower():
+                raise
+            raise UsageError(f"--model={cfg.model} --width={cfg.width}: the network does not fit in memory "
+                             f"({str(err).strip().splitlines()[0][:80]}); choose a smaller --width") from None
     return model.to(device)
 
 
