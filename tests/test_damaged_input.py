@@ -197,7 +197,7 @@ def test_a_writer_killed_between_the_renames_loses_nothing(tmp_path, capsys):
 
 
 def test_a_network_too_large_for_memory_is_one_line(tmp_path, capsys):
-    code, _, err = run_cli(["imp", *TINY, "--width=100000", f"--out={tmp_path}/runs"], capsys)
+    code, _, err = run_cli(["imp", "--width=100000", "--training_steps=1ep", f"--out={tmp_path}/runs"], capsys)
     one_line_error(code, err, "--width=100000: the network does not fit in memory", "choose a smaller --width")
 
 
