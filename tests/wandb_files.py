@@ -39,11 +39,17 @@ def payloads(path):
 
 
 def records(path):
+    """The file's records; a last record still being written (cut short) ends them, so the run reads as
+    incomplete (no exit record) and offline_runs reads it again."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
     for payload in payloads(path):
         record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
+        try:
+            record.ParseFromString(payload)
+        except DecodeError:
+            return
         yield record
 
 
