@@ -45,7 +45,11 @@ from ..jobs.config import ImpConfig, PretrainConfig, StudyConfig, run_dir
 from ..jobs.flags import flat, parse_overrides, split_list, with_values
 from ..jobs.setup import SEED_LIMIT
 from ..jobs.wandb_log import wandb_logger
+from ..reporting import sequential
+from ..reporting.across import DEFAULT_MARGIN
+from ..reporting.paired import MIN_SEEDS
 from ..reporting.report import write_report
+from ..reporting.runs import collect
 
 PRESETS = {
     # 3 seeds (the fewest that allow a paired interval) x 6 IMP runs of 4 trainings, + 3 controls and 6 stability copies
@@ -93,6 +97,8 @@ def _names(flag: str, text: str, known: list[str]) -> list[str]:
 
 
 def _seeds(text: str) -> list[int]:
+    if text.strip() == "auto":  # the first look of --seeds=auto (reporting.sequential)
+        return list(range(MIN_SEEDS))
     try:
         seeds = [int(s) for s in split_list(text)]
     except ValueError:
@@ -170,6 +176,9 @@ def plan_units(cfg: StudyConfig) -> list[dict]:
     with_controls = set(_names("control_conditions", cfg.control_conditions, known))
     budgets = _budgets(cfg, known)
     seeds = _seeds(cfg.seeds)
+    if cfg.seeds.strip() == "auto" and not (cfg.seeds_batch >= 1 and MIN_SEEDS <= cfg.seeds_max <= 1000):
+        raise UsageError(f"--seeds=auto: --seeds_batch must be 1 or more and --seeds_max {MIN_SEEDS} ... 1000 (got "
+                         f"{cfg.seeds_batch} and {cfg.seeds_max}); e.g. --seeds_batch=2 --seeds_max=9")
     runs: dict[tuple, dict] = {}
 
     def add(condition: str, steps: str, asked_by: str, reference_for: str | None = None, options: str = "") -> None:
@@ -250,9 +259,14 @@ def work(cfg: StudyConfig) -> Job:
         unit["imp_dir"] = _relative(imp_dir, out.parent)
         write_json_atomic(out / "study.json", record)
 
-    jobs = [unit_job(i, unit) for i, unit in enumerate(units, 1)]
-    try:
+    def run_units(todo: list[dict]) -> Job:
+        jobs = [unit_job(len(units) - len(todo) + i, unit) for i, unit in enumerate(todo, 1)]
         yield from (schedule.gather(jobs) if cfg.scheduler.concurrent > 1 else schedule.chain(jobs))
+
+    try:
+        yield from run_units(units)
+        if cfg.seeds.strip() == "auto":
+            yield from _seeds_until_decided(cfg, out, record, run_units)
         path = PathSettings(cfg.imp.stability_points, cfg.imp.stability_bn)
         report_dir = write_report([out], out / "report", stability=path.key())
         logger.report(report_dir, out.name)  # the comparison where the W&B project shows it (an agent's: its run)
@@ -260,6 +274,60 @@ def work(cfg: StudyConfig) -> Job:
         logger.close()
     print(f"study done in {time.monotonic() - started:.0f}s: report at {report_dir / 'report.md'}", file=sys.stderr)
     return out, report_dir
+
+
+def _seeds_until_decided(cfg: StudyConfig, out: Path, record: dict, run_units) -> Job:
+    """--seeds=auto: after each look, the next `seeds_batch` seeds for both sides of every comparison still
+    undetermined (reporting.sequential), until each is decided or has `seeds_max` seeds. Every look is computed
+    from the records on disk, so a rerun after a kill makes the same decisions and trains only what is missing."""
+    units = record["units"]
+    first, batch, cap = MIN_SEEDS, cfg.seeds_batch, cfg.seeds_max
+    n_looks = sequential.looks(first, batch, cap)
+    log = {"first": first, "batch": batch, "cap": cap, "looks": n_looks, "margin": DEFAULT_MARGIN,
+           "confidence": sequential.stop_confidence(n_looks), "looks_taken": []}
+    record["seeds_auto"] = log
+    while True:
+        conditions, _ = collect([out])
+        found = sequential.status(conditions, DEFAULT_MARGIN, log["confidence"])
+        log["looks_taken"].append({"seeds": sorted({u["seed"] for u in units}), "comparisons": found})
+        write_json_atomic(out / "study.json", record)
+        todo = []
+        for s in (s for s in found if not s["decided"] and s["n"] < cap):
+            keys = list(dict.fromkeys(_key(u) for u in units if _imp_path(u, out) in s["runs"]))
+            have = set.intersection(*({u["seed"] for u in units if _key(u) == key} for key in keys))
+            for seed in _next_seeds(sorted(have), batch, cap):  # the same new seeds on both sides: paired
+                for key in keys:
+                    if not any(_key(u) == key and u["seed"] == seed for u in units + todo):
+                        model = next(u for u in units if _key(u) == key)
+                        todo.append({k: v for k, v in model.items() if k not in ("imp_dir", "pretrain_dir")}
+                                    | {"seed": seed})
+        if not todo:
+            return
+        validate_units(cfg, todo)
+        print(f"--seeds=auto: {sum(not s['decided'] for s in found)} comparisons undetermined; {len(todo)} more "
+              f"units", file=sys.stderr)
+        units += todo
+        yield from run_units(todo)
+
+
+def _key(unit: dict) -> tuple:
+    """What a unit runs, but the seed: its seeds are replicates of one condition."""
+    return unit["condition"], unit.get("rewind_step") or unit.get("pretrain_steps"), unit.get("options", "")
+
+
+def _imp_path(unit: dict, out: Path) -> str:
+    return str((out.parent / unit["imp_dir"]).resolve()) if "imp_dir" in unit else ""
+
+
+def _next_seeds(seeds: list[int], batch: int, cap: int) -> list[int]:
+    """A comparison's next seeds: the smallest its two sides do not share yet, `batch` of them, never beyond
+    `cap` seeds in all."""
+    wanted, seed, out = min(batch, cap - len(seeds)), 0, []
+    while len(out) < wanted:
+        if seed not in seeds:
+            out.append(seed)
+        seed += 1
+    return out
 
 
 def _relative(run: Path, runs_folder: Path) -> str:

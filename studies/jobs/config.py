@@ -231,7 +231,10 @@ def _derive() -> dict:
         references: bool = option(True, "each pretext budget K also runs rewinding to K, its like-for-like reference "
                                         "(false: only the conditions named; the sweeps list references as runs of "
                                         "their own)")
-        seeds: str = option("0,1", "comma-separated seeds; each condition runs once per seed")
+        seeds: str = option("0,1", "comma-separated seeds; each condition runs once per seed; auto: 3 seeds, then "
+                                   "--seeds_batch more to each comparison still undetermined, up to --seeds_max")
+        seeds_batch: int = option(2, "with --seeds=auto: seeds added to an undetermined comparison at a time")
+        seeds_max: int = option(9, "with --seeds=auto: the most seeds a comparison gets")
         pretrain_budgets: str = option("", "per-task pretraining lengths overriding --pretrain_steps: "
                                            "rotation=2ep,...")
         control_conditions: str = option("rewind", "conditions that also run --controls (all = every one)")

@@ -32,7 +32,7 @@ from pathlib import Path
 from ..engine.checkpoints import write_json_atomic, write_text_atomic
 from ..engine.errors import UsageError
 from ..jobs.flags import parse_command_line, platform, refuse_control_characters
-from . import across, across_figures, wandb_source
+from . import across, across_figures, sequential, wandb_source
 from . import stability as stability_report
 from .findings import bounds, density, findings, points
 from .held_equal import held_equal
@@ -237,12 +237,14 @@ def difference_figure(found: list[Comparison], path: Path) -> bool:
 # ------------------------------------------------------------------------------------------ documents
 def finding_sections(conditions, found, notes, incomplete, stability: str | None = None, by_k=(),
                      by_budget=(), family: dict | None = None, margin: float = across.DEFAULT_MARGIN,
-                     held: list[dict] = ()) -> list[tuple[str, list[str]]]:
+                     held: list[dict] = (), seeds_auto: list[dict] = ()) -> list[tuple[str, list[str]]]:
     """(title, sentences) in the order a reader asks: the answers across k and budget (a sweep's questions),
-    each like-for-like comparison, stability. Sections without sentences are left out."""
+    each like-for-like comparison, the seeds each was decided at (--seeds=auto), stability. Sections without
+    sentences are left out."""
     excluded = [i for i in incomplete if i.get("excluded")]
     sections = [("Across k and across pretraining length", across.sentences(by_k, by_budget)),
                 ("Like-for-like comparisons", findings(found, notes, excluded, family, margin)),
+                ("Seeds until decided", sequential.sentences(list(seeds_auto))),
                 ("Stability to SGD noise", stability_report.sentences(conditions, stability)),
                 ("What was held equal", held_equal_sentences(held))]
     return [(title, lines) for title, lines in sections if lines]
@@ -314,7 +316,8 @@ def render_html(markdown_text: str, out_dir: Path) -> str:
 
 
 def _json(conditions, found, sentences: list[str], incomplete, stability: str | None = None, by_k=(),
-          by_budget=(), family: dict | None = None, margin: float = across.DEFAULT_MARGIN, held=()) -> dict:
+          by_budget=(), family: dict | None = None, margin: float = across.DEFAULT_MARGIN, held=(),
+          seeds_auto=()) -> dict:
     def diff(d):
         return {"level": d.level, "density": d.density, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
                 "called": d.called, "seeds": d.seeds, "p": d.p, "p_holm": d.p_holm, "detectable": d.detectable,
@@ -329,6 +332,7 @@ def _json(conditions, found, sentences: list[str], incomplete, stability: str | 
             "findings": sentences,
             "stability": stability_report.as_json(conditions, stability),
             "by_k": list(by_k), "by_budget": list(by_budget), "family": family, "held_equal": list(held),
+            "seeds_auto": sequential.as_json(list(seeds_auto)),
             "confidence": CONFIDENCE, "min_seeds": MIN_SEEDS, "match_margin": margin, "incomplete": incomplete}
 
 
@@ -357,12 +361,12 @@ def write_report(folders, out_dir: Path, extra_figures=None, stability: str | No
     out_dir = Path(out_dir)
     with swapped_in(out_dir) as staging:  # built aside, swapped in whole (report_folder.py)
         _write(staging, conditions, found, notes, incomplete, stability, by_k, by_budget, family, held,
-               match_margin, extra_figures)
+               match_margin, extra_figures, sequential.recorded(folders))
     return out_dir
 
 
 def _write(out_dir: Path, conditions, found, notes, incomplete, stability, by_k, by_budget, family, held,
-           match_margin: float, extra_figures) -> None:
+           match_margin: float, extra_figures, seeds_auto=()) -> None:
     """The report's files into out_dir (a staging folder)."""
     drawn = [("accuracy_vs_k.png", lambda p: across_figures.accuracy_vs_k(by_k, p)),
              ("pretext_vs_budget.png", lambda p: across_figures.pretext_vs_budget(by_budget, p)),
@@ -379,14 +383,14 @@ def _write(out_dir: Path, conditions, found, notes, incomplete, stability, by_k,
         if name:
             figures.append(name)
     sections = finding_sections(conditions, found, notes, incomplete, stability, by_k, by_budget, family,
-                                match_margin, held)
+                                match_margin, held, seeds_auto)
     sentences = [s for _, lines in sections for s in lines]
     markdown_text = render_markdown(conditions, found, sections, incomplete, figures, stability, by_k, by_budget,
                                     verification_note(conditions))
     write_text_atomic(out_dir / "report.md", markdown_text)
     write_text_atomic(out_dir / "report.html", render_html(markdown_text, out_dir))
     write_json_atomic(out_dir / "report.json", _json(conditions, found, sentences, incomplete, stability, by_k,
-                                                     by_budget, family, match_margin, held))
+                                                     by_budget, family, match_margin, held, seeds_auto))
 
 
 def verification_note(conditions: list[Condition]) -> str:
