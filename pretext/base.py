@@ -181,10 +181,15 @@ class PretextTask:
         return (outputs.argmax(1) == targets).sum()
 
 
+def has_own_forward(task: PretextTask | type[PretextTask]) -> bool:
+    """Whether a task (or task class) overrides `forward` (the default is the model on the inputs)."""
+    return (task if isinstance(task, type) else type(task)).forward is not PretextTask.forward
+
+
 def has_own_step(task: PretextTask | type[PretextTask]) -> bool:
     """Whether a task (or task class) steps other than a plain classifier does (modules, forward or after_step of
     its own): it needs the single trainer (train() / the streams engine), not the vmap stack or a whole-step CUDA
     graph."""
     kind = task if isinstance(task, type) else type(task)
     return (getattr(task, "own_modules", None) is not None or kind.build is not PretextTask.build
-            or kind.forward is not PretextTask.forward or kind.after_step is not PretextTask.after_step)
+            or has_own_forward(kind) or kind.after_step is not PretextTask.after_step)

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"earlyphase: error: {one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a folder that became unusable: one line; any other OSError is a bug
-        message = os_error_message(err)
+        command = (sys.argv[1:] if argv is None else argv)[:1]
+        message = os_error_message(err, flag="-o" if command == ["report"] else "--out")
         if message is None:
             raise
         print(f"earlyphase: error: {one_line(message)}", file=sys.stderr)

@@ -24,8 +24,9 @@ def imp(out, capsys, *extra):
 def test_summary_records_the_digests_of_the_files_a_run_wrote(tmp_path, capsys):
     a = imp(tmp_path / "runs", capsys)
     summary = json.loads((a / "level_0" / "summary.json").read_text())
-    names = {p.name for p in (a / "level_0").glob("*.pt") if p.name == "final.pt" or p.name.startswith("weights_")}
-    assert set(summary["files"]) == names and "weights_24it.pt" in names
+    names = {p.name for p in (a / "level_0").glob("*.pt") if p.name in ("final.pt", "mask.pt")
+             or p.name.startswith("weights_")}
+    assert set(summary["files"]) == names and {"weights_24it.pt", "mask.pt"} <= names
     for name, digest in summary["files"].items():
         assert hashlib.sha256((a / "level_0" / name).read_bytes()).hexdigest() == digest
 
@@ -53,3 +54,35 @@ def test_another_runs_rewind_point_is_refused(tmp_path, capsys):
     code, stdout, stderr = run_cli(["imp", *T, "--width=4", f"--out={out}", "--levels=2"], capsys)
     one_line_error(code, stderr, "weights_24it.pt", "is not the file its run wrote")
     assert not (a / "level_2").exists()
+
+
+def test_another_runs_mask_is_refused(tmp_path, capsys):
+    out = tmp_path / "runs"
+    a, b = imp(out, capsys), imp(out, capsys, "--seed=1")
+    shutil.copy(b / "level_1" / "mask.pt", a / "level_1" / "mask.pt")  # the same shapes and density: only the digest
+    code, stdout, stderr = run_cli(["imp", *T, "--width=4", f"--out={out}", "--levels=2"], capsys)
+    one_line_error(code, stderr, str(a / "level_1" / "mask.pt"), "is not the file its run wrote")
+    assert not (a / "level_2").exists()
+
+
+def test_another_scores_runs_scores_are_refused(tmp_path, capsys):
+    """scores.pt names the scores run that wrote it and the sha256 of the final.pt files it was computed from."""
+    import torch
+
+    out = tmp_path / "runs"
+    args = ["pretrain", "--pretext=subset", "--subset_select=easy", "--subset_score_runs=1", "--subset_score_steps=2",
+            "--pretrain_steps=2it", "--width=4", f"--out={out}"]
+    for seed in (0, 1):
+        assert run_cli(args + [f"--seed={seed}"], capsys)[0] == 0
+    first, second = sorted(out.glob("scores_el2n_*"), key=lambda p: p.stat().st_mtime_ns)
+    saved = torch.load(first / "scores.pt", weights_only=True)
+    assert saved["run"] == first.name and saved["sources"] == {
+        "run_0": hashlib.sha256((first / "run_0" / "final.pt").read_bytes()).hexdigest()}
+    shutil.copy(second / "scores.pt", first / "scores.pt")
+    code, _, stderr = run_cli(args + ["--seed=0", "--subset_fraction=0.3"], capsys)
+    one_line_error(code, stderr, str(first / "scores.pt"), f"was written by {second.name}")
+    # the right run's name but another scoring run's weights beneath it
+    torch.save(saved | {"sources": {"run_0": "0" * 64}}, first / "scores.pt")
+    code, _, stderr = run_cli(args + ["--seed=0", "--subset_fraction=0.3"], capsys)
+    one_line_error(code, stderr, "was computed from another run_0/final.pt")
+    assert len(list(out.glob("pretrain_subset_*"))) == 2

@@ -76,6 +76,15 @@ def test_third_party_plugin_end_to_end(tmp_path):
     broken = [line for line in lines if line.startswith("broken_demo ")]
     assert broken and "BROKEN ModuleNotFoundError" in broken[0] and "not_a_module_anywhere_xyz" in broken[0]
     assert all(any(line.startswith(n + " ") for line in lines) for n in ("rotation", "simclr", "supervised"))
+    # a study of every task says which one it leaves out, and why, rather than dropping it silently
+    plan = ("from earlyphase.studies.campaigns import study; "
+            "print(sorted({u['condition'] for u in study.plan_units(study.parse(['--conditions=all', '--seeds=0']))}))")
+    planned = subprocess.run([sys.executable, "-c", plan], env={**os.environ, "PYTHONPATH": str(site)},
+                             capture_output=True, text=True, timeout=300)
+    assert planned.returncode == 0 and "upside_down" in planned.stdout and "broken_demo" not in planned.stdout
+    warning = next(line for line in planned.stderr.splitlines() if "leaves out" in line)
+    assert warning.startswith("earlyphase: warning: --conditions=all leaves out the pretext task broken_demo "
+                              "(earlyphase-broken-demo") and "ModuleNotFoundError" in warning
 
     pretrained = earlyphase(site, "pretrain", "--pretext=upside_down", "--pretext_args=p=0.25", "--width=4",
                             "--pretrain_steps=4it", f"--out={out}")

@@ -84,6 +84,20 @@ def available_conditions() -> list[str]:
     return list(BASELINES) + [p.name for p in registry.discover() if p.task is not None]
 
 
+def broken_plugins() -> list[str]:
+    """`NAME (DISTRIBUTION): ERROR` of each installed task that failed to load (`all` cannot include it)."""
+    from earlyphase.pretext import registry
+
+    return [f"{p.name} ({p.distribution}): {p.error}" for p in registry.discover() if p.task is None]
+
+
+def _warn_broken(text: str) -> None:
+    """`all` names every task that loads; one that does not is said, not dropped silently."""
+    if text.strip() == "all":
+        for broken in broken_plugins():
+            print(f"earlyphase: warning: --conditions=all leaves out the pretext task {broken}", file=sys.stderr)
+
+
 def _names(flag: str, text: str, known: list[str]) -> list[str]:
     """The condition names of a flag (`all` = every known one), each known and given once."""
     names = known if text.strip() == "all" else split_list(text)
@@ -170,6 +184,7 @@ def plan_units(cfg: StudyConfig) -> list[dict]:
     pretext task), seed, rewind_step (reset and rewind) or pretrain_steps (pretext), controls, and
     `asked_by`: the conditions that asked for it."""
     known = available_conditions()
+    _warn_broken(cfg.conditions)
     wanted = _conditions(cfg, known)
     if not wanted:
         raise UsageError(f"--conditions: give at least one; available: {', '.join(known)} (or all)")

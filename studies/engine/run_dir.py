@@ -19,7 +19,6 @@ step, so records written after it are recomputed, never duplicated.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,6 +28,7 @@ import torch
 from earlyphase.pretext.base import PretextTask
 
 from . import checkpoints, records
+from .bound import bound_problem, sha256
 from .data import ImageData
 from .errors import UsageError
 from .evaluation import evaluate
@@ -42,23 +42,6 @@ def finished_result(run_dir: Path, by_other_process: bool = False) -> TrainResul
         return None
     summary = records.read(path, records.SUMMARY, fix="move it away to train that run again")
     return TrainResult(summary, Path(run_dir), skipped=True, by_other_process=by_other_process)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def bound_problem(path: Path) -> str | None:
-    """Why `path` (final.pt or a weights file of a finished run) is not the file its run wrote, or None: its sha256
-    must equal the one the run's summary.json recorded (nothing to check for a run finished before digests)."""
-    path = Path(path)
-    summary = records.read(path.parent / "summary.json", records.SUMMARY, missing_ok=True,
-                           fix="move it away to train that run again") or {}
-    recorded = (summary.get("files") or {}).get(path.name)
-    if recorded is None or not path.is_file() or sha256(path) == recorded:
-        return None
-    return (f"{path} is not the file its run wrote (its sha256 differs from the one {path.parent.name}/summary.json "
-            f"recorded when the run finished; copied from another run?)")
 
 
 def load_bound(path: Path, map_location="cpu") -> dict:
@@ -165,7 +148,9 @@ class RunFiles:
         """final.pt and summary.json (the last evaluation's metrics, the files' digests), then the checkpoint goes."""
         final = self.records[-1] if self.records else {**evaluate(model, data, task, self.plan), "train_loss": None}
         checkpoints.save_atomic({"model": cpu_state(model), "step": self.plan.end}, self.dir / "final.pt")
-        files = {path.name: sha256(path) for path in [self.dir / "final.pt", *sorted(self.dir.glob("weights_*it.pt"))]}
+        bound = [self.dir / "final.pt", *sorted(self.dir.glob("weights_*it.pt")),
+                 *[self.dir / "mask.pt"] * (self.dir / "mask.pt").is_file()]  # an IMP part's mask, written before
+        files = {path.name: sha256(path) for path in bound}
         summary = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
                    "train_loss": final["train_loss"], "start_step": self.plan.start, "end_step": self.plan.end,
                    "iterations_per_epoch": data.iterations_per_epoch(self.plan.batch_size), "files": files}

@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from earlyphase.pretext.base import PretextTask, has_own_step
+from earlyphase.pretext.base import PretextTask, has_own_forward, has_own_step
 from earlyphase.pretext.supervised import Supervised
 
 from . import locks
@@ -196,7 +196,7 @@ def train_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_di
 def task_forward(task: PretextTask, model: torch.nn.Module, forward):
     """The training forward: `forward` (the model, compiled or not) for a task with the default one, else the
     task's own on the model."""
-    if type(task).forward is PretextTask.forward:
+    if not has_own_forward(task):
         return forward
     return lambda inputs: task.forward(model, inputs)
 

@@ -20,6 +20,7 @@ from dataclasses import field, fields
 from earlyphase.pretext.options import parse_bool
 
 from ..engine.errors import UsageError
+from ..engine.folders import refuse_control_characters  # noqa: F401  (the flags' check too)
 
 KINDS = ("option", "replicate", "content", "platform")
 
@@ -71,14 +72,6 @@ def leaves(cfg) -> list[tuple[object, dataclasses.Field]]:
             seen.add(f.name)
             out.append((cfg, f))
     return out
-
-
-def refuse_control_characters(flag: str, text: str) -> None:
-    """A value with a newline, tab or other control character (in a path it would break 'the run directory is the
-    last line') is refused."""
-    bad = next((ch for ch in text if ord(ch) < 32 or ord(ch) == 127), None)
-    if bad is not None:
-        raise UsageError(f"{flag}: the value contains a control character ({bad!r}): remove it")
 
 
 def _convert(name: str, text: str, hint, empty_ok: bool = False):

@@ -15,7 +15,9 @@ from .imp_setup import ImpRun
 
 
 def load_mask(path: Path, r: ImpRun) -> dict:
-    mask = checkpoints.load(path)
+    """A part's mask.pt, checked against the architecture and, once its part finished, against the sha256 its
+    summary.json recorded (another seed's or width's mask, copied in, is refused)."""
+    mask = load_bound(path)
     try:
         imp_masks.check_mask(mask, r.template, r.names)
     except ValueError as err:

@@ -13,6 +13,7 @@ from earlyphase.imp import perturb as imp_perturb
 from ..engine import checkpoints, records
 from ..engine.augment import derive_seed
 from ..engine.errors import UsageError
+from ..engine.run_dir import load_bound
 from .identity import imp_run_name
 from .imp_setup import ImpRun, reinit_seed
 
@@ -21,7 +22,7 @@ def _record(r: ImpRun, level: int, kind: str, part: Path) -> dict:
     summary = records.read(part / "summary.json", records.SUMMARY, fix="move it away to train that part again")
     density_path = part / "density.json"
     density = (records.read(density_path, records.DENSITY, fix="move it away: it is rebuilt from mask.pt")
-               ["density"] if density_path.exists() else imp_masks.density(checkpoints.load(part / "mask.pt")))
+               ["density"] if density_path.exists() else imp_masks.density(load_bound(part / "mask.pt")))
     if level == 0:
         rewind = r.level0_description
     elif imp_controls.reinitialises(kind):

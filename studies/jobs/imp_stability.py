@@ -51,7 +51,7 @@ def analyse(r: ImpRun, sinks) -> None:
         if key in results or not done:
             continue
         first, second = (load_bound(p / "final.pt")["model"] for p in (r.out / f"level_{level}", folder))
-        mask = checkpoints.load(r.out / f"level_{level}" / "mask.pt")
+        mask = load_bound(r.out / f"level_{level}" / "mask.pt")
         check_mask_holds(interpolate(first, second, 0.5), mask)
         model = setup.make_model(r.cfg, r.data, r.device)
         plan = setup.make_plan(r.cfg, r.data, r.device, start=r.start)

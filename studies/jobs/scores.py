@@ -25,6 +25,7 @@ from earlyphase.pretext.base import ScoreRequest
 
 from ..engine import checkpoints
 from ..engine.augment import derive_seed
+from ..engine.bound import sha256
 from ..engine.data import ImageData
 from ..engine.errors import UsageError
 from ..engine.run_dir import load_bound
@@ -54,7 +55,7 @@ def work(cfg: TrainConfig, data: ImageData, device: torch.device, request: Score
     out = scores_dir(cfg, request)
     path = out / "scores.pt"
     if path.exists():
-        return out, _read(path, len(data.train_y))
+        return out, _read(path, len(data.train_y), out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoints.write_json_atomic(out / "config.json", {**setup.config_record("scores", cfg), "kind": request.kind,
                                                          "runs": request.runs, "steps": request.steps,
@@ -74,8 +75,9 @@ def work(cfg: TrainConfig, data: ImageData, device: torch.device, request: Score
         t.model.load_state_dict(load_bound(t.run_dir / "final.pt", map_location=device)["model"])
         total += el2n(t.model, data).double().cpu()
     scores = total / request.runs
+    sources = {t.run_dir.name: sha256(t.run_dir / "final.pt") for t in trainings}  # what the scores came from
     checkpoints.save_atomic({"kind": request.kind, "runs": request.runs, "steps": request.steps,
-                             "scores": scores}, path)
+                             "scores": scores, "run": out.name, "sources": sources}, path)
     return out, scores
 
 
@@ -94,9 +96,19 @@ def el2n(model: torch.nn.Module, data: ImageData, batch: int = 1000) -> torch.Te
     return torch.cat(out)
 
 
-def _read(path: Path, n: int) -> torch.Tensor:
+def _read(path: Path, n: int, out: Path) -> torch.Tensor:
+    """scores.pt, checked: one finite score per example, written by this scores run (its name) from the final.pt
+    files its scoring runs hold now (their sha256); files written before these records are checked for shape."""
     saved = checkpoints.load(path)
     scores = saved.get("scores") if isinstance(saved, dict) else None
+    if isinstance(saved, dict) and saved.get("run", out.name) != out.name:
+        raise UsageError(f"{path} was written by {saved['run']}, not by {out.name} (copied from another scores run?): "
+                         f"move it away to recompute it")
+    for name, digest in (saved.get("sources") or {}).items() if isinstance(saved, dict) else ():
+        final = out / str(name) / "final.pt"
+        if final.is_file() and sha256(final) != digest:
+            raise UsageError(f"{path} was computed from another {name}/final.pt than the one there now: move "
+                             f"{path} away to recompute it")
     if not isinstance(scores, torch.Tensor) or scores.shape != (n,):
         raise UsageError(f"{path} does not hold one score per training example ({n}): move it away to recompute it")
     if not torch.isfinite(scores).all():  # NaN would sort anywhere: an `easy` subset chosen by nothing

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
 from ..engine import dataset_registry, model_registry, models, threads
 from ..engine.data import ImageData, load
 from ..engine.errors import UsageError
+from ..engine.folders import check_out  # noqa: F401  (the jobs' name for it)
 from ..engine.plan import Schedule, TrainPlan
 from ..engine.steps import Step, StepError
 from ..engine.trainer import COMPILE_MODES
 from .config import TrainConfig
-from .flags import refuse_control_characters, split_list
+from .flags import split_list
 from .wandb_log import MODES as WANDB_MODES
 
 
@@ -72,45 +70,6 @@ def check_finite(cfg) -> None:
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"--{f.name}={value}: must be a finite number")
-
-
-def _name_max(folder: Path) -> tuple[int, int]:
-    """(longest file name, longest path) the file system holding `folder` allows."""
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
-    except (OSError, ValueError):
-        return 255, 4096
-
-
-def check_out(text: str) -> None:
-    """Refuse an --out that cannot hold run directories (under a file, too long a name, not writable) before
-    anything is written. A folder that becomes unusable later is reported by the CLI in one line too."""
-    if not text.strip():
-        raise UsageError("--out is empty: name the folder for the runs, e.g. --out=runs (or --out=. for this one)")
-    refuse_control_characters("--out", text)  # `sweep run --out` comes here without the field parser
-    path = Path(text).expanduser().absolute()
-    existing = path
-    while not os.path.lexists(existing):  # lexists: a name that is too long, or below a file, is "missing"
-        existing = existing.parent
-    name_max, path_max = _name_max(existing if existing.is_dir() else existing.parent)
-    too_long = [part for part in path.parts if len(os.fsencode(part)) > name_max]
-    if too_long:
-        raise UsageError(f"--out={text}: the name {too_long[0][:40]}... is longer than the file system allows "
-                         f"({name_max} bytes): choose a shorter --out")
-    if len(os.fsencode(str(path))) > path_max - 256:  # room for the run directories' own names
-        raise UsageError(f"--out={text}: the path is too long for the run directories below it: choose a shorter --out")
-    if not existing.is_dir():
-        what = "a file" if existing.exists() else "a broken link"
-        where = f"is {what}" if existing == path else f"is below {existing}, which is {what}"
-        raise UsageError(f"--out={text} {where}, not a folder: choose a folder for the runs")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--out={text}: cannot write in {existing} (permission denied or read-only): "
-                         f"choose a folder you can write to")
-    try:  # a folder made and removed at once: some file systems (/proc, /sys) refuse folders despite the access bits
-        os.rmdir(tempfile.mkdtemp(prefix=".earlyphase-probe-", dir=existing))
-    except OSError as err:
-        raise UsageError(f"--out={text}: cannot make folders in {existing} ({err.strerror}): choose a folder on an "
-                         f"ordinary file system") from None
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

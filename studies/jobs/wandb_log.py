@@ -142,10 +142,10 @@ class WandbLogger:
     def _init(self, **kwargs):
         import wandb
 
-        settings = wandb.Settings(init_timeout=INIT_TIMEOUT_S, silent=True, console="off", x_disable_stats=True)
-        kwargs = dict(project=self.project, entity=self.entity, group=self.group, dir=self.directory,
-                      settings=settings, reinit="create_new", **kwargs)
-        try:
+        try:  # the settings are validated against the environment too (an unwritable HOME fails here)
+            settings = wandb.Settings(init_timeout=INIT_TIMEOUT_S, silent=True, console="off", x_disable_stats=True)
+            kwargs = dict(project=self.project, entity=self.entity, group=self.group, dir=self.directory,
+                          settings=settings, reinit="create_new", **kwargs)
             return wandb.init(mode=self.mode, **kwargs)
         except Exception as err:  # unreachable server, bad key, ...: go offline, never fail the run
             if self.mode == "online":

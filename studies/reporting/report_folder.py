@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from ..engine.errors import UsageError
+from ..engine.folders import check_out
 from ..engine.locks import RunLock
 
 REPORT_FILE = re.compile(r"report\.(md|html|json)|[\w.-]+\.png")  # what a report writes (write_report)
@@ -53,6 +54,7 @@ def swapped_in(out_dir: Path):
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir} is a file: choose a folder for the report")
+    check_out(str(out_dir), flag="-o")  # /proc, a read-only or too long path: one line, before anything
     parent = out_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
     with RunLock(parent, name=f".{out_dir.name}.lock", doing="writing a report into"):

@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine import records
+from ..engine import bound, records
 from ..engine.errors import UsageError
 from ..jobs.flags import split_list
 from ..jobs.identity import identify, imp_run_name
@@ -193,11 +193,10 @@ def _part_problem(part: Path, record: dict, sha256: str | None) -> tuple[str | N
             bad = archive.testzip()
     except (OSError, zipfile.BadZipFile):
         bad = "the archive"
-    digest = hashlib.sha256(final.read_bytes()).hexdigest() if bad is None else None
+    digest = bound.sha256(final) if bad is None else None
     if bad is None and sha256 and digest != sha256:
         bad = "not the file its records manifest lists"
-    recorded = (summary.get("files") or {}).get("final.pt")
-    if bad is None and recorded and digest != recorded:
+    if bad is None and bound.differs(summary, "final.pt", digest):
         bad = "not the file its run wrote: its sha256 differs from the one summary.json recorded; copied from " \
               "another run?"
     if bad is not None:
