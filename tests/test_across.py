@@ -105,6 +105,30 @@ def test_figures_tables_and_the_html_show_the_answers(sweep, tmp_path):
     assert "Smallest k that matches: 50%: 0it; 25%: 6it; 12.5%: 12it." in md
     budget_row = next(line for line in md.splitlines() if line.startswith("| 2it | 2it | rewind 2it |"))
     assert budget_row.endswith("| falls short | - |")
+    # the dense networks beside each budget (rotation's own against rewind k's), and each setting said once
+    assert budget_row.split(" | ")[3] == "95.50 ± 0.50 vs 95.50 ± 0.50: +0.00 [+0.00, +0.00]"
+    assert md.count("Setting: reset, rewind 2it") == 1
+    # every figure has a caption saying what it answers; the per-seed accuracies close the report
+    for number, name in enumerate(("accuracy_vs_k.png", "pretext_vs_budget.png"), 1):
+        assert f"*Figure {number} ({name}). " in md
+    seeds = md.split("## Per-seed accuracy")[1]
+    row = next(line for line in seeds.split("**rotation 2it**")[1].splitlines() if line.startswith("| 3 (12.5%) |"))
+    expected = [f"{100 * (DENSE[s] - 0.08 - 0.04 + NOISE[s]):.2f}" for s in range(3)]  # GAP_BY_K[2] + ROTATION_GAP[2]
+    assert row == "| 3 (12.5%) | " + " | ".join(expected) + " |"
+    page = (out / "report.html").read_text()
+    assert '<div class="toc">' in page and 'href="#per-seed-accuracy"' in page and "white-space:nowrap" in page
+
+
+def test_figures_mark_differences_by_verdict():
+    from earlyphase.studies.reporting.figure_marks import mark
+
+    row = {"n": 3, "mean": 0.0, "low": -0.005, "high": 0.005}
+    assert mark(row, 0.01) == "matches" and mark(row, 0.001) == "undetermined"
+    assert mark(row | {"low": 0.001}, 0.01) == "exceeds"
+    assert mark(row | {"low": -0.03, "high": -0.02}, 0.01) == "falls short"
+    assert mark(row | {"n": 2}, 0.01) == "too few seeds" and mark(row | {"low": None}, 0.01) == "too few seeds"
+    # a shortfall inside the margin matches: the verdict the report states, not "the interval excludes 0"
+    assert mark(row | {"low": -0.004, "high": -0.001}, 0.01) == "matches"
 
 
 def test_stability_verdicts_are_set_beside_each_budget(sweep, tmp_path):

@@ -123,7 +123,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 def save_figure_atomic(fig, path: Path, dpi: int = 110) -> None:
     """A matplotlib figure as PNG, written like every other file here: a killed report never leaves half a PNG."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=dpi, format="png")
+    fig.savefig(buffer, dpi=dpi, format="png", bbox_inches="tight")  # legends placed outside the axes stay in
     write_bytes_atomic(path, buffer.getbuffer())
 
 

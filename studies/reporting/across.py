@@ -59,11 +59,15 @@ def mean_interval(values: list[float]) -> dict:
 
 
 def _point(c: Condition, level: int, kind: str = "trunk") -> dict | None:
-    accs = [a for a, _ in by_seed(c.records, level, kind).values()]
-    if not accs:
+    """A condition's accuracy at one level: mean and interval over seeds, each seed's value (in the order of seeds,
+    so the same records give the same numbers in any order)."""
+    found = by_seed(c.records, level, kind)
+    if not found:
         return None
-    return {"label": c.label, "k": c.k, "task": c.task, "level": level, **mean_interval(accs),
-            "density": statistics.fmean(d for _, d in by_seed(c.records, level, kind).values())}
+    seeds = sorted(found)
+    accs = [found[s][0] for s in seeds]
+    return {"label": c.label, "k": c.k, "budget": c.budget, "task": c.task, "level": level, **mean_interval(accs),
+            "seeds": seeds, "values": accs, "density": statistics.fmean(found[s][1] for s in seeds)}
 
 
 def _points(c: Condition | None, levels: list[tuple[int, float]]) -> list[dict]:
@@ -74,7 +78,7 @@ def _difference(d: Difference | None, margin: float | None = None, **extra) -> d
     if d is None:
         return None
     out = {**extra, "level": d.level, "density": d.density, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
-           "called": d.called, "p": d.p, "detectable": d.detectable}
+           "called": d.called, "p": d.p, "detectable": d.detectable, "seeds": d.seeds, "values": d.values}
     if margin is not None:
         out |= {"verdict": verdict(d, margin), "p_match": p_match(d, margin), "seeds_for_margin": d.seeds_for(margin)}
     return out

@@ -54,6 +54,7 @@ class Difference:
     sd: float | None = None  # of the per-seed differences; None below 2 seeds
     p: float | None = None  # two-sided, against no difference; None below 2 seeds
     p_holm: float | None = None  # p after Holm's correction over the report's family (set by the report)
+    values: list = field(default_factory=list)  # the per-seed differences, in the order of `seeds`
 
     @property
     def called(self) -> bool:
@@ -148,7 +149,7 @@ def paired(subject: dict, reference: dict, level: int, same_density: bool = True
     mean, low, high = interval(diffs)
     sd = statistics.stdev(diffs) if len(diffs) > 1 else None
     return Difference(level, statistics.fmean(subject[s][1] for s in seeds), len(seeds), mean, low, high, seeds, sd,
-                      p_value(diffs))
+                      p_value(diffs), values=diffs)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from pathlib import Path
 from ..engine.checkpoints import write_json_atomic, write_text_atomic
 from ..engine.errors import UsageError
 from ..jobs.flags import parse_command_line, platform, refuse_control_characters
-from . import across, across_figures, sequential, wandb_source
+from . import across, across_figures, figure_marks, sequential, wandb_source
 from . import stability as stability_report
 from .findings import bounds, density, findings, points
 from .held_equal import held_equal
@@ -40,7 +40,7 @@ from .held_equal import sentences as held_equal_sentences
 from .paired import CONFIDENCE, MIN_SEEDS, Comparison, comparisons, holm_family
 from .plotting import finish, pyplot
 from .report_folder import swapped_in
-from .runs import Condition, by_setting, collect, curve
+from .runs import Condition, by_seed, by_setting, collect, curve
 
 TABLE_DENSITIES = (1.0, 0.512, 0.262, 0.168, 0.086)
 USAGE = ("usage: earlyphase report [FOLDER ...] [-o OUT_DIR] [--wandb=ENTITY/PROJECT[/SWEEP_ID]] [--wandb_cache=DIR] "
@@ -174,9 +174,15 @@ def _density_axis(ax, densities: list[float]) -> None:
 
 
 def accuracy_figure(conditions: list[Condition], found: list[Comparison], path: Path) -> bool:
+    """One panel per question (rewinding against reset; each pretext condition against rewinding to its k): mean
+    accuracy with its 95% interval, each seed's accuracy as a dot (up to SEED_DOTS seeds), the setting's other
+    reset and rewinding runs as thin grey lines; legends inside the panel's empty lower left."""
     panels = _panels(found)
     if not panels:
         return False
+    pyplot()  # before any matplotlib import: it sets the backend
+    from matplotlib.lines import Line2D
+
     plt, fig, axes = _grid(len(panels))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, panel in zip(axes, panels):
@@ -186,55 +192,79 @@ def accuracy_figure(conditions: list[Condition], found: list[Comparison], path: 
             title = "rewinding vs reset"
         else:
             shown = [panel.subject, panel.reference]
-            title = f"{panel.subject.label} vs {panel.reference.label} (same k)"
-        for c in group:  # the paper's baselines stay as thin reference lines
-            if c.kind in ("reset", "rewind") and c not in shown:
-                pts = _band(c.records)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "--", color="grey", lw=0.8, alpha=0.7)
-                ax.annotate(c.label, (pts[-1][0], pts[-1][1]), fontsize=6, color="grey")
-        densities = []
+            title = f"{panel.subject.label}\nvs {panel.reference.label} (same k)"
+        others = [c for c in group if c.kind in ("reset", "rewind") and c not in shown]
+        for c in others:  # the paper's baselines stay as thin reference lines
+            pts = _band(c.records)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "--", color="grey", lw=0.8, alpha=0.7)
+        densities, handles = [], []
         for i, c in enumerate(shown):  # the reference in black, what is compared with it in colour
             pts = _band(c.records)
             colour = "black" if c is panel.reference else colours[i % len(colours)]
             x = [p[0] for p in pts]
             densities += x
-            ax.plot(x, [p[1] for p in pts], "-o", color=colour, ms=3, label=c.label)
+            ax.plot(x, [p[1] for p in pts], "-o", color=colour, ms=3)
             ax.fill_between(x, [p[2] for p in pts], [p[3] for p in pts], color=colour, alpha=0.12)
+            for lvl, d in zip(sorted({r["level"] for r in c.records if r["kind"] == "trunk"}), x):
+                accs = [100 * a for a, _ in by_seed(c.records, lvl).values()]
+                if 1 < len(accs) <= figure_marks.SEED_DOTS:
+                    ax.plot([d] * len(accs), accs, ".", ms=3, color=colour, alpha=0.4)
+            handles.append(Line2D([], [], color=colour, marker="o", ms=3, label=c.label))
+        if others:
+            handles.append(Line2D([], [], color="grey", ls="--", lw=0.8, label="other reset / rewinding"))
         _density_axis(ax, densities)
-        ax.set_title(title, fontsize=9)
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, min(high, 100.0))
+        ax.set_title(title, fontsize=8)
         ax.set_ylabel("test accuracy (%)", fontsize=8)
-        ax.legend(fontsize=7, loc="lower left")
-    return finish(plt, fig, path, f"Ticket accuracy: mean over seeds with its {CONFIDENCE:.0%} interval (unpaired; "
-                   f"the paired differences are in the next figure); grey dashed: the other reset and rewinding runs")
+        ax.legend(handles=handles, fontsize=6, loc="lower left", framealpha=0.85)
+    low = min(ax.get_ylim()[0] for ax in axes)
+    for ax in axes:  # one accuracy range for every panel
+        ax.set_ylim(low, min(100.0, max(a.get_ylim()[1] for a in axes)))
+    return finish(plt, fig, path, f"Ticket accuracy: mean with its {CONFIDENCE:.0%} interval (unpaired), dots: "
+                  f"seeds; paired differences: the next figure")
 
 
-def difference_figure(found: list[Comparison], path: Path) -> bool:
-    shown = [c for c in found if c.differences]
+QUESTION_ORDER = {"rewind_vs_reset": 0, "pretext": 1, "control": 2}
+
+
+def difference_figure(found: list[Comparison], path: Path, margin: float = across.DEFAULT_MARGIN) -> bool:
+    """One panel per comparison, in the order a reader asks (rewinding against reset, each pretext condition,
+    then the controls), marked by verdict, each seed's difference as a dot; one y range per kind of question
+    (controls differ by tens of points, the like-for-like comparisons by a few), the matching bound on the
+    like-for-like ones."""
+    shown = sorted((c for c in found if c.differences), key=lambda c: QUESTION_ORDER.get(c.question, 3))
     if not shown:
         return False
     plt, fig, axes = _grid(len(shown))
+    extents: dict[bool, tuple[list, list]] = {}
     for ax, c in zip(axes, shown):
-        ds = c.differences
-        x = [100 * d.density for d in ds]
-        y = [100 * d.mean for d in ds]
-        low = [100 * (d.mean - d.low) if d.low is not None else 0 for d in ds]
-        high = [100 * (d.high - d.mean) if d.high is not None else 0 for d in ds]
-        ax.axhline(0, color="black", lw=0.8)
-        ax.errorbar(x, y, yerr=[low, high], fmt="none", ecolor="tab:blue", capsize=3, lw=1)
-        called = [d.called for d in ds]
-        ax.plot([a for a, k in zip(x, called) if k], [b for b, k in zip(y, called) if k], "o", color="tab:blue", ms=5)
-        ax.plot([a for a, k in zip(x, called) if not k], [b for b, k in zip(y, called) if not k], "o", ms=5,
-                markerfacecolor="white", color="tab:blue")
-        _density_axis(ax, x)
+        rows = [{"density": d.density, "mean": d.mean, "low": d.low, "high": d.high, "n": d.n, "values": d.values}
+                for d in c.differences]
+        like_for_like = c.question != "control"
+        figure_marks.differences(ax, rows, lambda r: 100 * r["density"], "tab:blue", margin)
+        if like_for_like:
+            figure_marks.bound(ax, margin)
+        else:
+            ax.axhline(0, color="black", lw=0.8)
+        _density_axis(ax, [100 * r["density"] for r in rows])
         what = (f"{c.subject.label}: ticket minus {c.reference_kind}" if c.question == "control"
                 else f"{c.subject_label}\nminus {c.reference_label}")
         ax.set_title(f"{what} (n = {c.n})", fontsize=8)
         ax.set_ylabel("difference (points)", fontsize=8)
-    return finish(plt, fig, path, f"Paired differences by seed with {CONFIDENCE:.0%} t intervals; filled: the "
-                   f"interval excludes 0 with {MIN_SEEDS}+ seeds")
+        axes_of, values = extents.setdefault(like_for_like, ([], []))
+        axes_of.append(ax)
+        values += figure_marks.row_extent(rows, margin if like_for_like else 0.0)
+    for axes_of, values in extents.values():
+        figure_marks.shared_y(axes_of, values)
+    densities = [100 * d.density for c in shown for d in c.differences]
+    for ax in axes:  # one x range too, so a density stands at one place in every panel
+        ax.set_xlim(max(densities) * 1.15, min(densities) / 1.15)
+    figure_marks.outside(axes[min(len(axes), 3) - 1], figure_marks.verdict_handles())
+    return finish(plt, fig, path, f"Paired differences by seed with {CONFIDENCE:.0%} t intervals, marked by verdict "
+                  f"(matching bound -{100 * margin:g} points)")
 
 
-# ------------------------------------------------------------------------------------------ documents
 def finding_sections(conditions, found, notes, incomplete, stability: str | None = None, by_k=(),
                      by_budget=(), family: dict | None = None, margin: float = across.DEFAULT_MARGIN,
                      held: list[dict] = (), seeds_auto: list[dict] = ()) -> list[tuple[str, list[str]]]:
@@ -255,6 +285,44 @@ def scoring_iterations(c) -> int | None:
     return (c.details.get("pretext") or {}).get("scoring_iterations")
 
 
+CAPTIONS = {  # what each figure answers, printed under it
+    "accuracy_vs_k.png": "Does a ticket rewound to k match the dense network, and from which k? Left: accuracy "
+                         "against k per density (ringed: the smallest k that matches); right: rewinding to k minus "
+                         "reset, paired by seed.",
+    "pretext_vs_budget.png": "Does pretraining for k steps give as good a rewind point as k supervised steps? Left: "
+                             "each task against its budget beside rewinding to the same k, reset and both dense "
+                             "networks; right: task minus rewind k, paired by seed, marked by verdict.",
+    "accuracy_vs_density.png": "How accurate is each condition's ticket as it is pruned? Mean accuracy with its 95% "
+                               "interval against the weights remaining, each seed a dot.",
+    "paired_differences.png": "Which differences are real? Each comparison's paired difference per density with its "
+                              "95% interval, marked by verdict, each seed a dot.",
+    "stability.png": "Is the rewind point stable to SGD noise? Instability against k (left) and the test error along "
+                     "the linear path between two copies (right).",
+    "early_phase_stats.png": "How do the weights move in the early phase? Whole-network statistics of the dense "
+                             "runs (and the pretrainings) against the iteration.",
+    "early_phase_stats_tickets.png": "The same statistics for each condition's sparsest ticket.",
+    "perturbations.png": "Do the controls and perturbed rewind points fall short of the ticket? Accuracy against "
+                         "density, mean ± std over seeds.",
+}
+
+
+def per_seed_table(conditions: list[Condition]) -> list[str]:
+    """Each condition's ticket accuracy per seed and level (the numbers behind every mean and interval)."""
+    lines = ["## Per-seed accuracy", "", "Test accuracy (%) of each seed's ticket, by level (density).", ""]
+    for c in conditions:
+        levels = sorted({r["level"] for r in c.records if r["kind"] == "trunk"})
+        seeds = sorted({r["seed"] for r in c.records if r["kind"] == "trunk"})
+        values = {lvl: by_seed(c.records, lvl) for lvl in levels}
+        lines += [f"**{c.label}**", "", "| level (density) | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+                  "|---|" + "---|" * len(seeds)]
+        for lvl in levels:
+            d = next(iter(values[lvl].values()))[1]
+            cells = [f"{100 * values[lvl][s][0]:.2f}" if s in values[lvl] else "-" for s in seeds]
+            lines.append(f"| {lvl} ({density(d)}) | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def render_markdown(conditions, found, sections: list[tuple[str, list[str]]], incomplete, figures: list[str],
                     stability: str | None = None, by_k=(), by_budget=(), sources: str = "") -> str:
     lines = ["# earlyphase report", "", "## Findings", ""]
@@ -266,8 +334,8 @@ def render_markdown(conditions, found, sections: list[tuple[str, list[str]]], in
                   f"when the interval excludes 0 with {MIN_SEEDS} or more seeds. Comparisons stay within one setting "
                   f"and one k: a pretext condition against supervised rewinding to its own k, rewinding against "
                   f"reset, each ticket against its controls.", ""]
-    for fig in figures:
-        lines += [f"![{fig}]({fig})", ""]
+    for number, fig in enumerate(figures, 1):
+        lines += [f"![{fig}]({fig})", "", f"*Figure {number} ({fig}). {CAPTIONS.get(fig, '')}*", ""]
     lines += ["## Tickets", "",
               "Test accuracy (%) by density: mean ± sample std over seeds; in brackets the paired difference to the "
               "condition in *compared with* and its 95% interval (`*`: the interval excludes 0, n ≥ 3).", ""]
@@ -290,6 +358,7 @@ def render_markdown(conditions, found, sections: list[tuple[str, list[str]]], in
     lines += [f"- {i['run']}: {i.get('condition', '?')} seed {i.get('seed', '?')}: {i['why']}" for i in incomplete] or [
         "None."
     ]
+    lines += [""] + per_seed_table(conditions)
     if sources:
         lines += ["", "## Sources", "", sources]
     return "\n".join(lines) + "\n"
@@ -299,7 +368,8 @@ def render_html(markdown_text: str, out_dir: Path) -> str:
     """A self-contained page: Python-Markdown's rendering, figures embedded as base64 PNG."""
     import markdown
 
-    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+    # a table of contents first; the tables scroll sideways rather than wrap their cells into paragraphs
+    body = markdown.markdown("[TOC]\n\n" + markdown_text, extensions=["tables", "fenced_code", "toc"])
 
     def embed(match: re.Match) -> str:
         path = out_dir / match.group(1)
@@ -309,7 +379,10 @@ def render_html(markdown_text: str, out_dir: Path) -> str:
 
     body = re.sub(r'src="([^"/]+\.png)"', embed, body)
     style = ("body{font-family:sans-serif;max-width:72em;margin:auto;padding:0 1em}table{border-collapse:collapse;"
-             "font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
+             "font-size:90%;display:block;overflow-x:auto}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;white-space:nowrap}img{max-width:100%}"
+             ".toc{background:#f6f6f6;padding:2px 1em;font-size:90%;columns:2}"
+             "p em:only-child{color:#444}"
              "pre{background:#f6f6f6;padding:4px}code{background:#f6f6f6}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>earlyphase report</title><style>{style}</style>"
             f"</head><body>\n{body}\n</body></html>\n")
@@ -320,8 +393,8 @@ def _json(conditions, found, sentences: list[str], incomplete, stability: str | 
           seeds_auto=()) -> dict:
     def diff(d):
         return {"level": d.level, "density": d.density, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
-                "called": d.called, "seeds": d.seeds, "p": d.p, "p_holm": d.p_holm, "detectable": d.detectable,
-                "seeds_for_margin": d.seeds_for(margin)}
+                "called": d.called, "seeds": d.seeds, "values": d.values, "p": d.p, "p_holm": d.p_holm,
+                "detectable": d.detectable, "seeds_for_margin": d.seeds_for(margin)}
 
     return {"conditions": [{"label": c.label, "kind": c.kind, "k": c.k, "seeds": sorted({r["seed"] for r in c.records}),
                             "curve": curve(c.records), "runs": sorted(r.name for r in c.runs),
@@ -371,7 +444,7 @@ def _write(out_dir: Path, conditions, found, notes, incomplete, stability, by_k,
     drawn = [("accuracy_vs_k.png", lambda p: across_figures.accuracy_vs_k(by_k, p)),
              ("pretext_vs_budget.png", lambda p: across_figures.pretext_vs_budget(by_budget, p)),
              ("accuracy_vs_density.png", lambda p: accuracy_figure(conditions, found, p)),
-             ("paired_differences.png", lambda p: difference_figure(found, p)),
+             ("paired_differences.png", lambda p: difference_figure(found, p, match_margin)),
              ("stability.png", lambda p: stability_report.figure(conditions, p, stability))]
     figures = [name for name, draw in drawn if draw(out_dir / name)]
     if extra_figures is None:

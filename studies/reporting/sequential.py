@@ -60,8 +60,11 @@ def status(conditions: list[Condition], margin: float, confidence: float) -> lis
 def _status(c: Comparison, margin: float, confidence: float) -> dict:
     pruned = [d for d in c.differences if d.level >= 1]
     verdicts = {density(d.density): verdict_at(d, margin, confidence) for d in pruned}
+    open_ = [d for d in pruned if verdict_at(d, margin, confidence) not in DECIDED]
+    needed = [d.seeds_for(margin) for d in open_]  # the n whose detectable difference is the margin (None: > 1000)
     return {"subject": c.subject_label, "reference": c.reference_label, "n": min((d.n for d in pruned), default=0),
-            "verdicts": verdicts, "decided": all(v in DECIDED for v in verdicts.values()),
+            "verdicts": verdicts, "decided": not open_,
+            "seeds_needed": None if not needed or None in needed else max(needed),
             "runs": sorted(str(Path(r).resolve()) for r in c.subject.runs + c.reference.runs)}
 
 
@@ -94,16 +97,18 @@ def sentences(records: list[dict]) -> list[str]:
                 if not seen or seen[-1]["n"] != s["n"]:
                     seen.append(s)
         for (subject, reference), seen in history.items():
-            s, before = seen[-1], "; ".join(f"undetermined at n = {e['n']}" for e in seen[:-1] if not e["decided"])
-            before = f"; {before}" if before else ""
+            s = seen[-1]
+            earlier = [str(e["n"]) for e in seen[:-1] if not e["decided"]]
+            before = f" (undetermined at n = {', '.join(earlier)})" if earlier else ""
             if s["decided"]:
                 shown = ", ".join(f"{v} at {d}" for d, v in s["verdicts"].items())
-                lines.append(f"**{subject}** against **{reference}**: decided at n = {s['n']} ({shown}){before}.")
-            else:
-                open_ = ", ".join(d for d, v in s["verdicts"].items() if v not in DECIDED)
-                lines.append(f"**{subject}** against **{reference}**: still undetermined at n = {s['n']} at "
-                             f"{open_ or 'no pruned density'}{before}; it needs more seeds (`--seeds_max`) to "
-                             f"decide.")
+                lines.append(f"**{subject}** against **{reference}**: decided at n = {s['n']}{before}: {shown}.")
+                continue
+            open_ = ", ".join(d for d, v in s["verdicts"].items() if v not in DECIDED)
+            need = (f"about {s['seeds_needed']} seeds would detect a difference of the margin from the observed "
+                    f"spread" if s.get("seeds_needed") else "the observed spread needs more than 1,000 seeds")
+            lines.append(f"**{subject}** against **{reference}**: still undetermined at n = {s['n']}{before} at "
+                         f"{open_ or 'no pruned density'}; {need} (`--seeds_max`).")
     return lines
 
 

@@ -19,7 +19,7 @@ import statistics
 from ..engine.checkpoints import save_figure_atomic
 from ..engine.interpolation import STABLE_BELOW, PathSettings
 from .findings import density, points
-from .paired import MIN_SEEDS, interval
+from .paired import MIN_SEEDS, interval, paired
 from .plotting import pyplot
 from .runs import Condition, by_seed
 
@@ -143,54 +143,78 @@ def sentences(conditions: list[Condition], wanted: str | None = None) -> list[st
                      ("unstable", True): ": consistent with unstable rewind points giving tickets that fall short.",
                      ("unstable", False): ", despite the instability (a shortfall within that interval is not ruled "
                                           "out)."}.get((s["verdict"], short), ".")
+        text += _damaged(c, conditions)
         out.append(text)
     return out
 
 
+def _damaged(c: Condition, conditions: list[Condition]) -> str:
+    """For a pretext condition whose own dense network falls short of rewinding's at the same k: a ticket measured
+    against that damaged network says little about rewinding, and the sentence says so."""
+    ref = next((r for r in conditions if r.kind == "rewind" and r.k == c.k and r.setting == c.setting), None)
+    if c.kind != "pretext" or ref is None:
+        return ""
+    d = paired(by_seed(c.records, 0), by_seed(ref.records, 0), 0, same_density=False)
+    if d is None or d.n < MIN_SEEDS or d.high is None or d.high >= 0:
+        return ""
+    return (f" Its dense network is itself {points(d.mean)} points [{points(d.low)}, {points(d.high)}] below "
+            f"{ref.label}'s (n = {d.n}): pretraining damaged it, so its tickets are compared with rewinding in the "
+            f"like-for-like findings, not here.")
+
+
+def palette(n: int) -> list:
+    """n colours that do not repeat: tab10 up to 10, tab20 up to 20, evenly spaced hues beyond."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["hsv"](i / n) for i in range(n)]
+
+
 def figure(conditions: list[Condition], path, wanted: str | None = None) -> bool:
-    """stability.png: instability against k (rewinding as a line, pretext conditions at their k), and the test
-    error along the path at the rewind point (mean over seeds)."""
+    """stability.png: instability against k (rewinding as a line, each pretext condition a marker of its own shape
+    at its own k; ticks at the k values run, labelled as the text labels them; the stable-below line labelled), and
+    the test error along the path at the rewind point (mean over seeds); one colour per condition, legends outside."""
+    from . import figure_marks
+
     setting = setting_in_use(conditions, wanted)
     if setting is None:
         return False
     plt = pyplot()
-    import matplotlib.ticker
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    rewinding = sorted((c for c in conditions if c.kind in ("reset", "rewind") and summary(c, 0, setting)),
-                       key=lambda c: c.k)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.4))
+    measured = [c for c in conditions if summary(c, 0, setting)]
+    colours = dict(zip((c.label for c in measured), palette(len(measured))))
+    rewinding = sorted((c for c in measured if c.kind in ("reset", "rewind")), key=lambda c: c.k)
     if rewinding:
         s = [summary(c, 0, setting) for c in rewinding]
-        x = [c.k for c in rewinding]
-        left.errorbar(x, [v["mean"] for v in s], yerr=_bars(s), fmt="-o", color="black", capsize=3,
-                      label="rewinding to k (k = 0: reset)")
-    for i, c in enumerate(c for c in conditions if c.kind == "pretext" and summary(c, 0, setting)):
+        left.errorbar([c.k for c in rewinding], [v["mean"] for v in s], yerr=_bars(s), fmt="-o", color="black",
+                      capsize=3, label="rewinding to k (k = 0: reset)")
+    for i, c in enumerate(c for c in measured if c.kind == "pretext"):
         s = summary(c, 0, setting)
-        shifted = c.k * (1 + 0.04 * (i + 1))  # beside rewinding at the same k, not on top of it
-        left.errorbar([shifted], [s["mean"]], yerr=_bars([s]), fmt="s", color=colours[i % len(colours)], capsize=3,
-                      label=c.label)
+        left.errorbar([c.k], [s["mean"]], yerr=_bars([s]), fmt="s^vD<>PX*"[i % 9], mfc="none", ms=7, mew=1.3,
+                      color=colours[c.label], capsize=3, label=c.label)
     left.axhline(STABLE_BELOW, color="grey", ls=":", lw=0.8)
-    left.set_xscale("symlog", linthresh=1)
-    left.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    left.set_xlabel("k (iterations)", fontsize=8)
+    left.annotate(f"stable below {STABLE_BELOW:g} points", (0.0, STABLE_BELOW), xycoords=("axes fraction", "data"),
+                  xytext=(3, 2), textcoords="offset points", fontsize=6, color="grey", va="bottom")
+    figure_marks.k_axis(left, {c.k: c.budget or f"{c.k}it" for c in measured}, "rewind step k")
     left.set_ylabel("instability (points of test error)", fontsize=8)
     left.set_title(f"Instability at the rewind point (mean, 95% interval; {setting})", fontsize=9)
-    left.legend(fontsize=7)
-    for i, c in enumerate(c for c in conditions if summary(c, 0, setting)):
+    figure_marks.outside(left)
+    for c in measured:
         paths = [r["path"] for r in c.stability if r["level"] == 0 and r["setting"] == setting]
         alphas = [p["alpha"] for p in paths[0]]
         mean = [100 * statistics.fmean(p[j]["test_error"] for p in paths) for j in range(len(alphas))]
-        right.plot(
-            alphas, mean, "-", marker=".", color=colours[i % len(colours)], label=f"{c.label} (n = {len(paths)})"
-        )
+        right.plot(alphas, mean, "-", marker=".", color=colours[c.label], label=f"{c.label} (n = {len(paths)})")
     right.set_xlabel("alpha (0: first copy, 1: second)", fontsize=8)
     right.set_ylabel("test error (%)", fontsize=8)
     right.set_title("Test error along the linear path, level 0", fontsize=9)
-    right.legend(fontsize=7)
+    figure_marks.outside(right)
     for ax in (left, right):
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+        ax.margins(y=0.08)
     fig.tight_layout()
     save_figure_atomic(fig, path)
     plt.close(fig)
