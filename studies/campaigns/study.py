@@ -40,6 +40,7 @@ from ..engine.errors import UsageError
 from ..engine.interpolation import PathSettings
 from ..engine.schedule import Job
 from ..jobs import imp as imp_job
+from ..jobs import imp_cross
 from ..jobs import pretrain as pretrain_job
 from ..jobs.config import ImpConfig, PretrainConfig, StudyConfig, run_dir
 from ..jobs.flags import flat, parse_overrides, split_list, with_values
@@ -191,6 +192,7 @@ def plan_units(cfg: StudyConfig) -> list[dict]:
     with_controls = set(_names("control_conditions", cfg.control_conditions, known))
     budgets = _budgets(cfg, known)
     seeds = _seeds(cfg.seeds)
+    cross_levels(cfg)  # refused now, not after the units have trained
     if cfg.seeds.strip() == "auto" and not (cfg.seeds_batch >= 1 and MIN_SEEDS <= cfg.seeds_max <= 1000):
         raise UsageError(f"--seeds=auto: --seeds_batch must be 1 or more and --seeds_max {MIN_SEEDS} ... 1000 (got "
                          f"{cfg.seeds_batch} and {cfg.seeds_max}); e.g. --seeds_batch=2 --seeds_max=9")
@@ -282,6 +284,7 @@ def work(cfg: StudyConfig) -> Job:
         yield from run_units(units)
         if cfg.seeds.strip() == "auto":
             yield from _seeds_until_decided(cfg, out, record, run_units)
+        yield from _crossed(cfg, out, record)
         path = PathSettings(cfg.imp.stability_points, cfg.imp.stability_bn)
         report_dir = write_report([out], out / "report", stability=path.key())
         logger.report(report_dir, out.name)  # the comparison where the W&B project shows it (an agent's: its run)
@@ -323,6 +326,60 @@ def _seeds_until_decided(cfg: StudyConfig, out: Path, record: dict, run_units) -
               f"units", file=sys.stderr)
         units += todo
         yield from run_units(todo)
+
+
+def cross_levels(cfg: StudyConfig) -> list[int]:
+    """The levels whose tickets are crossed (--cross_levels: sparsest, none, or level numbers)."""
+    text, levels = cfg.cross_levels.strip(), cfg.imp.levels
+    if text == "sparsest":
+        return [levels] if levels >= 1 else []
+    if text in ("", "none"):
+        return []
+    try:
+        chosen = sorted({int(x) for x in split_list(text)})
+    except ValueError:
+        raise UsageError(f"--cross_levels={text}: write sparsest, none or level numbers, e.g. 1,3") from None
+    if not all(1 <= level <= levels for level in chosen):
+        raise UsageError(f"--cross_levels={text}: the levels run are 1 ... {levels}; choose among them")
+    return chosen
+
+
+def cross_pairs(units: list[dict]) -> list[tuple[dict, dict]]:
+    """(condition unit, its like-for-like reference unit) of each seed: a task at k with rewinding to k, rewinding
+    to k > 0 with reset; both must be the study's units."""
+    by = {(_key(u), u["seed"]): u for u in units}
+    pairs = []
+    for u in units:
+        if u["condition"] == "reset":
+            continue
+        ref = ("reset", "0it", "") if u["condition"] == "rewind" else ("rewind", u["pretrain_steps"], "")
+        if ref != _key(u) and (ref, u["seed"]) in by:
+            pairs.append((u, by[ref, u["seed"]]))
+    return pairs
+
+
+def _crossed(cfg: StudyConfig, out: Path, record: dict) -> Job:
+    """The crossed tickets (jobs.imp_cross) of every pair at --cross_levels; recorded in study.json `crossed`."""
+    levels = cross_levels(cfg)
+    pairs = cross_pairs(record["units"]) if levels else []
+    if not pairs:
+        return
+
+    def imp_run(unit: dict):
+        pre, imp = unit_configs(cfg, unit)
+        if pre is not None:
+            imp = dataclasses.replace(imp, rewind_from=str(out.parent / unit["pretrain_dir"]))
+        return imp_job.prepare(imp)
+
+    def pair_job(subject: dict, reference: dict) -> Job:
+        cross, _ = yield from imp_cross.work(imp_run(subject), imp_run(reference), levels)
+        return cross
+
+    print(f"crossed tickets: {len(pairs)} pairs x {len(levels)} level(s) x 2 trainings", file=sys.stderr)
+    jobs = [pair_job(s, r) for s, r in pairs]
+    done = yield from (schedule.gather(jobs) if cfg.scheduler.concurrent > 1 else schedule.chain(jobs))
+    record["crossed"] = sorted({_relative(d, out.parent) for d in done})
+    write_json_atomic(out / "study.json", record)
 
 
 def _key(unit: dict) -> tuple:

@@ -108,9 +108,13 @@ DENSITY = Obj({"density": FRACTION})
 TICKETS = ListOf(Obj({"level": COUNT, "kind": TEXT, "density": FRACTION, "test_accuracy": FRACTION}))
 IMP_CONFIG = Obj({"seed": COUNT, "levels": COUNT, "rewind_step_it": Maybe(COUNT), "rewind_from": Maybe(TEXT)},
                  optional=("rewind_step_it", "rewind_from"))
-STUDY = Obj({"units": ListOf(Obj({"imp_dir": TEXT}, optional=("imp_dir",)))})
+STUDY = Obj({"units": ListOf(Obj({"imp_dir": TEXT}, optional=("imp_dir",))), "crossed": ListOf(TEXT)},
+            optional=("crossed",))
 PATH_POINT = Obj({"alpha": NUMBER, "test_error": NUMBER})
 STABILITY = MapOf(Obj({"level": COUNT, "instability": NUMBER, "train_instability": NUMBER, "density": FRACTION,
                        "path": ListOf(PATH_POINT)}))
 LEDGER = MapOf(Obj({"argv": ListOf(TEXT), "returncode": NUMBER, "log": Maybe(TEXT)}))
 MANIFEST = Obj({"final_sha256": MapOf(TEXT)})
+CROSS_CONFIG = Obj({"subject": TEXT, "reference": TEXT, "seed": COUNT})
+CROSSED = ListOf(Obj({"level": COUNT, "kind": TEXT, "seed": COUNT, "test_accuracy": FRACTION, "density": FRACTION,
+                      "run_dir": TEXT}))

@@ -235,6 +235,8 @@ def _derive() -> dict:
                                    "--seeds_batch more to each comparison still undetermined, up to --seeds_max")
         seeds_batch: int = option(2, "with --seeds=auto: seeds added to an undetermined comparison at a time")
         seeds_max: int = option(9, "with --seeds=auto: the most seeds a comparison gets")
+        cross_levels: str = option("sparsest", "levels whose tickets are crossed with their reference's (mask from "
+                                               "one, weights from the other): sparsest, none or numbers 1,3")
         pretrain_budgets: str = option("", "per-task pretraining lengths overriding --pretrain_steps: "
                                            "rotation=2ep,...")
         control_conditions: str = option("rewind", "conditions that also run --controls (all = every one)")

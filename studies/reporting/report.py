@@ -32,7 +32,7 @@ from pathlib import Path
 from ..engine.checkpoints import write_json_atomic, write_text_atomic
 from ..engine.errors import UsageError
 from ..jobs.flags import parse_command_line, platform, refuse_control_characters
-from . import across, across_figures, figure_marks, sequential, wandb_source
+from . import across, across_figures, across_option, anatomy, crossed, figure_marks, sequential, wandb_source
 from . import stability as stability_report
 from .findings import bounds, density, findings, points
 from .held_equal import held_equal
@@ -267,14 +267,19 @@ def difference_figure(found: list[Comparison], path: Path, margin: float = acros
 
 def finding_sections(conditions, found, notes, incomplete, stability: str | None = None, by_k=(),
                      by_budget=(), family: dict | None = None, margin: float = across.DEFAULT_MARGIN,
-                     held: list[dict] = (), seeds_auto: list[dict] = ()) -> list[tuple[str, list[str]]]:
+                     held: list[dict] = (), more: dict | None = None) -> list[tuple[str, list[str]]]:
     """(title, sentences) in the order a reader asks: the answers across k and budget (a sweep's questions),
-    each like-for-like comparison, the seeds each was decided at (--seeds=auto), stability. Sections without
-    sentences are left out."""
+    each like-for-like comparison, why a condition falls short (crossed tickets, the rewind points' anatomy), the
+    seeds each was decided at (--seeds=auto), stability. `more`: by_option, crossed, anatomy, seeds_auto. Sections
+    without sentences are left out."""
+    more = more or {}
     excluded = [i for i in incomplete if i.get("excluded")]
     sections = [("Across k and across pretraining length", across.sentences(by_k, by_budget)),
                 ("Like-for-like comparisons", findings(found, notes, excluded, family, margin)),
-                ("Seeds until decided", sequential.sentences(list(seeds_auto))),
+                ("Across an option", across_option.sentences(more.get("by_option", []))),
+                ("Why a condition falls short", crossed.sentences(more.get("crossed", []))
+                 + anatomy.sentences(more.get("anatomy", []))),
+                ("Seeds until decided", sequential.sentences(more.get("seeds_auto", []))),
                 ("Stability to SGD noise", stability_report.sentences(conditions, stability)),
                 ("What was held equal", held_equal_sentences(held))]
     return [(title, lines) for title, lines in sections if lines]
@@ -324,7 +329,9 @@ def per_seed_table(conditions: list[Condition]) -> list[str]:
 
 
 def render_markdown(conditions, found, sections: list[tuple[str, list[str]]], incomplete, figures: list[str],
-                    stability: str | None = None, by_k=(), by_budget=(), sources: str = "") -> str:
+                    stability: str | None = None, by_k=(), by_budget=(), sources: str = "",
+                    more: dict | None = None) -> str:
+    more = more or {}
     lines = ["# earlyphase report", "", "## Findings", ""]
     for title, sentences in sections:
         lines += [f"### {title}", ""] if len(sections) > 1 else []
@@ -341,6 +348,9 @@ def render_markdown(conditions, found, sections: list[tuple[str, list[str]]], in
               "condition in *compared with* and its 95% interval (`*`: the interval excludes 0, n ≥ 3).", ""]
     lines += ticket_table(conditions, found)
     lines += across_figures.tables(by_k, by_budget)
+    lines += across_option.table(more.get("by_option", []))
+    lines += crossed.table(more.get("crossed", []))
+    lines += anatomy.table(more.get("anatomy", []))
     lines += stability_report.table(conditions, stability)
     lines += ["## Controls", "",
               "Controls and perturbed rewind points: accuracy (%) mean ± std; in brackets the ticket's paired "
@@ -390,7 +400,7 @@ def render_html(markdown_text: str, out_dir: Path) -> str:
 
 def _json(conditions, found, sentences: list[str], incomplete, stability: str | None = None, by_k=(),
           by_budget=(), family: dict | None = None, margin: float = across.DEFAULT_MARGIN, held=(),
-          seeds_auto=()) -> dict:
+          more: dict | None = None) -> dict:
     def diff(d):
         return {"level": d.level, "density": d.density, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
                 "called": d.called, "seeds": d.seeds, "values": d.values, "p": d.p, "p_holm": d.p_holm,
@@ -405,7 +415,8 @@ def _json(conditions, found, sentences: list[str], incomplete, stability: str | 
             "findings": sentences,
             "stability": stability_report.as_json(conditions, stability),
             "by_k": list(by_k), "by_budget": list(by_budget), "family": family, "held_equal": list(held),
-            "seeds_auto": sequential.as_json(list(seeds_auto)),
+            **{key: (more or {}).get(key, []) for key in ("by_option", "crossed", "anatomy")},
+            "seeds_auto": sequential.as_json((more or {}).get("seeds_auto", [])),
             "confidence": CONFIDENCE, "min_seeds": MIN_SEEDS, "match_margin": margin, "incomplete": incomplete}
 
 
@@ -431,20 +442,26 @@ def write_report(folders, out_dir: Path, extra_figures=None, stability: str | No
     by_k, by_budget = across.answers(conditions, found, table_levels, match_margin, stability)
     family = holm_family(found, by_k)
     held = held_equal(conditions)
+    more = {"by_option": across_option.answers(conditions, found, table_levels, match_margin),
+            "crossed": crossed.answers(conditions, found, crossed.collect_crossed(folders)),
+            "anatomy": anatomy.anatomy(found), "seeds_auto": sequential.recorded(folders)}
     out_dir = Path(out_dir)
     with swapped_in(out_dir) as staging:  # built aside, swapped in whole (report_folder.py)
         _write(staging, conditions, found, notes, incomplete, stability, by_k, by_budget, family, held,
-               match_margin, extra_figures, sequential.recorded(folders))
+               match_margin, extra_figures, more)
     return out_dir
 
 
 def _write(out_dir: Path, conditions, found, notes, incomplete, stability, by_k, by_budget, family, held,
-           match_margin: float, extra_figures, seeds_auto=()) -> None:
+           match_margin: float, extra_figures, more: dict | None = None) -> None:
     """The report's files into out_dir (a staging folder)."""
     drawn = [("accuracy_vs_k.png", lambda p: across_figures.accuracy_vs_k(by_k, p)),
              ("pretext_vs_budget.png", lambda p: across_figures.pretext_vs_budget(by_budget, p)),
              ("accuracy_vs_density.png", lambda p: accuracy_figure(conditions, found, p)),
              ("paired_differences.png", lambda p: difference_figure(found, p, match_margin)),
+             ("pretext_vs_option.png", lambda p: across_option.figure((more or {}).get("by_option", []), p)),
+             ("crossed.png", lambda p: crossed.figure((more or {}).get("crossed", []), p)),
+             ("anatomy.png", lambda p: anatomy.figure((more or {}).get("anatomy", []), p)),
              ("stability.png", lambda p: stability_report.figure(conditions, p, stability))]
     figures = [name for name, draw in drawn if draw(out_dir / name)]
     if extra_figures is None:
@@ -456,14 +473,14 @@ def _write(out_dir: Path, conditions, found, notes, incomplete, stability, by_k,
         if name:
             figures.append(name)
     sections = finding_sections(conditions, found, notes, incomplete, stability, by_k, by_budget, family,
-                                match_margin, held, seeds_auto)
+                                match_margin, held, more)
     sentences = [s for _, lines in sections for s in lines]
     markdown_text = render_markdown(conditions, found, sections, incomplete, figures, stability, by_k, by_budget,
-                                    verification_note(conditions))
+                                    verification_note(conditions), more)
     write_text_atomic(out_dir / "report.md", markdown_text)
     write_text_atomic(out_dir / "report.html", render_html(markdown_text, out_dir))
     write_json_atomic(out_dir / "report.json", _json(conditions, found, sentences, incomplete, stability, by_k,
-                                                     by_budget, family, match_margin, held, seeds_auto))
+                                                     by_budget, family, match_margin, held, more))
 
 
 def verification_note(conditions: list[Condition]) -> str:
