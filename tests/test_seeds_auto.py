@@ -73,7 +73,7 @@ def test_undetermined_comparisons_get_paired_seeds_up_to_the_cap_and_the_report_
     assert data["seeds_auto"] == [log]
     diffs = next(c for c in data["comparisons"] if c["question"] == "rewind_vs_reset")["differences"]
     assert {d["n"] for d in diffs} == {5}
-    said = [s for s in data["findings"] if "rewind 3it** against **reset**" in s]
+    said = [s for s in data["findings"] if "rewind 3it** against **reset**: " in s]
     assert len(said) == 1 and ("decided at n = 5" in said[0] or "still undetermined at n = 5" in said[0])
     assert "undetermined at n = 3" in said[0]
     assert "Seeds until decided" in (study_dir / "report" / "report.md").read_text()

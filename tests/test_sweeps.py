@@ -15,7 +15,8 @@ SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 
 def test_the_sweep_files_exist():
     names = {p.stem for p in SWEEPS}
-    for stem in ("pretext_vs_rewind", "rewind_step", "pretrain_length", "data_diet", "ssl", "seeds_auto"):
+    for stem in ("pretext_vs_rewind", "rewind_step", "pretrain_length", "data_diet", "ssl", "seeds_auto",
+                 "label_noise"):
         assert stem in names and f"{stem}-quick" in names
 
 
@@ -148,7 +149,8 @@ def test_the_budget_sweeps_hold_every_reference():
     from earlyphase.studies.campaigns import study
 
     for stem in ("pretrain_length", "pretrain_length-quick", "pretext_vs_rewind", "pretext_vs_rewind-quick",
-                 "stability", "stability-quick", "data_diet", "data_diet-quick", "ssl", "ssl-quick"):
+                 "stability", "stability-quick", "data_diet", "data_diet-quick", "ssl", "ssl-quick", "label_noise",
+                 "label_noise-quick"):
         units = {u for units in units_of_sweep(SWEEPS[[p.stem for p in SWEEPS].index(stem)]) for u in units}
         pretext = [(c, steps, seed) for c, steps, seed in units if c not in study.BASELINES]
         assert pretext and all(("rewind", steps, seed) in units for _, steps, seed in pretext), stem

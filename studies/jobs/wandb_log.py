@@ -221,12 +221,26 @@ class WandbLogger:
             figures = sorted(out_dir.glob("*.png"))
             values.update({sink.prefix + f"figures/{p.stem}": wandb.Image(str(p)) for p in figures})
             _safely(sink.run.log, values)
-            sink.summary({sink.prefix + "findings": "\n".join(data["findings"])})
+            sink.summary({sink.prefix + "findings": "\n".join(data["findings"]), **_why_summary(data, sink.prefix)})
             artifact = wandb.Artifact(_artifact_name(f"report-{name}"), type=REPORT_TYPE,
                                       metadata={"findings": data["findings"]})
             artifact.add_file(str(out_dir / "report.json"), name="report.json")
             _safely(sink.run.log_artifact, artifact)
         sink.close()
+
+
+def _why_summary(data: dict, prefix: str) -> dict:
+    """The crossed decomposition and the anatomy as flat summary numbers (W&B compares runs by them):
+    `crossed/SUBJECT vs REFERENCE/level_L/{total,mask,weights,interaction}` and `anatomy/SUBJECT vs REFERENCE/...`."""
+    out = {}
+    for row in data.get("crossed") or []:
+        key = f"{prefix}crossed/{row['subject']} vs {row['reference']}/level_{row['level']}"
+        out |= {f"{key}/{part}": row[part]["mean"] for part in ("total", "mask", "weights", "interaction")}
+    for a in data.get("anatomy") or []:
+        key = f"{prefix}anatomy/{a['subject']} vs {a['reference']}"
+        out |= {f"{key}/{name}": value["mean"] for name, value in (a.get("whole") or {}).items()}
+        out |= {f"{key}/jaccard_level_{m['level']}": m["jaccard"]["mean"] for m in a.get("masks") or []}
+    return out
 
 
 def _artifact_name(text: str) -> str:

@@ -278,11 +278,21 @@ def finding_sections(conditions, found, notes, incomplete, stability: str | None
                 ("Like-for-like comparisons", findings(found, notes, excluded, family, margin)),
                 ("Across an option", across_option.sentences(more.get("by_option", []))),
                 ("Why a condition falls short", crossed.sentences(more.get("crossed", []))
-                 + anatomy.sentences(more.get("anatomy", []))),
+                 + anatomy.sentences(more.get("anatomy", [])) + _no_weights(conditions, found, more)),
                 ("Seeds until decided", sequential.sentences(more.get("seeds_auto", []))),
                 ("Stability to SGD noise", stability_report.sentences(conditions, stability)),
                 ("What was held equal", held_equal_sentences(held))]
     return [(title, lines) for title, lines in sections if lines]
+
+
+def _no_weights(conditions, found, more: dict) -> list[str]:
+    """Said where records came from W&B (verified by their manifest, no weights): why nothing is split."""
+    from_wandb = any(r.get("verified_by") == "manifest" for c in conditions for r in c.records)
+    if not from_wandb or more.get("anatomy") or more.get("crossed") or not any(
+            c.question in ("pretext", "rewind_vs_reset") for c in found):
+        return []
+    return ["Records from W&B carry no weights and no crossed tickets, so this report cannot say whether a "
+            "difference lies in the mask or the weights: run `earlyphase report` on the runs folder for that."]
 
 
 def scoring_iterations(c) -> int | None:
