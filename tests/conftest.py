@@ -13,6 +13,10 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+# The tests' studies run in the test process (one per study): a process given its threads by a parent does not
+# start worker processes of its own (study --jobs=0). The same count as the default: nothing else changes.
+# tests/test_study_workers.py unsets it to test the workers.
+os.environ.setdefault("EARLYPHASE_THREADS", str(max(1, len(os.sched_getaffinity(0)))))
 
 
 TINY = ["--width=4", "--training_steps=1ep"]  # the smallest training that has an epoch, for tests of wiring

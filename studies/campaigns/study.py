@@ -29,18 +29,20 @@ Presets (`--preset`) set defaults field by field; every flag given on the comman
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ..engine import schedule
+from ..engine import schedule, threads
 from ..engine.checkpoints import write_json_atomic
 from ..engine.errors import UsageError
 from ..engine.interpolation import PathSettings
 from ..engine.schedule import Job
 from ..jobs import imp as imp_job
-from ..jobs import imp_cross
+from ..jobs import imp_cross, setup
 from ..jobs import pretrain as pretrain_job
 from ..jobs.config import ImpConfig, PretrainConfig, StudyConfig, run_dir
 from ..jobs.flags import flat, parse_overrides, split_list, with_values
@@ -250,11 +252,38 @@ def validate_units(cfg: StudyConfig, units: list[dict]) -> None:
         imp_job.prepare(dataclasses.replace(imp, rewind_from=None))  # checks only; writes nothing
 
 
+def _share(worker: str) -> tuple[int, int] | None:
+    """(I, J) of --worker=I/J, or None."""
+    if not worker:
+        return None
+    index, _, count = worker.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise UsageError(f"--worker={worker}: it is set by --jobs (I/J with 0 <= I < J); leave it out")
+    return int(index), int(count)
+
+
+def _worker_job(cfg: StudyConfig, units: list[dict], index: int, count: int) -> Job:
+    """A worker process's share of the units (every count-th from index): their pretraining and IMP runs, nothing
+    else (the parent process writes study.json, runs what follows and writes the report)."""
+    out = run_dir("study", cfg)
+    for unit in units[index::count]:
+        pre, imp = unit_configs(cfg, unit)
+        if pre is not None:
+            pre_dir, _ = yield from pretrain_job.work(pre)
+            imp = dataclasses.replace(imp, rewind_from=str(pre_dir))
+        yield from imp_job.work(imp)
+    return out, None
+
+
 def work(cfg: StudyConfig) -> Job:
     """The study as a scheduler job: its units one after another, or all in lock-step with --concurrent > 1
-    (so their trainings run together); returns (study dir, report dir)."""
+    (so their trainings run together); returns (study dir, report dir). With worker processes (--jobs), this
+    process takes its own share of the units first; the others' it finds finished or waits for (run locks)."""
     units = plan_units(cfg)
     validate_units(cfg, units)
+    share = _share(cfg.worker)
+    if share is not None and share[0] > 0:
+        return (yield from _worker_job(cfg, units, *share))
     out = run_dir("study", cfg)
     out.mkdir(parents=True, exist_ok=True)
     logger = wandb_logger(cfg.imp, group=out.name, units=len(units))
@@ -280,8 +309,10 @@ def work(cfg: StudyConfig) -> Job:
         jobs = [unit_job(len(units) - len(todo) + i, unit) for i, unit in enumerate(todo, 1)]
         yield from (schedule.gather(jobs) if cfg.scheduler.concurrent > 1 else schedule.chain(jobs))
 
+    count = share[1] if share else 1
+    mine = units[0::count] + [u for i, u in enumerate(units) if i % count]  # own share first, then the workers'
     try:
-        yield from run_units(units)
+        yield from run_units(mine)
         if cfg.seeds.strip() == "auto":
             yield from _seeds_until_decided(cfg, out, record, run_units)
         yield from _crossed(cfg, out, record)
@@ -415,6 +446,46 @@ def run(cfg: StudyConfig) -> tuple:
     return schedule.run(work(cfg), cfg.scheduler.concurrent, cfg.scheduler.concurrent_engine)
 
 
+def worker_count(cfg: StudyConfig, units: int) -> int:
+    """How many processes train the study's units: --jobs, or (0) one per CPU core where the units train on the
+    CPU and nothing else shares the cores out (a sweep's --jobs, an explicit --threads, --concurrent)."""
+    if cfg.jobs < 0:
+        raise UsageError(f"--jobs={cfg.jobs}: use 1 or more worker processes (0: one per CPU core on the CPU)")
+    if cfg.jobs > 0 and cfg.scheduler.concurrent > 1:
+        raise UsageError("--jobs runs processes side by side, --concurrent stacks trainings in one: choose one")
+    if cfg.jobs:
+        return min(cfg.jobs, max(1, units))
+    if (os.environ.get(threads.ENV) or cfg.imp.threads is not None or cfg.scheduler.concurrent > 1
+            or cfg.worker or setup.resolve_device(cfg.imp.device).type != "cpu"):
+        return 1
+    return min(threads.available_cores(), max(1, units))
+
+
+def run_with_workers(cfg: StudyConfig, argv: list[str], count: int) -> tuple:
+    """The study with count - 1 worker processes beside this one, each with its share of the CPU threads (this
+    process is worker 0 and then runs the rest of the study). Workers stop when this process stops, however it
+    stops (sweep.py's PR_SET_PDEATHSIG), and their logs are study_HASH/workers/worker-I.log."""
+    share = threads.share(count)
+    env = {**threads.child_environment(share), threads.PARENT_ENV: str(os.getpid())}
+    os.environ[threads.ENV] = str(share)  # this process is one of the workers: its ops take the same share
+    logs = run_dir("study", cfg) / "workers"
+    logs.mkdir(parents=True, exist_ok=True)
+    children = []
+    for i in range(1, count):
+        with open(logs / f"worker-{i}.log", "a") as log:
+            children.append(subprocess.Popen([sys.executable, "-m", "earlyphase.studies.cli", "study", *argv,
+                                              f"--worker={i}/{count}"], env=env, stdout=subprocess.DEVNULL,
+                                             stderr=log))
+    print(f"study: {count} worker processes, {share} CPU thread(s) each (logs: {logs})", file=sys.stderr)
+    try:
+        return run(dataclasses.replace(cfg, worker=f"0/{count}"))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+            child.wait()
+
+
 def check(argv: list[str]) -> None:
     """Everything `main(argv)` would refuse, refused now (every unit's configs); nothing is written or trained."""
     cfg = parse(argv)
@@ -424,7 +495,12 @@ def check(argv: list[str]) -> None:
 
 def main(argv: list[str]) -> int:
     cfg = parse(argv)
-    out, report_dir = run(cfg)
+    if cfg.worker:  # a worker process of --jobs: its share of the units, then it exits
+        _share(cfg.worker)
+        run(cfg)
+        return 0
+    count = worker_count(cfg, len(plan_units(cfg)))
+    out, report_dir = run_with_workers(cfg, argv, count) if count > 1 else run(cfg)
     print((report_dir / "report.md").read_text().split("## Controls")[0].rstrip())
     print(out)
     return 0

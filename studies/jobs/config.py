@@ -235,6 +235,10 @@ def _derive() -> dict:
                                    "--seeds_batch more to each comparison still undetermined, up to --seeds_max")
         seeds_batch: int = option(2, "with --seeds=auto: seeds added to an undetermined comparison at a time")
         seeds_max: int = option(9, "with --seeds=auto: the most seeds a comparison gets")
+        jobs: int = platform(0, "worker processes for the study's units, the CPU threads shared out among them "
+                                "(0: one per CPU core on the CPU, 1 on a GPU, under a sweep's --jobs or with "
+                                "--threads or --concurrent)")
+        worker: str = platform("", "set by --jobs for its worker processes: I/J runs the I-th of J shares of the units")
         cross_levels: str = option("sparsest", "levels whose tickets are crossed with their reference's (mask from "
                                                "one, weights from the other): sparsest, none or numbers 1,3")
         pretrain_budgets: str = option("", "per-task pretraining lengths overriding --pretrain_steps: "

@@ -1,0 +1,69 @@
+"""`earlyphase study --jobs=J`: the units trained by J processes, each with its share of the CPU threads, with the
+same results as one process with that thread count; workers stop with their parent, and the study resumes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TINY = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=1",
+        "--rewind_step=3it", "--pretrain_steps=3it", "--batch_size=128", "--conditions=reset,rewind,rotation",
+        "--controls=", "--stability=", "--cross_levels=none"]
+
+
+def study(*args, env=None, **kwargs):
+    environment = {k: v for k, v in os.environ.items() if k not in ("EARLYPHASE_THREADS", "OMP_NUM_THREADS")}
+    return subprocess.run([sys.executable, "-m", "earlyphase.studies.cli", "study", *TINY, *args],
+                          env={**environment, **(env or {})}, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def tickets(study_dir: Path) -> dict:
+    """Each unit's ticket records, but the `rewind` description (it names the runs folder's path)."""
+    record = json.loads((study_dir / "study.json").read_text())
+    return {(u["condition"], u["seed"]): [{k: v for k, v in t.items() if k != "rewind"} for t in json.loads(
+        (study_dir.parent / u["imp_dir"] / "tickets.json").read_text())] for u in record["units"]}
+
+
+def test_two_workers_give_the_results_of_one_process_with_their_thread_count(tmp_path):
+    two = study(f"--out={tmp_path}/two", "--jobs=2", "--seeds=0,1")
+    assert two.returncode == 0, two.stderr
+    assert "study: 2 worker processes, 1 CPU thread(s) each" in two.stderr
+    two_dir = Path(two.stdout.strip().splitlines()[-1])
+    log = (two_dir / "workers" / "worker-1.log").read_text()
+    assert "imp level 1 trunk" in log  # the worker trained its share
+    one = study(f"--out={tmp_path}/one", "--jobs=1", "--threads=1", "--seeds=0,1")
+    assert one.returncode == 0, one.stderr
+    one_dir = Path(one.stdout.strip().splitlines()[-1])
+    assert one_dir.name == two_dir.name and tickets(two_dir) == tickets(one_dir)  # bit for bit: same accuracies
+    report = json.loads((two_dir / "report" / "report.json").read_text())
+    assert report["incomplete"] == [] and len(report["conditions"]) == 3
+    # --jobs is a platform field: under a sweep's share of threads the default is one process
+    shared = study(f"--out={tmp_path}/one", "--seeds=0,1", env={"EARLYPHASE_THREADS": "1"})
+    assert shared.returncode == 0 and "worker processes" not in shared.stderr
+
+
+def test_killing_the_parent_stops_every_worker_and_the_study_resumes(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if k not in ("EARLYPHASE_THREADS", "OMP_NUM_THREADS")}
+    args = [sys.executable, "-m", "earlyphase.studies.cli", "study", *TINY, f"--out={tmp_path}", "--jobs=2",
+            "--seeds=0,1,2"]
+    parent = subprocess.Popen(args, env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("study_*/workers/worker-1.log")) and time.time() < deadline:
+        assert parent.poll() is None, "the study ended before it could be killed"
+        time.sleep(0.05)
+    log = next(tmp_path.glob("study_*/workers/worker-1.log"))
+    while "imp level" not in log.read_text() and time.time() < deadline:  # the worker is training
+        time.sleep(0.05)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    time.sleep(2)
+    workers = subprocess.run(["pgrep", "-f", "--", f"--out={tmp_path} --jobs=2 --seeds=0,1,2 --worker="],
+                             capture_output=True, text=True)
+    assert workers.returncode == 1 and workers.stdout.strip() == "", "a worker trains on after its parent was killed"
+    rerun = subprocess.run(args, env=environment, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(next(tmp_path.glob("study_*/report/report.json")).read_text())
+    assert report["incomplete"] == [] and {len(c["seeds"]) for c in report["conditions"]} == {3}
