@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 TINY = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=1",
@@ -67,3 +68,58 @@ def test_killing_the_parent_stops_every_worker_and_the_study_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     report = json.loads(next(tmp_path.glob("study_*/report/report.json")).read_text())
     assert report["incomplete"] == [] and {len(c["seeds"]) for c in report["conditions"]} == {3}
+
+
+class FakeProcess:
+    """A child that records its command and environment and takes a moment to finish (so the pool's slots
+    overlap)."""
+
+    started: list = []
+
+    def __init__(self, args, env=None, **_):
+        self.args, self.env = args, env
+        FakeProcess.started.append(self)
+
+    def wait(self):
+        time.sleep(0.3)
+        return 0
+
+    def poll(self):
+        return 0
+
+
+def test_each_worker_gets_its_share_of_threads_and_a_gpu_of_its_own(tmp_path, monkeypatch, capsys):
+    """Boxes with several GPUs (tested by what each worker is given: no GPU here): `sweep run --jobs=J` and `study
+    --jobs=J` give each worker CUDA_VISIBLE_DEVICES = one visible GPU, round-robin."""
+    import yaml
+
+    from earlyphase.studies import cli
+    from earlyphase.studies.campaigns import study as study_cmd
+    from earlyphase.studies.campaigns import sweep as sweep_cmd
+    from earlyphase.studies.engine import threads
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.setenv("EARLYPHASE_THREADS", "4")
+    assert threads.visible_gpus() == ["3", "5"]
+    assert [threads.worker_environment(i, 2, ["3", "5"])["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["3", "5", "3"]
+    path = tmp_path / "four.yaml"
+    path.write_text(yaml.safe_dump({"program": "earlyphase", "method": "grid",
+                                    "parameters": {"seed": {"values": [0, 1, 2, 3]}},
+                                    "command": ["${env}", "earlyphase", "train", "--width=4", "${args}"]}))
+    FakeProcess.started = []
+    fake = types.SimpleNamespace(**{k: getattr(subprocess, k) for k in ("STDOUT", "DEVNULL", "PIPE", "run")},
+                                 Popen=FakeProcess)  # the modules' own subprocess, not everyone's
+    monkeypatch.setattr(sweep_cmd, "subprocess", fake)
+    assert cli.main(["sweep", "run", str(path), f"--out={tmp_path}/runs", "--jobs=2"]) == 0
+    envs = [p.env for p in FakeProcess.started]
+    assert len(envs) == 4 and {e["EARLYPHASE_THREADS"] for e in envs} == {"2"}
+    assert {e["CUDA_VISIBLE_DEVICES"] for e in envs} == {"3", "5"}  # both GPUs used, one per slot
+    assert "GPUs 3, 5 round-robin" in capsys.readouterr().err
+    # a study's workers: worker I gets GPU I mod n; this process (worker 0) keeps the first
+    FakeProcess.started = []
+    monkeypatch.setattr(study_cmd, "subprocess", fake)
+    monkeypatch.setattr(study_cmd, "run", lambda cfg: (cfg.worker, None))
+    cfg = study_cmd.parse(["--jobs=3", f"--out={tmp_path}/runs"])
+    assert study_cmd.run_with_workers(cfg, ["--jobs=3"], 3) == ("0/3", None)
+    assert [(p.args[-1], p.env["CUDA_VISIBLE_DEVICES"], p.env["EARLYPHASE_THREADS"]) for p in FakeProcess.started] == [
+        ("--worker=1/3", "5", "1"), ("--worker=2/3", "3", "1")]

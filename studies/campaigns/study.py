@@ -465,8 +465,7 @@ def run_with_workers(cfg: StudyConfig, argv: list[str], count: int) -> tuple:
     """The study with count - 1 worker processes beside this one, each with its share of the CPU threads (this
     process is worker 0 and then runs the rest of the study). Workers stop when this process stops, however it
     stops (sweep.py's PR_SET_PDEATHSIG), and their logs are study_HASH/workers/worker-I.log."""
-    share = threads.share(count)
-    env = {**threads.child_environment(share), threads.PARENT_ENV: str(os.getpid())}
+    share, gpus = threads.share(count), threads.visible_gpus()
     os.environ[threads.ENV] = str(share)  # this process is one of the workers: its ops take the same share
     logs = run_dir("study", cfg) / "workers"
     logs.mkdir(parents=True, exist_ok=True)
@@ -474,9 +473,11 @@ def run_with_workers(cfg: StudyConfig, argv: list[str], count: int) -> tuple:
     for i in range(1, count):
         with open(logs / f"worker-{i}.log", "a") as log:
             children.append(subprocess.Popen([sys.executable, "-m", "earlyphase.studies.cli", "study", *argv,
-                                              f"--worker={i}/{count}"], env=env, stdout=subprocess.DEVNULL,
-                                             stderr=log))
-    print(f"study: {count} worker processes, {share} CPU thread(s) each (logs: {logs})", file=sys.stderr)
+                                              f"--worker={i}/{count}"], stdout=subprocess.DEVNULL, stderr=log,
+                                             env={**threads.worker_environment(i, share, gpus),
+                                                  threads.PARENT_ENV: str(os.getpid())}))
+    on = f", GPUs {', '.join(gpus)} round-robin (this process: the first)" if gpus else ""
+    print(f"study: {count} worker processes, {share} CPU thread(s) each{on} (logs: {logs})", file=sys.stderr)
     try:
         return run(dataclasses.replace(cfg, worker=f"0/{count}"))
     finally:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -334,19 +335,30 @@ def main(argv: list[str]) -> int:
         with open(ledger_dir / f"run-{i:04d}.log", "a") as log:
             log.write(f"=== {' '.join(argvs[i])}: started by process {os.getpid()} at {time.ctime()} ===\n")
             log.flush()
-            child = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env={**child_env, threads.PARENT_ENV: str(os.getpid())})
-            with lock:
-                children.append(child)
-            code = child.wait()
-            with lock:
-                children.remove(child)
+            slot = slots.get()  # a free worker slot: its GPU (round-robin over the visible ones)
+            try:
+                env = threads.worker_environment(slot, share, gpus) if jobs > 1 else child_env
+                child = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env={**env, threads.PARENT_ENV: str(os.getpid())})
+                with lock:
+                    children.append(child)
+                code = child.wait()
+                with lock:
+                    children.remove(child)
+            finally:
+                slots.put(slot)
         record(i, code, f"run-{i:04d}.log")
         return code
 
     # each job its share of the cores: J processes that each take every core spin-wait for each other
-    child_env = threads.child_environment(threads.share(jobs))
-    print(f"sweep {path.name}: {jobs} job(s) at a time, {child_env[threads.ENV]} CPU thread(s) each", file=sys.stderr)
+    share = threads.share(jobs)
+    child_env = threads.child_environment(share)
+    gpus = threads.visible_gpus() if jobs > 1 else []
+    slots: queue.Queue = queue.Queue()
+    for slot in range(jobs):
+        slots.put(slot)
+    on = f", GPUs {', '.join(gpus)} round-robin" if gpus else ""
+    print(f"sweep {path.name}: {jobs} job(s) at a time, {share} CPU thread(s) each{on}", file=sys.stderr)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
     try:
         codes = list(pool.map(run_one, range(len(commands)), commands))

@@ -48,6 +48,26 @@ def child_environment(threads: int) -> dict:
     return {**os.environ, ENV: str(threads), "OMP_NUM_THREADS": str(threads)}
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (its entries, or 0 ... n-1 where unset);
+    [] without CUDA. torch is imported only where the variable does not say."""
+    text = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if text is not None:
+        return [g.strip() for g in text.split(",") if g.strip() and not g.strip().startswith("-")]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def worker_environment(slot: int, threads: int, gpus: list[str]) -> dict:
+    """The environment of worker `slot` of a pool: its share of the CPU threads and, on a box with GPUs, one GPU of
+    its own (round-robin: slot i gets GPU i mod n), so J workers on J GPUs never share one."""
+    env = child_environment(threads)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    return env
+
+
 def apply(threads: int | None) -> int:
     """Use `threads` (None: the default) for this process's ops from now on; returns the number."""
     import torch
