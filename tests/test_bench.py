@@ -36,6 +36,18 @@ def test_bench_json_has_both_figures_ratio_and_grid_projection(capsys):
     assert r["trainer_s_per_cifar_epoch"] == pytest.approx(CIFAR_TRAIN / r["trainer_images_per_s"])
 
 
+def test_bench_digits_times_the_main_jobs_training_in_one_and_two_processes(capsys):
+    argv = ["bench", "--device=cpu", "--repeats=1", "--width=4", "--steps_per_epoch=1", "--digits",
+            "--digits_epochs=1", "--json"]
+    assert main(argv) == 0
+    r = last_json(capsys)
+    assert r["digits_steps"] == 23 and r["digits_epochs"] == 1  # 1437 digits at batch 64: 23 steps an epoch
+    for key in ("one_process_2_threads_steps_per_s", "one_process_1_thread_steps_per_s",
+                "two_processes_1_thread_steps_per_s_aggregate", "two_processes_vs_sequential"):
+        assert r[key] > 0
+    assert main(["bench", "--device=cpu", "--digits", "--digits_epochs=0"]) == 2
+
+
 def test_bench_table_names_the_figures(capsys):
     assert main(["bench", "--device=cpu", "--repeats=1", "--width=4", "--steps_per_epoch=1"]) == 0
     text = capsys.readouterr().out

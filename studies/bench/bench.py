@@ -89,6 +89,8 @@ def main(argv: list[str]) -> int:
     cfg = parse_overrides(BenchConfig, argv)
     if cfg.threads is not None and cfg.threads < 1:
         raise UsageError(f"--threads={cfg.threads}: use a whole number of threads >= 1")
+    if cfg.digits_epochs < 1:
+        raise UsageError("--digits_epochs must be a positive integer")
     threads.apply(cfg.threads)
     if cfg.gpu_suite:
         return run_suite(cfg)
@@ -97,5 +99,14 @@ def main(argv: list[str]) -> int:
     result = measure(
         device, precision, cfg.compile, cfg.width, spe, cfg.repeats, stacked=cfg.stacked, engine=cfg.engine
     )
+    if cfg.digits:
+        from .digits import measure_digits
+        from .digits import table as digits_table
+
+        print("bench: the digits training at 1 and 2 threads, and as two processes", file=sys.stderr)
+        extra = measure_digits(cfg.digits_epochs)
+        result |= extra
+        print(json.dumps(result) if cfg.json else table(result) + "\n" + digits_table(extra))
+        return 0
     print(json.dumps(result) if cfg.json else table(result))
     return 0

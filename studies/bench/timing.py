@@ -58,6 +58,9 @@ class BenchConfig:
     engine: str = option("streams", "how the K runs train at once: streams (train_interleaved) or vmap (train_stacked)")
     json: bool = option(False, "print one JSON object")
     gpu_suite: bool = option(False, "run the prepared GPU suite (correctness vs CPU, then timed variants)")
+    digits: bool = option(False, "also time the main job's digits training at 1 and 2 threads and as two 1-thread "
+                                 "processes at once (whether study's worker processes pay here)")
+    digits_epochs: int = option(6, "epochs of each --digits training (the quick preset's 6)")
     budget_s: float = option(330.0, "GPU suite: no variant starts after this many seconds")
 
 
