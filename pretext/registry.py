@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
-from .base import PretextTask
-
 GROUP = "earlyphase.pretext"
 
 
@@ -60,6 +58,8 @@ def _distribution(ep: EntryPoint) -> str:
 def _load(ep: EntryPoint) -> Plugin:
     try:
         task = ep.load()
+        from .base import PretextTask  # torch: imported with the first task loaded, not with the names
+
         if not (isinstance(task, type) and issubclass(task, PretextTask)):
             raise TypeError(f"{ep.value} is not a subclass of earlyphase.pretext.base.PretextTask")
         _check_options(task)

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from .campaigns.commands import COMMANDS
+from .campaigns.commands import COMMANDS, PLAIN_FLAGS
 from .engine.errors import UsageError, os_error_message
 from .engine.threads import die_with_parent
 
@@ -19,6 +19,8 @@ def _config_class(name: str):
     from .jobs import config as config_module
 
     module, config, _ = COMMANDS[name]
+    if name in PLAIN_FLAGS:
+        return getattr(config_module, config)
     return getattr(importlib.import_module(module), config, None) or getattr(config_module, config)
 
 
@@ -28,8 +30,8 @@ def _shown_config(name: str, args: list[str]):
     from .jobs.config import resolved
     from .jobs.flags import parse_overrides
 
-    module = importlib.import_module(COMMANDS[name][0])
     cls = _config_class(name)
+    module = None if name in PLAIN_FLAGS else importlib.import_module(COMMANDS[name][0])
     parse = getattr(module, "parse", None) or (lambda argv: parse_overrides(cls, argv))
     try:
         return resolved(parse(args)), ""
@@ -52,7 +54,8 @@ def _help(name: str, args: list[str]) -> str:
         lines.append(f"values as set by: {' '.join(args)}" if cfg is not None else
                      f"values: the defaults (the other arguments do not parse: {problem})")
     lines += ["", config_module.describe_options(_config_class(name), cfg)]
-    for preset, values in getattr(importlib.import_module(module), "PRESETS", {}).items():
+    presets = {} if name in PLAIN_FLAGS else getattr(importlib.import_module(module), "PRESETS", {})
+    for preset, values in presets.items():
         lines.append(f"\n--preset={preset} sets: " + " ".join(f"--{k}={v}" for k, v in values.items()))
     return "\n".join(lines)
 
@@ -67,6 +70,11 @@ def run(argv: list[str]) -> int:
     if any(arg in HELP_FLAGS for arg in rest):  # anywhere: `earlyphase imp --dataset=cifar10 --help`
         print(_help(name, [arg for arg in rest if arg not in HELP_FLAGS]))
         return 0
+    if name in PLAIN_FLAGS:  # a flag error in one line before torch is imported
+        from .jobs import config as config_module
+        from .jobs.flags import parse_overrides
+
+        parse_overrides(getattr(config_module, PLAIN_FLAGS[name]), rest)
     return importlib.import_module(COMMANDS[name][0]).main(rest)
 
 

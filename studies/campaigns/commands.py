@@ -43,3 +43,7 @@ COMMANDS = {
         "time the trainer against a bare PyTorch loop; --gpu-suite",
     ),
 }
+
+# Commands whose flags parse by their config class alone (jobs.config, no torch): their --help and their flag
+# errors come before the module (and torch, lightly, matplotlib) is imported.
+PLAIN_FLAGS = {"train": "TrainConfig", "imp": "ImpCommand"}

@@ -29,9 +29,6 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from earlyphase.pretext import registry
-from earlyphase.pretext.base import declared_options
-
 from ..engine import dataset_registry, model_registry
 from ..engine.errors import UsageError
 from .flags import component, content, field_kind, field_types, leaves, option, platform, replicate
@@ -191,6 +188,9 @@ def _task_option_fields() -> list[tuple]:
     defaulted and explained as the task declares them. A task that fails to load contributes none."""
     taken = {f.name for f in fields(PretrainFields)}
     out = []
+    from earlyphase.pretext import registry  # finding the tasks imports them (torch): only when asked
+    from earlyphase.pretext.base import declared_options
+
     for plugin in registry.discover():
         if plugin.task is None:
             continue

@@ -70,11 +70,11 @@ def _point(c: Condition, level: int, kind: str = "trunk") -> dict | None:
             "seeds": seeds, "values": accs, "density": statistics.fmean(found[s][1] for s in seeds)}
 
 
-def _points(c: Condition | None, levels: list[tuple[int, float]]) -> list[dict]:
+def condition_points(c: Condition | None, levels: list[tuple[int, float]]) -> list[dict]:
     return [p for p in (_point(c, lvl) for lvl, _ in levels) if p] if c is not None else []
 
 
-def _difference(d: Difference | None, margin: float | None = None, **extra) -> dict | None:
+def difference_row(d: Difference | None, margin: float | None = None, **extra) -> dict | None:
     if d is None:
         return None
     out = {**extra, "level": d.level, "density": d.density, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
@@ -135,8 +135,8 @@ def across_k(group: list[Condition], columns: list[tuple[int, float]], found, ma
             out["points"].append(_point(c, lvl))
             ref = vs_reset.get(c.label)
             d = next((d for d in ref.differences if d.level == lvl), None) if ref else None
-            out["vs_reset"].append(_difference(d, label=c.label, k=c.k))
-            out["vs_dense"].append(_difference(paired(by_seed(c.records, lvl), dense, lvl, same_density=False),
+            out["vs_reset"].append(difference_row(d, label=c.label, k=c.k))
+            out["vs_dense"].append(difference_row(paired(by_seed(c.records, lvl), dense, lvl, same_density=False),
                                                margin, label=c.label, k=c.k))
     for c in (c for c in group if c.kind == "pretext"):
         out["pretext"] += [_point(c, lvl) for lvl, _ in levels]
@@ -191,9 +191,9 @@ def across_budget(group: list[Condition], columns: list[tuple[int, float]], foun
             dense_diff = next((d for d in comparison.differences if d.level == 0), None) if comparison else None
             budgets.append({
                 "budget": c.budget, "k": c.k, "label": c.label, "reference": reference.label if reference else None,
-                "points": _points(c, levels), "reference_points": _points(reference, levels),
-                "differences": [x for x in (_difference(d, margin) for d in diffs) if x],
-                "verdict": _budget_verdict(diffs, margin, reference is not None),
+                "points": condition_points(c, levels), "reference_points": condition_points(reference, levels),
+                "differences": [x for x in (difference_row(d, margin) for d in diffs) if x],
+                "verdict": budget_verdict(diffs, margin, reference is not None),
                 "stability": _stability(c, reference, setting),
                 **own_dense(c, reference, dense_diff, levels, margin),
             })
@@ -201,7 +201,7 @@ def across_budget(group: list[Condition], columns: list[tuple[int, float]], foun
                     "margin_images": margin_images(group, margin),
                     "scoring_iterations": json.loads(key).get("scoring_iterations"),
                     "levels": [lvl for lvl, _ in levels], "densities": [d for _, d in levels], "budgets": budgets,
-                    "reset_points": _points(reset, levels)})
+                    "reset_points": condition_points(reset, levels)})
     return out
 
 
@@ -214,12 +214,12 @@ def own_dense(c: Condition, reference: Condition | None, dense_diff: Difference 
     ref_dense = by_seed(reference.records, 0) if reference else {}
     return {"dense": mean_interval([a for a, _ in dense.values()]) if dense else None,
             "reference_dense": mean_interval([a for a, _ in ref_dense.values()]) if ref_dense else None,
-            "dense_difference": _difference(dense_diff),
-            "vs_own_dense": [x for x in (_difference(paired(by_seed(c.records, lvl), dense, lvl, same_density=False),
+            "dense_difference": difference_row(dense_diff),
+            "vs_own_dense": [x for x in (difference_row(paired(by_seed(c.records, lvl), dense, lvl, same_density=False),
                                                      margin) for lvl, _ in levels) if x]}
 
 
-def _budget_verdict(diffs: list[Difference | None], margin: float, has_reference: bool) -> str:
+def budget_verdict(diffs: list[Difference | None], margin: float, has_reference: bool) -> str:
     if not has_reference:
         return "no reference"
     verdicts = [verdict(d, margin) for d in diffs]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .across import _budget_verdict, _difference, _points, margin_images, own_dense, pruned_levels
+from .across import budget_verdict, condition_points, difference_row, margin_images, own_dense, pruned_levels
 from .findings import density
 from .runs import Condition, by_setting
 
@@ -61,16 +61,17 @@ def across_option(group: list[Condition], columns, found, margin: float) -> list
             diffs = [next((d for d in comparison.differences if d.level == lvl), None) if comparison else None
                      for lvl, _ in levels]
             dense_diff = next((d for d in comparison.differences if d.level == 0), None) if comparison else None
-            values.append({"value": _options(c).get(key), "label": c.label, "points": _points(c, levels),
-                           "differences": [x for x in (_difference(d, margin) for d in diffs) if x],
-                           "verdict": _budget_verdict(diffs, margin, reference is not None),
+            values.append({"value": _options(c).get(key), "label": c.label, "points": condition_points(c, levels),
+                           "differences": [x for x in (difference_row(d, margin) for d in diffs) if x],
+                           "verdict": budget_verdict(diffs, margin, reference is not None),
                            **own_dense(c, reference, dense_diff, levels, margin)})
         out.append({"task": task, "option": key, "k": k, "budget": members[0].budget,
                     "label": f"{task} {members[0].budget} across {key}",
                     "setting": ", ".join(c.label for c in group), "margin": margin,
                     "margin_images": margin_images(group, margin), "reference": reference.label if reference else None,
                     "levels": [lvl for lvl, _ in levels], "densities": [d for _, d in levels], "values": values,
-                    "reference_points": _points(reference, levels), "reset_points": _points(reset, levels)})
+                    "reference_points": condition_points(reference, levels),
+                    "reset_points": condition_points(reset, levels)})
     return out
 
 
