@@ -98,3 +98,16 @@ def test_bad_auto_seed_settings_are_refused(tmp_path, capsys, args, message):
     assert cli.main(["study", f"--out={tmp_path}/runs", *TINY, *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_look_recorded_without_the_seeds_estimate_claims_none():
+    look = {"subject": "rotation 6it", "reference": "rewind 6it", "n": 9, "decided": False,
+            "verdicts": {"25%": "undetermined"}}
+    record = {"first": 3, "batch": 2, "cap": 9, "looks": 4, "confidence": 0.9875, "looks_taken": [
+        {"seeds": list(range(9)), "comparisons": [look]}]}
+    (line,) = sequential.sentences([record])[1:]
+    assert line == "**rotation 6it** against **rewind 6it**: still undetermined at n = 9 at 25%."
+    (line,) = sequential.sentences([record | {"looks_taken": [{"seeds": [], "comparisons": [
+        look | {"seeds_needed": 40}]}]}])[1:]
+    assert line.endswith("at 25%; about 40 seeds would detect a difference of the margin from the observed spread "
+                         "(`--seeds_max`).")

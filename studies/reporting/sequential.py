@@ -105,10 +105,12 @@ def sentences(records: list[dict]) -> list[str]:
                 lines.append(f"**{subject}** against **{reference}**: decided at n = {s['n']}{before}: {shown}.")
                 continue
             open_ = ", ".join(d for d, v in s["verdicts"].items() if v not in DECIDED)
-            need = (f"about {s['seeds_needed']} seeds would detect a difference of the margin from the observed "
-                    f"spread" if s.get("seeds_needed") else "the observed spread needs more than 1,000 seeds")
+            need = ("" if "seeds_needed" not in s else  # a look recorded before this estimate was
+                    f"; about {s['seeds_needed']} seeds would detect a difference of the margin from the observed "
+                    f"spread (`--seeds_max`)" if s["seeds_needed"] else
+                    "; the observed spread would need more than 1,000 seeds")
             lines.append(f"**{subject}** against **{reference}**: still undetermined at n = {s['n']}{before} at "
-                         f"{open_ or 'no pruned density'}; {need} (`--seeds_max`).")
+                         f"{open_ or 'no pruned density'}{need}.")
     return lines
 
 
