@@ -86,3 +86,18 @@ def test_another_scores_runs_scores_are_refused(tmp_path, capsys):
     code, _, stderr = run_cli(args + ["--seed=0", "--subset_fraction=0.3"], capsys)
     one_line_error(code, stderr, "was computed from another run_0/final.pt")
     assert len(list(out.glob("pretrain_subset_*"))) == 2
+
+
+def test_another_widths_scoring_weights_are_refused_when_scores_are_recomputed(tmp_path, capsys):
+    """Issue 29 §9: a scoring run's final.pt replaced by another width's, scores.pt removed: one line, no traceback."""
+    out = tmp_path / "runs"
+    args = ["pretrain", "--pretext=subset", "--subset_select=easy", "--subset_score_runs=1", "--subset_score_steps=2",
+            "--pretrain_steps=2it", f"--out={out}"]
+    for width in (4, 8):
+        assert run_cli(args + [f"--width={width}"], capsys)[0] == 0
+    w4, w8 = sorted(out.glob("scores_el2n_*"), key=lambda p: p.stat().st_mtime_ns)
+    shutil.copy(w8 / "run_0" / "final.pt", w4 / "run_0" / "final.pt")
+    (w4 / "scores.pt").unlink()
+    code, _, stderr = run_cli(args + ["--width=4", "--subset_fraction=0.3"], capsys)
+    one_line_error(code, stderr, str(w4 / "run_0" / "final.pt"), "is not the file its run wrote")
+    assert not (w4 / "scores.pt").exists()

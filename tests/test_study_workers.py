@@ -12,7 +12,7 @@ from pathlib import Path
 
 TINY = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=1",
         "--rewind_step=3it", "--pretrain_steps=3it", "--batch_size=128", "--conditions=reset,rewind,rotation",
-        "--controls=", "--stability=", "--cross_levels=none"]
+        "--controls=", "--stability="]
 
 
 def study(*args, env=None, **kwargs):
@@ -39,6 +39,10 @@ def test_two_workers_give_the_results_of_one_process_with_their_thread_count(tmp
     assert one.returncode == 0, one.stderr
     one_dir = Path(one.stdout.strip().splitlines()[-1])
     assert one_dir.name == two_dir.name and tickets(two_dir) == tickets(one_dir)  # bit for bit: same accuracies
+    crossed = [{d: json.loads((p.parent / d / "crossed.json").read_text()) for d in json.loads(
+        (p / "study.json").read_text())["crossed"]} for p in (two_dir, one_dir)]
+    assert len(crossed[0]) == 4 and crossed[0] == crossed[1]  # the crossed tickets too (the workers trained some)
+    assert "crossed_mask" in log
     report = json.loads((two_dir / "report" / "report.json").read_text())
     assert report["incomplete"] == [] and len(report["conditions"]) == 3
     # --jobs is a platform field: under a sweep's share of threads the default is one process
@@ -48,8 +52,8 @@ def test_two_workers_give_the_results_of_one_process_with_their_thread_count(tmp
 
 def test_killing_the_parent_stops_every_worker_and_the_study_resumes(tmp_path):
     environment = {k: v for k, v in os.environ.items() if k not in ("EARLYPHASE_THREADS", "OMP_NUM_THREADS")}
-    args = [sys.executable, "-m", "earlyphase.studies.cli", "study", *TINY, f"--out={tmp_path}", "--jobs=2",
-            "--seeds=0,1,2"]
+    args = [sys.executable, "-m", "earlyphase.studies.cli", "study", *TINY, "--cross_levels=none", f"--out={tmp_path}",
+            "--jobs=2", "--seeds=0,1,2"]
     parent = subprocess.Popen(args, env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not list(tmp_path.glob("study_*/workers/worker-1.log")) and time.time() < deadline:

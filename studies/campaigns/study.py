@@ -262,16 +262,28 @@ def _share(worker: str) -> tuple[int, int] | None:
     return int(index), int(count)
 
 
+def _unit_done(cfg: StudyConfig, unit: dict) -> Job:
+    """A unit trained here, or found finished (or waited for, under another process's lock); returns its IMP
+    config, its rewind point included."""
+    pre, imp = unit_configs(cfg, unit)
+    if pre is not None:
+        pre_dir, _ = yield from pretrain_job.work(pre)
+        imp = dataclasses.replace(imp, rewind_from=str(pre_dir))
+    yield from imp_job.work(imp)
+    return imp
+
+
 def _worker_job(cfg: StudyConfig, units: list[dict], index: int, count: int) -> Job:
-    """A worker process's share of the units (every count-th from index): their pretraining and IMP runs, nothing
-    else (the parent process writes study.json, runs what follows and writes the report)."""
+    """A worker process's share of the study (every count-th from index): its units' pretraining and IMP runs, then
+    its share of the crossed pairs (their units trained here if no other process has); nothing else (the parent
+    process writes study.json, runs what follows and writes the report)."""
     out = run_dir("study", cfg)
     for unit in units[index::count]:
-        pre, imp = unit_configs(cfg, unit)
-        if pre is not None:
-            pre_dir, _ = yield from pretrain_job.work(pre)
-            imp = dataclasses.replace(imp, rewind_from=str(pre_dir))
-        yield from imp_job.work(imp)
+        yield from _unit_done(cfg, unit)
+    levels = cross_levels(cfg)
+    for subject, reference in (cross_pairs(units) if levels else [])[index::count]:
+        mine, theirs = (yield from _unit_done(cfg, subject)), (yield from _unit_done(cfg, reference))
+        yield from imp_cross.work(imp_job.prepare(mine), imp_job.prepare(theirs), levels)
     return out, None
 
 
@@ -407,7 +419,9 @@ def _crossed(cfg: StudyConfig, out: Path, record: dict) -> Job:
         return cross
 
     print(f"crossed tickets: {len(pairs)} pairs x {len(levels)} level(s) x 2 trainings", file=sys.stderr)
-    jobs = [pair_job(s, r) for s, r in pairs]
+    count = (_share(cfg.worker) or (0, 1))[1]
+    mine = pairs[0::count] + [p for i, p in enumerate(pairs) if i % count]  # own share first, then the workers'
+    jobs = [pair_job(s, r) for s, r in mine]
     done = yield from (schedule.gather(jobs) if cfg.scheduler.concurrent > 1 else schedule.chain(jobs))
     record["crossed"] = sorted({_relative(d, out.parent) for d in done})
     write_json_atomic(out / "study.json", record)
