@@ -102,6 +102,9 @@ def accuracy_vs_k(by_k: list[dict], path: Path) -> bool:
                            markeredgecolor="black", label=f"{task} (beside its k)") for j, task in enumerate(tasks)]
         labels = _labels(answer["points"])
         marks.k_axis(left, labels | _labels(answer["pretext"]), "rewind step k")
+        beside = [_beside(p["k"], j) for j, task in enumerate(tasks) for p in answer["pretext"] if p["task"] == task]
+        if beside:  # the markers right of the largest k stay inside the frame
+            left.set_xlim(right=max(left.get_xlim()[1], 1.15 * max(beside)))
         marks.k_axis(right, {k: v for k, v in labels.items() if k > 0}, "rewind step k")
         marks.bound(right, answer["margin"])
         _cap_accuracy(left)

@@ -94,13 +94,19 @@ def sentences(rows: list[dict]) -> list[str]:
             out.append(f"{head}: too few seeds to split the difference ({MIN_SEEDS} or more are needed).")
             continue
         mask, weights = _below(row["mask"]), _below(row["weights"])
-        where = {(True, False): "lies in its mask", (False, True): "lies in its weights",
-                 (True, True): "lies in both its mask and its weights",
-                 (False, False): "is carried by neither its mask nor its weights alone"}[mask, weights]
-        kind = "shortfall" if _below(row["total"]) else "difference"
-        out.append(f"{head}: its {kind} ({_shown(row['total'])}) {where}: mask {_shown(row['mask'])}; weights "
-                   f"{_shown(row['weights'])}; interaction {_shown(row['interaction'])} (crossed tickets: one's mask "
-                   f"from the other's rewind point, paired by seed).")
+        parts = (f"mask {_shown(row['mask'])}; weights {_shown(row['weights'])}; interaction "
+                 f"{_shown(row['interaction'])} (crossed tickets: one's mask from the other's rewind point, paired by "
+                 f"seed)")
+        if _below(row["total"]):
+            where = {(True, False): "lies in its mask", (False, True): "lies in its weights",
+                     (True, True): "lies in both its mask and its weights",
+                     (False, False): "is carried by neither its mask nor its weights alone"}[mask, weights]
+            out.append(f"{head}: its shortfall ({_shown(row['total'])}) {where}: {parts}.")
+            continue
+        alone = [name for name, below in (("its mask", mask), ("its weights", weights)) if below]
+        costs = (f"; apart, {' and '.join(alone)} alone cost accuracy, which mask and weights together do not "
+                 f"(their interaction makes it up)" if alone else "")
+        out.append(f"{head}: no shortfall is shown ({_shown(row['total'])}){costs}: {parts}.")
     return out
 
 
