@@ -125,3 +125,23 @@ def test_a_task_across_one_of_its_options(tmp_path):
     said = [s for s in data["findings"] if "across its option fraction" in s]
     assert said and "matches at fraction = 0.0" in said[0] and "falls short at fraction = 1.0" in said[0]
     assert across_option.series_of([]) == []
+
+
+def test_runs_a_sweep_trained_apart_are_crossed_by_the_cross_command(tmp_path, capsys):
+    out = tmp_path / "runs"
+    base = ["imp", f"--out={out}", "--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--levels=1",
+            "--prune_fraction=0.5", "--threads=1"]
+    for seed in range(3):
+        for step in ("0it", "3it"):
+            assert cli.main(base + [f"--seed={seed}", f"--rewind_step={step}"]) == 0
+    capsys.readouterr()
+    assert cli.main(["cross", str(out)]) == 0
+    made = capsys.readouterr().out.strip().splitlines()
+    assert len(made) == 3 and all(Path(d).name.startswith("cross_") for d in made)
+    data = json.loads((report.write_report([out], tmp_path / "rep") / "report.json").read_text())
+    (row,) = data["crossed"]
+    assert (row["subject"], row["reference"], row["level"], row["n"]) == ("rewind 3it", "reset", 1, 3)
+    before = {p: p.stat().st_mtime_ns for p in out.glob("cross_*/level_*/*/final.pt")}
+    assert len(before) == 6 and cli.main(["cross", str(out)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("cross_*/level_*/*/final.pt")} == before
+    assert cli.main(["cross", str(out), "--level=1"]) == 2

@@ -21,6 +21,11 @@ COMMANDS = {
         None,
         "run FILE.yaml [--count=N] [--jobs=J]: a W&B sweep, locally, no server",
     ),
+    "cross": (
+        "earlyphase.studies.campaigns.cross",
+        None,
+        "RUNS [--levels=sparsest]: crossed tickets of every like-for-like pair in a runs folder (after a sweep)",
+    ),
     "report": (
         "earlyphase.studies.reporting.report",
         None,

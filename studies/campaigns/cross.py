@@ -1,0 +1,98 @@
+"""`earlyphase cross RUNS [--levels=sparsest|none|L,...]`: the crossed tickets of every like-for-like pair in a runs
+folder, for runs a sweep trained apart (a study crosses its own pairs itself).
+
+The pairs are the report's comparisons (a task at k with `rewind k`, rewinding to k with reset, within one setting),
+each seed whose two IMP runs are both in the folder; each is crossed at the levels asked (default: each pair's
+sparsest level both runs finished) by jobs.imp_cross, into the folder's `cross_HASH` runs, which `earlyphase report`
+then reads. Resumable and skipped when done, as every run. Run it after the sweep's agents, where the runs are:
+
+    earlyphase sweep run sweeps/pretext_vs_rewind-quick.yaml --out=runs
+    earlyphase cross runs
+    earlyphase report runs -o report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from ..engine import records, schedule
+from ..engine.errors import UsageError
+from ..jobs import imp as imp_job
+from ..jobs import imp_cross
+from ..jobs.config import ImpConfig
+from ..jobs.flags import split_list
+from ..reporting.paired import comparisons
+from ..reporting.runs import collect
+
+USAGE = "usage: earlyphase cross RUNS [--levels=sparsest|none|L,...]"
+
+
+def _imp_run(run: Path):
+    """The IMP run of a run directory, prepared from its config.json (its rewind point by the path it recorded, or
+    the copy beside it in this folder)."""
+    config = records.read(run / "config.json", records.IMP_CONFIG, fix="move the run away or rerun it")
+    names = {f.name for f in dataclasses.fields(ImpConfig)}
+    cfg = ImpConfig(**{k: v for k, v in config.items() if k in names})
+    cfg = dataclasses.replace(cfg, out=str(run.parent))
+    if cfg.rewind_from:
+        recorded = Path(cfg.rewind_from)
+        local = run.parent / (recorded.parent.name if recorded.suffix == ".pt" else recorded.name)
+        cfg = dataclasses.replace(cfg, rewind_from=str(local if local.exists() else recorded))
+    r = imp_job.prepare(cfg)
+    if r.out.resolve() != run.resolve():
+        raise UsageError(f"{run}: its config.json names {r.out.name}; cross runs as earlyphase wrote them")
+    return r
+
+
+def _levels(text: str, finished: int) -> list[int]:
+    if text == "sparsest":
+        return [finished] if finished >= 1 else []
+    if text in ("", "none"):
+        return []
+    try:
+        return [level for level in sorted({int(x) for x in split_list(text)}) if 1 <= level <= finished]
+    except ValueError:
+        raise UsageError(f"--levels={text}: write sparsest, none or level numbers, e.g. 1,3") from None
+
+
+def _finished_levels(run: Path) -> int:
+    tickets = records.read(run / "tickets.json", records.TICKETS, missing_ok=True, fix="rerun the run") or []
+    return max((t["level"] for t in tickets if t["kind"] == "trunk"), default=0)
+
+
+def pairs(folder: Path) -> list[tuple[Path, Path]]:
+    """(subject run, reference run) of each like-for-like pair and seed in the folder."""
+    conditions, _ = collect([folder])
+    found, _ = comparisons([c for c in conditions if c.records])
+    out = []
+    for c in (c for c in found if c.question in ("pretext", "rewind_vs_reset")):
+        seeds = lambda cond: {records.read(r / "config.json", records.IMP_CONFIG, fix="rerun it")["seed"]: r  # noqa
+                              for r in cond.runs}
+        mine, theirs = seeds(c.subject), seeds(c.reference)
+        out += [(mine[s], theirs[s]) for s in sorted(mine) if s in theirs]
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE + "\n\n" + __doc__.split("\n\n")[0])
+        return 0
+    levels_text = next((a.split("=", 1)[1] for a in argv if a.startswith("--levels=")), "sparsest").strip()
+    folders = [a for a in argv if not a.startswith("--")]
+    unknown = [a for a in argv if a.startswith("--") and not a.startswith("--levels=")]
+    if len(folders) != 1 or unknown or not Path(folders[0]).is_dir():
+        raise UsageError(f"{' '.join(unknown) + ': unknown; ' if unknown else ''}{USAGE}")
+    folder = Path(folders[0]).expanduser()
+    found = pairs(folder)
+    jobs = []
+    for subject, reference in found:
+        levels = _levels(levels_text, min(_finished_levels(subject), _finished_levels(reference)))
+        if levels:
+            jobs.append(imp_cross.work(_imp_run(subject), _imp_run(reference), levels))
+    print(f"cross: {len(jobs)} pairs in {folder}", file=sys.stderr)
+    done = schedule.run(schedule.chain(jobs)) if jobs else []
+    for out, _ in done:
+        print(out)
+    return 0
