@@ -220,13 +220,30 @@ def _disambiguate(conditions: list[Condition]) -> None:
     common = max(set(c.setting for c in conditions), key=[c.setting for c in conditions].count, default=None)
     for label in {c.label for c in conditions}:
         same = sorted((c for c in conditions if c.label == label), key=lambda c: c.setting != common)
+        if len(same) > 1 and len({c.setting for c in same}) == 1:  # one setting: the task's options tell them apart,
+            for c in same:  # and every one of them says its own (`random_labels 6it [fraction=0.25]`)
+                options = _view(c.details)
+                shown = {k: v for k, v in options.items() if k.startswith("option ")
+                         and any(_view(o.details).get(k) != v for o in same)}
+                if shown:
+                    c.label = f"{label} [{', '.join(f'{k[7:]}={_flat(v)}' for k, v in sorted(shown.items()))}]"
+            same = [c for c in same if c.label == label]
         for c in same[1:]:
-            base = same[0].details
-            differs = [f"{k}={_flat(c.details.get(k))}" for k in sorted(set(base) | set(c.details))
-                       if base.get(k) != c.details.get(k)]
+            base = _view(same[0].details)
+            view = _view(c.details)
+            differs = [f"{k.removeprefix('option ')}={_flat(view.get(k))}" for k in sorted(set(base) | set(view))
+                       if base.get(k) != view.get(k)]
             suffix = ", ".join(differs) if differs and len(", ".join(differs)) <= 60 else \
                 hashlib.sha256(json.dumps(c.details, sort_keys=True, default=str).encode()).hexdigest()[:6]
             c.label = f"{label} [{suffix}]"
+
+
+def _view(details: dict) -> dict:
+    """A condition's details with its task's options as entries of their own (`option fraction`)."""
+    pretext = dict(details.get("pretext") or {})
+    options = pretext.pop("options", None) or {}
+    return {**{k: v for k, v in details.items() if k != "pretext"}, **({"pretext": pretext} if pretext else {}),
+            **{f"option {k}": v for k, v in options.items()}}
 
 
 def _flat(value) -> str:
