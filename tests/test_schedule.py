@@ -89,7 +89,7 @@ def test_imp_concurrent_stacks_a_levels_parts_and_matches_sequential(tmp_path, c
 def test_study_concurrent_stacks_trainings_of_different_units(tmp_path, capsys, stacks):
     out = tmp_path / "runs"
     assert cli.main(["study", f"--out={out}", "--conditions=reset,rewind,random_labels", "--seeds=0",
-                     "--concurrent=8", "--concurrent_engine=vmap", *TINY]) == 0
+                     "--concurrent=8", "--concurrent_engine=vmap", "--cross_levels=none", *TINY]) == 0
     study_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     units = {u["condition"]: out / u["imp_dir"] for u in json.loads((study_dir / "study.json").read_text())["units"]}
     groups = [sorted((next(c for c, d in units.items() if d in p.parents), p.name if p.parent in units.values()
