@@ -77,7 +77,8 @@ def test_vgg_through_a_study_with_every_condition_control_perturbation_and_stabi
     unchecked_readers(monkeypatch)
     write_cifar_tree(tmp_path / "data", per_batch=16)
     runs = tmp_path / "runs"
-    args = ["study", "--preset=paper", "--model=cifar_vgg11", "--width=8", "--batch_size=32", "--training_steps=6it",
+    args = ["study", "--cross_levels=none",
+            "--preset=paper", "--model=cifar_vgg11", "--width=8", "--batch_size=32", "--training_steps=6it",
             "--milestone_steps=4it", "--rewind_step=2it", "--pretrain_steps=2it", "--pretrain_budgets=", "--levels=1",
             "--seeds=0", "--controls=random_reinit,random_prune_global,random_prune_layerwise",
             "--perturb=permute,noise", "--stability=0,1", "--stability_points=1", "--eval_every=1",

@@ -11,7 +11,8 @@ from earlyphase.studies.reporting import sequential
 from earlyphase.studies.reporting.paired import Difference, comparisons
 from earlyphase.studies.reporting.runs import Condition
 
-TINY = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
+TINY = ["--cross_levels=none",  # crossing: tests/test_crossed.py
+        "--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
         "--rewind_step=3it", "--batch_size=128", "--conditions=reset,rewind", "--controls=", "--seeds=auto"]
 
 

@@ -194,7 +194,7 @@ def test_vmap_refuses_a_task_with_its_own_step_naming_streams(tmp_path):
 def test_a_study_pairs_each_new_task_with_rewinding_to_its_k_under_the_vmap_engine(tmp_path, capsys):
     """byol and moco train alone beside the vmap stack (which holds their IMP levels), named and paired with
     `rewind 3it` in the report."""
-    args = ["study", f"--out={tmp_path}", "--conditions=byol,moco", "--seeds=0,1", "--width=4",
+    args = ["study", f"--out={tmp_path}", "--conditions=byol,moco", "--seeds=0,1", "--cross_levels=none", "--width=4",
             "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=1", "--rewind_step=3it",
             "--pretrain_steps=3it", "--batch_size=128", "--concurrent=2", "--concurrent_engine=vmap"]
     code, stdout, stderr = run_cli(args, capsys)

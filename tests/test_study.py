@@ -10,7 +10,8 @@ from earlyphase.studies.campaigns import study
 
 from cifar_files import UncheckedCIFAR10, write_cifar_tree
 
-TINY = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
+TINY = ["--cross_levels=none",  # crossing: tests/test_crossed.py
+        "--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
         "--rewind_step=3it", "--pretrain_steps=3it", "--batch_size=128"]
 
 
