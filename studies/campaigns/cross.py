@@ -22,7 +22,6 @@ from ..engine.errors import UsageError
 from ..jobs import imp as imp_job
 from ..jobs import imp_cross
 from ..jobs.config import ImpConfig
-from ..jobs.flags import split_list
 from ..reporting.paired import comparisons
 from ..reporting.runs import collect
 
@@ -46,32 +45,20 @@ def _imp_run(run: Path):
     return r
 
 
-def _levels(text: str, finished: int) -> list[int]:
-    if text == "sparsest":
-        return [finished] if finished >= 1 else []
-    if text in ("", "none"):
-        return []
-    try:
-        return [level for level in sorted({int(x) for x in split_list(text)}) if 1 <= level <= finished]
-    except ValueError:
-        raise UsageError(f"--levels={text}: write sparsest, none or level numbers, e.g. 1,3") from None
+def _finished(c, seed) -> int:
+    """The deepest level a condition's run of `seed` finished (its ticket records, as the report read them)."""
+    return max((r["level"] for r in c.records if r["seed"] == seed and r["kind"] == "trunk"), default=0)
 
 
-def _finished_levels(run: Path) -> int:
-    tickets = records.read(run / "tickets.json", records.TICKETS, missing_ok=True, fix="rerun the run") or []
-    return max((t["level"] for t in tickets if t["kind"] == "trunk"), default=0)
-
-
-def pairs(folder: Path) -> list[tuple[Path, Path]]:
-    """(subject run, reference run) of each like-for-like pair and seed in the folder."""
+def pairs(folder: Path) -> list[tuple[Path, Path, int]]:
+    """(subject run, reference run, deepest level both finished) of each like-for-like pair and seed in the folder."""
     conditions, _ = collect([folder])
     found, _ = comparisons([c for c in conditions if c.records])
     out = []
     for c in (c for c in found if c.question in ("pretext", "rewind_vs_reset")):
-        seeds = lambda cond: {records.read(r / "config.json", records.IMP_CONFIG, fix="rerun it")["seed"]: r  # noqa
-                              for r in cond.runs}
-        mine, theirs = seeds(c.subject), seeds(c.reference)
-        out += [(mine[s], theirs[s]) for s in sorted(mine) if s in theirs]
+        mine, theirs = c.subject.run_of_seed, c.reference.run_of_seed
+        out += [(mine[s], theirs[s], min(_finished(c.subject, s), _finished(c.reference, s)))
+                for s in sorted(mine) if s in theirs]
     return out
 
 
@@ -87,8 +74,8 @@ def main(argv: list[str]) -> int:
     folder = Path(folders[0]).expanduser()
     found = pairs(folder)
     jobs = []
-    for subject, reference in found:
-        levels = _levels(levels_text, min(_finished_levels(subject), _finished_levels(reference)))
+    for subject, reference, finished in found:
+        levels = [lvl for lvl in imp_cross.levels_named(levels_text, finished, "--levels") if 1 <= lvl <= finished]
         if levels:
             jobs.append(imp_cross.work(_imp_run(subject), _imp_run(reference), levels))
     print(f"cross: {len(jobs)} pairs in {folder}", file=sys.stderr)

@@ -372,18 +372,12 @@ def _seeds_until_decided(cfg: StudyConfig, out: Path, record: dict, run_units) -
 
 
 def cross_levels(cfg: StudyConfig) -> list[int]:
-    """The levels whose tickets are crossed (--cross_levels: sparsest, none, or level numbers)."""
-    text, levels = cfg.cross_levels.strip(), cfg.imp.levels
-    if text == "sparsest":
-        return [levels] if levels >= 1 else []
-    if text in ("", "none"):
-        return []
-    try:
-        chosen = sorted({int(x) for x in split_list(text)})
-    except ValueError:
-        raise UsageError(f"--cross_levels={text}: write sparsest, none or level numbers, e.g. 1,3") from None
+    """The levels whose tickets are crossed (--cross_levels: sparsest, none, or level numbers among those run)."""
+    levels = cfg.imp.levels
+    chosen = imp_cross.levels_named(cfg.cross_levels, levels, "--cross_levels")
     if not all(1 <= level <= levels for level in chosen):
-        raise UsageError(f"--cross_levels={text}: the levels run are 1 ... {levels}; choose among them")
+        raise UsageError(f"--cross_levels={cfg.cross_levels.strip()}: the levels run are 1 ... {levels}; choose "
+                         f"among them")
     return chosen
 
 

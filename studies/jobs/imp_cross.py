@@ -24,6 +24,7 @@ from earlyphase.imp.rewinding import rewound_state
 from ..engine import checkpoints, records
 from ..engine.errors import UsageError
 from ..engine.schedule import Job
+from .flags import split_list
 from .imp_mask_files import ensure_mask, load_mask
 from .imp_parts import momentum_for, part_training, rewind_point
 from .imp_setup import ImpRun
@@ -32,18 +33,33 @@ VERSION = 1
 KINDS = ("crossed_mask", "crossed_weights")
 
 
+def levels_named(text: str, last: int, flag: str) -> list[int]:
+    """The levels a crossing setting names: `sparsest` ([last], none below level 1), `none` or empty, or level
+    numbers (`1,3`, sorted, each once; the caller checks them against what it ran)."""
+    text = text.strip()
+    if text == "sparsest":
+        return [last] if last >= 1 else []
+    if text in ("", "none"):
+        return []
+    try:
+        return sorted({int(x) for x in split_list(text)})
+    except ValueError:
+        raise UsageError(f"{flag}={text}: write sparsest, none or level numbers, e.g. 1,3") from None
+
+
 def cross_dir(subject: ImpRun, reference: ImpRun) -> Path:
     digest = hashlib.sha256(f"{subject.out.name}|{reference.out.name}|{VERSION}".encode()).hexdigest()[:12]
     return reference.out.parent / f"cross_{digest}"
 
 
-def _part(weights_run: ImpRun, mask_run: ImpRun, level: int, part: Path, kind: str, sinks) -> object:
-    """The crossed training of mask_run's level-`level` mask from weights_run's rewind point."""
+def _part(weights_run: ImpRun, point: tuple, mask_run: ImpRun, level: int, part: Path, kind: str, sinks) -> object:
+    """The crossed training of mask_run's level-`level` mask from weights_run's rewind point (`point`: its model
+    state and momentum, imp_parts.rewind_point)."""
     mask_file = mask_run.out / f"level_{level}" / "mask.pt"
     if not mask_file.is_file():
         raise UsageError(f"{mask_file} is missing: finish level {level} of {mask_run.out.name} before crossing it")
     mask = ensure_mask(part, weights_run, lambda: load_mask(mask_file, mask_run))
-    model, momentum = rewind_point(weights_run)
+    model, momentum = point
     return part_training(weights_run, part, rewound_state(model, mask), mask, start=weights_run.start,
                          save_at=(weights_run.start,), momentum=momentum_for(weights_run, momentum, mask), sinks=sinks,
                          level=level, kind=kind)
@@ -59,10 +75,14 @@ def work(subject: ImpRun, reference: ImpRun, levels: list[int], sinks=()) -> Job
     checkpoints.write_json_atomic(out / "config.json", {"subject": subject.out.name, "reference": reference.out.name,
                                                         "seed": subject.cfg.seed, "version": VERSION})
     parts = []
+    # each rewind point read (and checked against its run) once, whatever the levels
+    points = {"subject": rewind_point(subject), "reference": rewind_point(reference)} if levels else {}
     for level in levels:
         folder = out / f"level_{level}"
-        parts += [_part(reference, subject, level, folder / "crossed_mask", "crossed_mask", sinks),
-                  _part(subject, reference, level, folder / "crossed_weights", "crossed_weights", sinks)]
+        parts += [_part(reference, points["reference"], subject, level, folder / "crossed_mask", "crossed_mask",
+                        sinks),
+                  _part(subject, points["subject"], reference, level, folder / "crossed_weights", "crossed_weights",
+                        sinks)]
     yield parts
     return out, write_records(out, subject.cfg.seed)
 

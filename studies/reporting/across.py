@@ -26,7 +26,7 @@ from ..engine import dataset_registry
 from ..jobs.identity import task_label
 from . import stability as stability_report
 from .findings import density, points
-from .paired import CONFIDENCE, MIN_SEEDS, RESAMPLES, Difference, bootstrap_smallest_k, p_match, paired
+from .paired import CONFIDENCE, MIN_SEEDS, RESAMPLES, Difference, bootstrap_smallest_k, p_match, paired, verdict_rule
 from .runs import Condition, by_seed, by_setting
 
 DEFAULT_MARGIN = 0.01  # one accuracy point
@@ -35,15 +35,7 @@ DEFAULT_MARGIN = 0.01  # one accuracy point
 def verdict(d: Difference | None, margin: float) -> str:
     """matches (interval above -margin), falls short (interval below 0, not matching), undetermined, or too few
     seeds / missing."""
-    if d is None:
-        return "missing"
-    if d.n < MIN_SEEDS or d.low is None:
-        return "too few seeds"
-    if d.low > -margin:
-        return "matches"
-    if d.high < 0:
-        return "falls short"
-    return "undetermined"
+    return "missing" if d is None else verdict_rule(d.n, d.low, d.high, margin)
 
 
 def mean_interval(values: list[float]) -> dict:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engine import records
 from ..engine.errors import UsageError
 from .across import mean_interval
 from .findings import density
@@ -29,15 +28,6 @@ from .paired import Comparison
 QUESTIONS = ("pretext", "rewind_vs_reset")
 WHOLE = ("dist_reference", "cos_reference", "sign_agree_reference", "dist_init", "sign_changed_init",
          "reference_dist_init", "reference_sign_changed_init")
-
-
-def _seeds(c) -> dict:
-    """{seed: IMP run directory} of a condition."""
-    out = {}
-    for run in c.runs:
-        config = records.read(Path(run) / "config.json", records.IMP_CONFIG, missing_ok=True, fix="rerun it") or {}
-        out.setdefault(config.get("seed"), Path(run))
-    return out
 
 
 def _load(path: Path) -> dict | None:
@@ -53,36 +43,41 @@ def _weights(state: dict, names: list[str]):
     return {n: state[n].double().flatten() for n in names if n in state}
 
 
+def _relative(a, b) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def _sign_share(a, b, same: bool) -> float:
+    return float(((a.sign() == b.sign()) if same else (a.sign() != b.sign())).double().mean())
+
+
+def _stats(a, b, z) -> dict:
+    """The condition's weights `a` against the reference's `b` and, where given, both against the initialisation
+    `z` (flat tensors of one layer, or of the whole network)."""
+    import torch
+
+    out = {"dist_reference": _relative(a, b),
+           "cos_reference": float(torch.nn.functional.cosine_similarity(a, b, dim=0)),
+           "sign_agree_reference": _sign_share(a, b, same=True)}
+    if z is not None:
+        out |= {"dist_init": _relative(a, z), "sign_changed_init": _sign_share(a, z, same=False),
+                "reference_dist_init": _relative(b, z), "reference_sign_changed_init": _sign_share(b, z, same=False)}
+    return out
+
+
 def _pair_stats(c_w: dict, r_w: dict, init: dict | None) -> dict:
-    """Whole-network and per-layer statistics of one seed (layers both hold with one shape)."""
+    """Whole-network and per-layer statistics of one seed (layers both hold with one shape; the initialisation
+    where it has the layer in that shape too, the whole network over those layers)."""
     import torch
 
     names = [n for n in r_w if n in c_w and c_w[n].shape == r_w[n].shape]
-    per_layer = {}
-    for n in names:
-        a, b = c_w[n], r_w[n]
-        row = {"dist_reference": float((a - b).norm() / b.norm().clamp_min(1e-12)),
-               "cos_reference": float(torch.nn.functional.cosine_similarity(a, b, dim=0)),
-               "sign_agree_reference": float((a.sign() == b.sign()).double().mean())}
-        if init is not None and n in init and init[n].shape == a.shape:
-            z = init[n]
-            row |= {"dist_init": float((a - z).norm() / z.norm().clamp_min(1e-12)),
-                    "sign_changed_init": float((a.sign() != z.sign()).double().mean()),
-                    "reference_dist_init": float((b - z).norm() / z.norm().clamp_min(1e-12)),
-                    "reference_sign_changed_init": float((b.sign() != z.sign()).double().mean())}
-        per_layer[n] = row
-    a, b = torch.cat([c_w[n] for n in names]), torch.cat([r_w[n] for n in names])
-    whole = {"dist_reference": float((a - b).norm() / b.norm()),
-             "cos_reference": float(torch.nn.functional.cosine_similarity(a, b, dim=0)),
-             "sign_agree_reference": float((a.sign() == b.sign()).double().mean())}
     with_init = [n for n in names if init is not None and n in init and init[n].shape == c_w[n].shape]
+    per_layer = {n: _stats(c_w[n], r_w[n], init[n] if n in with_init else None) for n in names}
+    whole = _stats(torch.cat([c_w[n] for n in names]), torch.cat([r_w[n] for n in names]), None)
     if with_init:
-        a, b = torch.cat([c_w[n] for n in with_init]), torch.cat([r_w[n] for n in with_init])
-        z = torch.cat([init[n] for n in with_init])
-        whole |= {"dist_init": float((a - z).norm() / z.norm()), "sign_changed_init": float((a.sign() != z.sign())
-                                                                                            .double().mean()),
-                  "reference_dist_init": float((b - z).norm() / z.norm()),
-                  "reference_sign_changed_init": float((b.sign() != z.sign()).double().mean())}
+        whole |= {k: v for k, v in _stats(torch.cat([c_w[n] for n in with_init]),
+                                          torch.cat([r_w[n] for n in with_init]),
+                                          torch.cat([init[n] for n in with_init])).items() if "init" in k}
     return {"whole": whole, "layers": per_layer}
 
 
@@ -114,10 +109,10 @@ def _summarise(per_seed: list[dict], keys) -> dict:
 
 def comparison_anatomy(c: Comparison) -> dict | None:
     """The anatomy of one like-for-like comparison, or None without weights on this machine."""
-    subject, reference = _seeds(c.subject), _seeds(c.reference)
+    subject, reference = c.subject.run_of_seed, c.reference.run_of_seed
     per_seed, masks = [], {}
     for seed in sorted(s for s in subject if s in reference and s is not None):
-        c_run, r_run = subject[seed], reference[seed]
+        c_run, r_run = Path(subject[seed]), Path(reference[seed])
         try:
             c_state = _load(c_run / "level_0" / f"weights_{c.subject.k}it.pt")
             r_state = _load(r_run / "level_0" / f"weights_{c.reference.k}it.pt")

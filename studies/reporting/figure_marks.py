@@ -12,7 +12,7 @@ With up to SEED_DOTS seeds, each seed's own difference is a small dot beside its
 
 from __future__ import annotations
 
-from .paired import MIN_SEEDS
+from .paired import verdict_rule
 
 MARKS = {"exceeds": ("^", True), "matches": ("o", True), "falls short": ("v", True), "undetermined": ("o", False),
          "too few seeds": ("x", True)}
@@ -21,15 +21,8 @@ SEED_DOTS = 10
 
 def mark(row: dict, margin: float) -> str:
     """The verdict a figure marks: matches is split into exceeds (above 0) and matches (above -margin only)."""
-    if row.get("low") is None or row.get("n", 0) < MIN_SEEDS:
-        return "too few seeds"
-    if row["low"] > 0:
-        return "exceeds"
-    if row["low"] > -margin:
-        return "matches"
-    if row["high"] < 0:
-        return "falls short"
-    return "undetermined"
+    verdict = verdict_rule(row.get("n", 0), row.get("low"), row.get("high"), margin)
+    return "exceeds" if verdict == "matches" and row["low"] > 0 else verdict
 
 
 def differences(ax, rows: list[dict], x_of, colour, margin: float, seeds: bool = True) -> None:

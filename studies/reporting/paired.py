@@ -90,6 +90,20 @@ def seeds_for(sd: float | None, margin: float) -> int | None:
     return next((n for n in range(2, MOST_SEEDS + 1) if _power_factor(n) * sd / math.sqrt(n) <= margin), None)
 
 
+def verdict_rule(n: int, low: float | None, high: float | None, margin: float) -> str:
+    """The verdict of a paired difference against its reference from an interval [low, high]: matches (above
+    -margin: an equivalence bound, not "includes 0"), falls short (below 0 and not matching), undetermined, or too
+    few seeds (below MIN_SEEDS, or no interval). The one rule behind the report's verdicts, the figures' marks and
+    --seeds=auto's stopping (at its own confidence)."""
+    if n < MIN_SEEDS or low is None:
+        return "too few seeds"
+    if low > -margin:
+        return "matches"
+    if high < 0:
+        return "falls short"
+    return "undetermined"
+
+
 def holm(pvalues: list[float]) -> list[float]:
     """Holm's step-down adjusted p values (same order), controlling the family-wise error over all of them."""
     order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])

@@ -239,8 +239,7 @@ def difference_figure(found: list[Comparison], path: Path, margin: float = acros
     plt, fig, axes = _grid(len(shown))
     extents: dict[bool, tuple[list, list]] = {}
     for ax, c in zip(axes, shown):
-        rows = [{"density": d.density, "mean": d.mean, "low": d.low, "high": d.high, "n": d.n, "values": d.values}
-                for d in c.differences]
+        rows = [across.difference_row(d) for d in c.differences]
         like_for_like = c.question != "control"
         figure_marks.differences(ax, rows, lambda r: 100 * r["density"], "tab:blue", margin)
         if like_for_like:

@@ -41,6 +41,7 @@ class Condition:
     task: str | None = None  # the pretext task of a pretext condition
     records: list = field(default_factory=list)  # ticket records, each with "seed"
     runs: list = field(default_factory=list)  # IMP run directories (Path)
+    run_of_seed: dict = field(default_factory=dict)  # {seed: its IMP run directory} (the first found)
     stability: list = field(default_factory=list)  # stability results, each with "seed", "level" and "setting"
 
 
@@ -138,6 +139,7 @@ def collect(folders) -> tuple[list[Condition], list[dict]]:
         incomplete += [{"run": str(run / p["part"]), "condition": label, "seed": config.get("seed"), "why": p["why"]}
                        for p in problems]
         cond.runs.append(run)
+        cond.run_of_seed.setdefault(config.get("seed"), run)
         cond.records += [{**r, "seed": r.get("seed", config.get("seed"))} for r in tickets]
         cond.stability += stability_results(run, config.get("seed"))
         why = _missing(config, tickets)
@@ -220,22 +222,25 @@ def _disambiguate(conditions: list[Condition]) -> None:
     common = max(set(c.setting for c in conditions), key=[c.setting for c in conditions].count, default=None)
     for label in {c.label for c in conditions}:
         same = sorted((c for c in conditions if c.label == label), key=lambda c: c.setting != common)
+        views = {id(c): _view(c.details) for c in same}
         if len(same) > 1 and len({c.setting for c in same}) == 1:  # one setting: the task's options tell them apart,
             for c in same:  # and every one of them says its own (`random_labels 6it [fraction=0.25]`)
-                options = _view(c.details)
-                shown = {k: v for k, v in options.items() if k.startswith("option ")
-                         and any(_view(o.details).get(k) != v for o in same)}
+                shown = {k: v for k, v in views[id(c)].items() if k.startswith(OPTION)
+                         and any(views[id(o)].get(k) != v for o in same)}
                 if shown:
-                    c.label = f"{label} [{', '.join(f'{k[7:]}={_flat(v)}' for k, v in sorted(shown.items()))}]"
+                    named = ", ".join(f"{k.removeprefix(OPTION)}={_flat(v)}" for k, v in sorted(shown.items()))
+                    c.label = f"{label} [{named}]"
             same = [c for c in same if c.label == label]
         for c in same[1:]:
-            base = _view(same[0].details)
-            view = _view(c.details)
-            differs = [f"{k.removeprefix('option ')}={_flat(view.get(k))}" for k in sorted(set(base) | set(view))
+            base, view = views[id(same[0])], views[id(c)]
+            differs = [f"{k.removeprefix(OPTION)}={_flat(view.get(k))}" for k in sorted(set(base) | set(view))
                        if base.get(k) != view.get(k)]
             suffix = ", ".join(differs) if differs and len(", ".join(differs)) <= 60 else \
                 hashlib.sha256(json.dumps(c.details, sort_keys=True, default=str).encode()).hexdigest()[:6]
             c.label = f"{label} [{suffix}]"
+
+
+OPTION = "option "  # a task option's entry in _view
 
 
 def _view(details: dict) -> dict:
@@ -243,7 +248,7 @@ def _view(details: dict) -> dict:
     pretext = dict(details.get("pretext") or {})
     options = pretext.pop("options", None) or {}
     return {**{k: v for k, v in details.items() if k != "pretext"}, **({"pretext": pretext} if pretext else {}),
-            **{f"option {k}": v for k, v in options.items()}}
+            **{f"{OPTION}{k}": v for k, v in options.items()}}
 
 
 def _flat(value) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..engine.checkpoints import read_json
 from .findings import density
-from .paired import CONFIDENCE, MIN_SEEDS, Comparison, Difference, comparisons
+from .paired import CONFIDENCE, MIN_SEEDS, Comparison, Difference, comparisons, verdict_rule
 from .runs import Condition
 
 QUESTIONS = ("pretext", "rewind_vs_reset")  # the like-for-like comparisons; controls are not the study's question
@@ -43,11 +43,7 @@ def verdict_at(d: Difference, margin: float, confidence: float) -> str:
     if d.n < MIN_SEEDS or d.sd is None:
         return "too few seeds"
     half = 0.0 if d.sd < 1e-12 else stats.t.ppf(0.5 + confidence / 2, d.n - 1) * d.sd / math.sqrt(d.n)
-    if d.mean - half > -margin:
-        return "matches"
-    if d.mean + half < 0:
-        return "falls short"
-    return "undetermined"
+    return verdict_rule(d.n, d.mean - half, d.mean + half, margin)
 
 
 def status(conditions: list[Condition], margin: float, confidence: float) -> list[dict]:
