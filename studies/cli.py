@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import threading
 
-from .campaigns.commands import COMMANDS, PLAIN_FLAGS
+from .campaigns.commands import COMMANDS
 from .engine.errors import UsageError, os_error_message
 from .engine.threads import die_with_parent
 
@@ -15,54 +16,35 @@ USAGE = "usage: earlyphase COMMAND [--field=value ...]   (earlyphase COMMAND --h
 HELP_FLAGS = ("-h", "--help")
 
 
-def _config_class(name: str):
-    from .jobs import config as config_module
-
-    module, config, _ = COMMANDS[name]
-    if name in PLAIN_FLAGS:
-        return getattr(config_module, config)
-    return getattr(importlib.import_module(module), config, None) or getattr(config_module, config)
-
-
-def _shown_config(name: str, args: list[str]):
-    """(the config `args` make, dataset and preset defaults filled in, or None; why not, or ""). A command
-    module's own parse(argv) is used where it has one (study: presets), else the plain field parser."""
-    from .jobs.config import resolved
-    from .jobs.flags import parse_overrides
-
-    cls = _config_class(name)
-    module = None if name in PLAIN_FLAGS else importlib.import_module(COMMANDS[name][0])
-    parse = getattr(module, "parse", None) or (lambda argv: parse_overrides(cls, argv))
-    try:
-        return resolved(parse(args)), ""
-    except UsageError as err:
-        return None, str(err)
-
-
 def _help(name: str, args: list[str]) -> str:
-    """The command's fields with the values that `args` (the command's other arguments) would give them."""
-    module, config, text = COMMANDS[name]
-    lines = [f"earlyphase {name}: {text}"]
-    if not config:
-        main = importlib.import_module(module).main
-        return "\n".join(lines + [getattr(importlib.import_module(module), "USAGE", None) or
-                                  f"usage: {(main.__doc__ or '').strip()}"])
-    from .jobs import config as config_module
+    """The command's fields with the values that `args` (the command's other arguments) would give them, from its
+    arguments parser alone (no torch); or its usage line."""
+    command = COMMANDS[name]
+    lines = [f"earlyphase {name}: {command.description}"]
+    if command.usage:
+        return "\n".join(lines + [command.usage_line()])
+    from .jobs.config import describe_options, resolved
 
-    cfg, problem = _shown_config(name, args)
+    try:
+        cfg, problem = resolved(command.parse(args)), ""
+    except UsageError as err:
+        cfg, problem = None, str(err)
     if args:
         lines.append(f"values as set by: {' '.join(args)}" if cfg is not None else
                      f"values: the defaults (the other arguments do not parse: {problem})")
-    lines += ["", config_module.describe_options(_config_class(name), cfg)]
-    presets = {} if name in PLAIN_FLAGS else getattr(importlib.import_module(module), "PRESETS", {})
-    for preset, values in presets.items():
+    shown = type(cfg) if cfg is not None else type(command.parse([]))
+    lines += ["", describe_options(shown, cfg)]
+    if not getattr(shown, "has_task_options", True):
+        lines.append("  --TASK_OPTION=value  [the task's]  each installed task's options, e.g. --simclr_temperature=0.2 "
+                     "(`earlyphase pretext` lists them with their defaults; given here, they are listed with the rest)")
+    for preset, values in getattr(importlib.import_module(command.arguments.partition(":")[0]), "PRESETS", {}).items():
         lines.append(f"\n--preset={preset} sets: " + " ".join(f"--{k}={v}" for k, v in values.items()))
     return "\n".join(lines)
 
 
 def run(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE + "\n\ncommands:\n" + "\n".join(f"  {n:<10} {c[2]}" for n, c in COMMANDS.items()))
+        print(USAGE + "\n\ncommands:\n" + "\n".join(f"  {n:<10} {c.description}" for n, c in COMMANDS.items()))
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
@@ -70,12 +52,9 @@ def run(argv: list[str]) -> int:
     if any(arg in HELP_FLAGS for arg in rest):  # anywhere: `earlyphase imp --dataset=cifar10 --help`
         print(_help(name, [arg for arg in rest if arg not in HELP_FLAGS]))
         return 0
-    if name in PLAIN_FLAGS:  # a flag error in one line before torch is imported
-        from .jobs import config as config_module
-        from .jobs.flags import parse_overrides
-
-        parse_overrides(getattr(config_module, PLAIN_FLAGS[name]), rest)
-    return importlib.import_module(COMMANDS[name][0]).main(rest)
+    if COMMANDS[name].arguments:  # a flag error in one line before torch is imported
+        COMMANDS[name].parse(rest)
+    return importlib.import_module(COMMANDS[name].module).main(rest)
 
 
 class Terminated(KeyboardInterrupt):
@@ -111,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"earlyphase: error: {one_line(message)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `earlyphase pretext | head`: the reader left; no traceback (Python's documented recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt as interrupt:
         print("earlyphase: interrupted; rerun the same command to resume", file=sys.stderr)
         return 143 if isinstance(interrupt, Terminated) else 130

@@ -12,7 +12,7 @@ import pytest
 from earlyphase.studies.campaigns.study import StudyConfig
 from earlyphase.studies.engine.errors import UsageError
 from earlyphase.studies.jobs import setup
-from earlyphase.studies.jobs.config import TrainConfig
+from earlyphase.studies.jobs.config import TrainConfig, with_task_options
 from earlyphase.studies.jobs.flags import parse_overrides, with_values
 from earlyphase.studies.jobs.imp import ImpConfig
 from earlyphase.studies.jobs.pretrain import PretrainConfig
@@ -36,7 +36,7 @@ def test_non_finite_flags_are_refused_before_anything_is_written(out, capsys, co
 def test_validate_refuses_non_finite_fields_of_configs_built_in_python(tmp_path, cls, field):
     for value in (math.inf, -math.inf, math.nan):
         with pytest.raises(UsageError, match=f"--{field}=.*finite"):
-            cfg = with_values(cls(), {"out": str(tmp_path / "runs"), field: value})
+            cfg = with_values(with_task_options(cls)(), {"out": str(tmp_path / "runs"), field: value})
             setup.validate(cfg.pretrain if cls is StudyConfig else cfg)  # a study validates each unit's configs
 
 

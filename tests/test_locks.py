@@ -18,8 +18,8 @@ import torch
 from earlyphase.studies.engine import locks
 from earlyphase.studies.engine.schedule import Training, train_interleaved
 from earlyphase.studies.engine.stacked import StackedRun, train_stacked
+from earlyphase.studies.jobs import arguments, setup
 from earlyphase.studies.jobs import imp as imp_job
-from earlyphase.studies.jobs import setup
 from earlyphase.studies.jobs.config import TrainConfig, run_dir
 from earlyphase.studies.jobs.flags import parse_overrides
 
@@ -100,7 +100,7 @@ def test_two_imp_processes_running_parts_interleaved_share_an_out_without_deadlo
     # by the test, so each must train (or skip) the trunk while waiting for the control, holding nothing
     args = ["imp", *TINY, "--rewind_step=5it", "--prune_fraction=0.5", "--levels=1", "--controls=random_reinit",
             "--concurrent=2"]
-    command = imp_job.parse(args[1:] + [f"--out={out}/single"])
+    command = arguments.imp(args[1:] + [f"--out={out}/single"])
     single, _ = imp_job.run(command.imp, scheduler=command.scheduler)
     shared = out / "shared" / single.name
     control = shared / "level_1" / "random_reinit"

@@ -9,7 +9,7 @@ import pytest
 from earlyphase.pretext import registry
 from earlyphase.pretext.base import PretextTask
 from earlyphase.studies.campaigns import study
-from earlyphase.studies.jobs import imp, pretrain, setup
+from earlyphase.studies.jobs import arguments, imp, pretrain, setup
 from earlyphase.studies.jobs.config import TrainConfig, condition_fields, run_dir
 from earlyphase.studies.jobs.flags import parse_overrides
 
@@ -59,9 +59,9 @@ def name_of(args: list[str]) -> str:
     if command == "train":
         return run_dir("train", setup.validate(parse_overrides(TrainConfig, argv))).name
     if command == "imp":
-        return imp.prepare(imp.parse(argv).imp).out.name
+        return imp.prepare(arguments.imp(argv).imp).out.name
     if command == "pretrain":
-        cfg, plugin, _ = pretrain.validate(parse_overrides(pretrain.PretrainConfig, argv))
+        cfg, plugin, _ = pretrain.validate(arguments.pretrain(argv))
         return pretrain.pretrain_dir(cfg, plugin, "").name
     return run_dir("study", study.parse(argv)).name
 

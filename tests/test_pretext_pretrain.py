@@ -7,12 +7,14 @@ import torch
 from earlyphase.studies import cli
 from earlyphase.studies.engine import models
 from earlyphase.studies.engine.augment import derive_seed
+from earlyphase.studies.jobs import config
 from earlyphase.studies.jobs import pretrain as pretrain_job
 from earlyphase.studies.jobs import train as train_job
 from earlyphase.studies.jobs.config import TrainConfig
-from earlyphase.studies.jobs.pretrain import PretrainConfig
 
 from conftest import load, same_state
+
+PretrainConfig = config.with_task_options(config.PretrainConfig)  # with the tasks' options (simclr_out_dim, ...)
 
 TINY = dict(width=4, pretrain_steps="6it", eval_every=1)
 

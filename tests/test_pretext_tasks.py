@@ -12,6 +12,7 @@ from earlyphase.pretext.blur import Blur
 from earlyphase.pretext.random_labels import RandomLabels
 from earlyphase.pretext.rotation import Rotation
 from earlyphase.pretext.simclr import SimCLR
+from earlyphase.studies.jobs.config import with_task_options
 from earlyphase.studies.jobs.pretrain import PretrainConfig, flag_for
 
 BUILT_INS = {"supervised", "rotation", "simclr", "random_labels", "blur"}
@@ -121,11 +122,12 @@ def test_options_are_typed_checked_and_match_the_config_fields():
     with pytest.raises(ValueError, match="expected int"):
         Blur(digits_info(), factor="2.5")
     assert SimCLR(digits_info(), temperature="0.2").temperature == 0.2
-    defaults = {f: PretrainConfig.__dataclass_fields__[f].default for f in PretrainConfig.__dataclass_fields__}
+    every = with_task_options(PretrainConfig).__dataclass_fields__  # the tasks' options, added from their declarations
+    defaults = {f: every[f].default for f in every}
     for plugin in registry.discover():
         if plugin.name in BUILT_INS:
             for key, declared in declared_options(plugin.task).items():
-                field = PretrainConfig.__dataclass_fields__[flag_for(plugin.name, key)]
+                field = every[flag_for(plugin.name, key)]
                 assert defaults[field.name] == declared.default and field.metadata["help"] == declared.help
                 assert declared.help, (plugin.name, key)  # every built-in option explains itself
 

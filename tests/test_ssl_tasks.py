@@ -19,11 +19,12 @@ from earlyphase.studies.engine.plan import Schedule, TrainPlan
 from earlyphase.studies.engine.run_dir import RunFiles
 from earlyphase.studies.engine.stacked import StackedRun, train_stacked
 from earlyphase.studies.engine.trainer import make_optimizer, train, train_steps
+from earlyphase.studies.jobs import config, setup
 from earlyphase.studies.jobs import pretrain as pretrain_job
-from earlyphase.studies.jobs import setup
-from earlyphase.studies.jobs.pretrain import PretrainConfig
 
 from conftest import final_weights, kill_9_then_rerun, load, one_line_error, run_cli, same_state
+
+PretrainConfig = config.with_task_options(config.PretrainConfig)  # with the tasks' options (simclr_out_dim, ...)
 
 STATEFUL = ("byol", "moco", "dino")
 DIGITS = TaskInfo(image_size=(8, 8), flip=False, num_classes=10)

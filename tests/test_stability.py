@@ -12,8 +12,8 @@ import torch
 
 from earlyphase.studies import cli
 from earlyphase.studies.engine import interpolation as stability
+from earlyphase.studies.jobs import arguments
 from earlyphase.studies.jobs import imp as imp_job
-from earlyphase.studies.jobs import stability as stability_job
 from earlyphase.studies.jobs.imp import ImpConfig
 
 from conftest import final_weights, load, same_state
@@ -127,7 +127,7 @@ def test_bad_stability_input_is_one_line_and_writes_nothing(out, capsys, args, m
 
 def test_kill_9_during_the_second_copy_then_rerun_matches_uninterrupted(out):
     flags = ["--width=4", "--training_steps=3ep", "--rewind_step=3it", "--eval_every=2"]
-    full_dir, _ = imp_job.run(stability_job.parse(flags + [f"--out={out}/full"]).imp)  # the reference
+    full_dir, _ = imp_job.run(arguments.stability(flags + [f"--out={out}/full"]).imp)  # the reference
     args = [sys.executable, "-m", "earlyphase.studies.cli", "stability", *flags, f"--out={out}/killed"]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same kernels as the reference
     killed = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -10,11 +10,12 @@ from earlyphase.pretext.base import TaskInfo
 from earlyphase.pretext.subset import Subset
 from earlyphase.studies.engine.batches import EpochBatches
 from earlyphase.studies.engine.stacked import _StackedEpochs
+from earlyphase.studies.jobs import config, setup
 from earlyphase.studies.jobs import pretrain as pretrain_job
-from earlyphase.studies.jobs import setup
-from earlyphase.studies.jobs.pretrain import PretrainConfig
 
 from conftest import final_weights, kill_9_then_rerun, load, one_line_error, run_cli, same_state
+
+PretrainConfig = config.with_task_options(config.PretrainConfig)  # with the tasks' options (subset_fraction)
 
 SETTING = dict(width=4, training_steps="1ep", eval_every=1)
 INFO = TaskInfo(seed=7, num_train=100, num_examples=100, training_iterations=50)

@@ -30,9 +30,10 @@ from ..engine.errors import UsageError
 from ..engine.schedule import ENGINES
 from ..engine.trainer import COMPILE_MODES
 from ..jobs import setup
-from ..jobs.flags import parse_overrides
+from . import arguments
+from .arguments import BenchConfig
 from .gpu_suite import run_suite
-from .timing import BenchConfig, device_name, measure
+from .timing import device_name, measure
 
 
 def table(result: dict) -> str:
@@ -86,11 +87,7 @@ def resolve(cfg: BenchConfig) -> tuple[torch.device, str, int]:
 
 
 def main(argv: list[str]) -> int:
-    cfg = parse_overrides(BenchConfig, argv)
-    if cfg.threads is not None and cfg.threads < 1:
-        raise UsageError(f"--threads={cfg.threads}: use a whole number of threads >= 1")
-    if cfg.digits_epochs < 1:
-        raise UsageError("--digits_epochs must be a positive integer")
+    cfg = arguments.bench(argv)
     threads.apply(cfg.threads)
     if cfg.gpu_suite:
         return run_suite(cfg)

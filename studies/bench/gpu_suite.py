@@ -45,12 +45,12 @@ from ..engine.schedule import Training, train_interleaved
 from ..engine.stacked import StackedRun, train_stacked
 from ..engine.trainer import CUDA_COMPILE_AUTO, train
 from ..jobs import setup
+from .arguments import BenchConfig
 from .timing import (
     BATCH,
     CIFAR_TRAIN,
     GRID_EPOCHS,
     BareLoop,
-    BenchConfig,
     bench_plan,
     device_name,
     half_mask,
@@ -79,10 +79,6 @@ class Float64Supervised(Supervised):
 
 def say(text: str = "") -> None:
     print(text, flush=True)
-
-
-class Budget(Exception):
-    pass
 
 
 @contextmanager

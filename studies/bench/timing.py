@@ -10,7 +10,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,36 +32,10 @@ from ..engine.trainer import (
     whole_step_graph,
 )
 from ..jobs.config import DATASET_DEFAULTS
-from ..jobs.flags import option, platform
 
 CIFAR_TRAIN = 50_000
 GRID_EPOCHS = 6 * 3 * 9 * 160  # conditions x seeds x trainings (dense + 8 levels) x epochs
 BATCH = 128
-
-
-@dataclass
-class BenchConfig:
-    """Time the trainer against a bare PyTorch loop (`earlyphase bench`)."""
-
-    device: str = platform("auto", "auto, cpu, cuda or cuda:N")
-    threads: int | None = platform(None, "CPU threads (as every command's --threads; default: the cores this process "
-                                         "may use, or EARLYPHASE_THREADS)")
-    precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16")
-    compile: str = option(
-        "auto",
-        "CUDA only: auto (= cudagraph), none, cudagraph, cudagraph-inductor, default, reduce-overhead, max-autotune",
-    )
-    repeats: int = option(3, "timed repeats (medians), after a short warm-up")
-    steps_per_epoch: int | None = option(None, "iterations per synthetic epoch (default: 6 on CPU, 391 on CUDA)")
-    width: int = option(16, "ResNet-20 width (16 is the paper's)")
-    stacked: int = option(0, "also time K runs trained at once (0: skip), by --engine")
-    engine: str = option("streams", "how the K runs train at once: streams (train_interleaved) or vmap (train_stacked)")
-    json: bool = option(False, "print one JSON object")
-    gpu_suite: bool = option(False, "run the prepared GPU suite (correctness vs CPU, then timed variants)")
-    digits: bool = option(False, "also time the main job's digits training at 1 and 2 threads and as two 1-thread "
-                                 "processes at once (whether study's worker processes pay here)")
-    digits_epochs: int = option(6, "epochs of each --digits training (the quick preset's 6)")
-    budget_s: float = option(330.0, "GPU suite: no variant starts after this many seconds")
 
 
 def synthetic_cifar(n_train: int, device: torch.device, seed: int = 0) -> ImageData:

@@ -24,8 +24,7 @@ from ..jobs import imp_cross
 from ..jobs.config import ImpConfig
 from ..reporting.paired import comparisons
 from ..reporting.runs import collect
-
-USAGE = "usage: earlyphase cross RUNS [--levels=sparsest|none|L,...]"
+from . import arguments
 
 
 def _imp_run(run: Path):
@@ -63,15 +62,7 @@ def pairs(folder: Path) -> list[tuple[Path, Path, int]]:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE + "\n\n" + __doc__.split("\n\n")[0])
-        return 0
-    levels_text = next((a.split("=", 1)[1] for a in argv if a.startswith("--levels=")), "sparsest").strip()
-    folders = [a for a in argv if not a.startswith("--")]
-    unknown = [a for a in argv if a.startswith("--") and not a.startswith("--levels=")]
-    if len(folders) != 1 or unknown or not Path(folders[0]).is_dir():
-        raise UsageError(f"{' '.join(unknown) + ': unknown; ' if unknown else ''}{USAGE}")
-    folder = Path(folders[0]).expanduser()
+    folder, levels_text = arguments.cross(argv)
     found = pairs(folder)
     jobs = []
     for subject, reference, finished in found:

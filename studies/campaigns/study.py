@@ -45,40 +45,22 @@ from ..jobs import imp as imp_job
 from ..jobs import imp_cross, setup
 from ..jobs import pretrain as pretrain_job
 from ..jobs.config import ImpConfig, PretrainConfig, StudyConfig, run_dir
-from ..jobs.flags import flat, parse_overrides, split_list, with_values
+from ..jobs.flags import flat, split_list
 from ..jobs.setup import SEED_LIMIT
 from ..jobs.wandb_log import wandb_logger
 from ..reporting import sequential
-from ..reporting.across import DEFAULT_MARGIN
+from ..reporting.arguments import DEFAULT_MARGIN
 from ..reporting.paired import MIN_SEEDS
 from ..reporting.report import write_report
 from ..reporting.runs import collect
+from . import arguments
+from .arguments import PRESETS  # noqa: F401  (the presets, as the docstring names them)
 
-PRESETS = {
-    # 3 seeds (the fewest that allow a paired interval) x 6 IMP runs of 4 trainings, + 3 controls and 6 stability copies
-    # per seed; one k for every condition, 6 of T = 138 iterations (4.3%; the paper: 500 of 62,560, 0.8%); its time
-    # and what it shows: README, "What the embedded dataset can and cannot show". A checkpoint every 3 of the 6
-    # epochs (a platform field: same run names, same numbers) saves two thirds of the checkpoint writes; a kill
-    # loses at most 3 epochs of a ~1 s training.
-    "quick": dict(dataset="digits", seeds="0,1,2", width=12, batch_size=64, training_steps="6ep",
-                  milestone_steps="3ep,4ep", eval_every=6, levels=3, prune_fraction=0.75, rewind_step="6it",
-                  pretrain_steps="6it", controls="random_reinit", control_conditions="rewind", stability="0",
-                  checkpoint_every=3),
-    "paper": dict(dataset="cifar10", seeds="0,1,2", levels=8, prune_fraction=0.2, rewind_step="500it",
-                  pretrain_steps="500it", pretrain_budgets="rotation=40ep,simclr=40ep,random_labels=500it,blur=500it",
-                  controls="random_reinit,random_prune_layerwise", control_conditions="rewind", eval_every=4),
-}
 BASELINES = ("reset", "rewind")
 
 
 def parse(argv: list[str]) -> StudyConfig:
-    preset = "quick"
-    for arg in argv:
-        if arg.startswith("--preset="):
-            preset = arg.split("=", 1)[1]
-    if preset not in PRESETS:
-        raise UsageError(f"--preset={preset}: choose one of {', '.join(PRESETS)}")
-    return parse_overrides(StudyConfig, argv, base=with_values(StudyConfig(), {"preset": preset, **PRESETS[preset]}))
+    return arguments.study(argv, with_tasks=True)
 
 
 def available_conditions() -> list[str]:

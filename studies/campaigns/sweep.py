@@ -206,12 +206,14 @@ def check_args(args: list[str]) -> None:
 
     from .commands import COMMANDS
 
-    if not args or args[0] not in COMMANDS or not COMMANDS[args[0]][1]:
+    command = COMMANDS.get(args[0]) if args else None
+    module = importlib.import_module(command.module) if command and command.arguments and not command.usage else None
+    if not hasattr(module, "check"):
         raise UsageError(
             f"the sweep's command runs `earlyphase {args[0] if args else ''}`: "
             f"use a command with --field options, e.g. study"
         )
-    importlib.import_module(COMMANDS[args[0]][0]).check(args[1:])
+    module.check(args[1:])
 
 
 @dataclass

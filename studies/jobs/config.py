@@ -14,13 +14,14 @@ None) does not enter a run's hash either, so adding a field never renames existi
 CIFAR-10 names the same run as leaving it out. `run_name` and `condition_fields` are that policy; every
 job and the report use them.
 
-Pretext options are declared once, in each task (`options`): PretrainConfig's `--{task}_{option}` fields
-are derived from the installed tasks, plugins included, with the tasks' own help texts.
+Pretext options are declared once, in each task (`options`): `with_task_options` adds them to PretrainConfig
+and StudyConfig as `--{task}_{option}` fields, from the installed tasks (plugins included) and their help texts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -160,9 +161,15 @@ class ImpConfig(TrainConfig):
 
 
 @dataclass
-class PretrainFields(TrainConfig):
-    """Pretraining's own fields; PretrainConfig adds every task's options (derived from the tasks)."""
+class PretrainConfig(TrainConfig):
+    """Pretraining with a pretext task (`earlyphase pretrain`): a rewind point for imp.
 
+    The installed tasks' options are flags too, `--{task}_{option}` (--simclr_temperature, --subset_fraction):
+    each task declares its own (plugins included), so `with_task_options` adds them, in that one place, to this
+    class and to StudyConfig's pretraining. `earlyphase pretext` lists them with their defaults. In Python:
+    `with_task_options(PretrainConfig)(pretext="simclr", simclr_temperature=0.2)`."""
+
+    has_task_options: typing.ClassVar[bool] = False
     pretext: str = option("rotation", "the task: `earlyphase pretext list` shows the installed ones")
     pretrain_steps: str = option(
         "500it", "length of pretraining, a step string: the k supervised iterations it replaces"
@@ -183,10 +190,47 @@ class ImpCommand:
     scheduler: SchedulerConfig = component(SchedulerConfig)
 
 
+# A study's default conditions: the paper's Section 5 comparison (what `all` meant before the data-subset tasks;
+# so studies named before keep their names). subset and supervised_noaug have sweeps of their own (data_diet).
+MAIN_CONDITIONS = "reset,rewind,blur,random_labels,rotation,simclr"
+
+
+@dataclass
+class StudyConfig:
+    """A comparison of rewind points (`earlyphase study`): an IMP config, a pretraining config and the scheduler's
+    settings, composed (one flag sets a field in each that has it), plus the study's own fields."""
+
+    has_task_options: typing.ClassVar[bool] = False
+    imp: ImpConfig = component(ImpConfig)
+    pretrain: PretrainConfig = component(PretrainConfig)
+    scheduler: SchedulerConfig = component(SchedulerConfig)
+    preset: str = platform("quick", "quick (digits, CPU, minutes) or paper (CIFAR-10, GPU); sets defaults")
+    conditions: str = option(MAIN_CONDITIONS, "comma-separated: reset, rewind and pretext names, each NAME or "
+                                              "NAME=STEPS (its own k: rewind=12it, rotation=2ep; it wins over "
+                                              "--pretrain_budgets), a task's options in brackets: "
+                                              "subset[select=easy;fraction=0.1]=6it; all = every task installed")
+    references: bool = option(True, "each pretext budget K also runs rewinding to K, its like-for-like reference "
+                                    "(false: only the conditions named; the sweeps list references as runs of "
+                                    "their own)")
+    seeds: str = option("0,1", "comma-separated seeds; each condition runs once per seed; auto: 3 seeds, then "
+                               "--seeds_batch more to each comparison still undetermined, up to --seeds_max")
+    seeds_batch: int = option(2, "with --seeds=auto: seeds added to an undetermined comparison at a time")
+    seeds_max: int = option(9, "with --seeds=auto: the most seeds a comparison gets")
+    jobs: int = platform(0, "worker processes for the study's units, the CPU threads shared out among them "
+                            "(0: one per CPU core on the CPU, 1 on a GPU, under a sweep's --jobs or with "
+                            "--threads or --concurrent)")
+    worker: str = platform("", "set by --jobs for its worker processes: I/J runs the I-th of J shares of the units")
+    cross_levels: str = option("sparsest", "levels whose tickets are crossed with their reference's (mask from "
+                                           "one, weights from the other): sparsest, none or numbers 1,3")
+    pretrain_budgets: str = option("", "per-task pretraining lengths overriding --pretrain_steps: "
+                                       "rotation=2ep,...")
+    control_conditions: str = option("rewind", "conditions that also run --controls (all = every one)")
+
+
 def _task_option_fields() -> list[tuple]:
     """`{task}_{option}` fields for every option of every installed task (earlyphase's and plugins'), typed,
     defaulted and explained as the task declares them. A task that fails to load contributes none."""
-    taken = {f.name for f in fields(PretrainFields)}
+    taken = {f.name for f in fields(PretrainConfig)}
     out = []
     from earlyphase.pretext import registry  # finding the tasks imports them (torch): only when asked
     from earlyphase.pretext.base import declared_options
@@ -203,60 +247,42 @@ def _task_option_fields() -> list[tuple]:
     return out
 
 
-_DERIVED = ("PretrainConfig", "StudyConfig")
-# A study's default conditions: the paper's Section 5 comparison (what `all` meant before the data-subset tasks;
-# so studies named before keep their names). subset and supervised_noaug have sweeps of their own (data_diet).
-MAIN_CONDITIONS = "reset,rewind,blur,random_labels,rotation,simclr"
+@functools.cache
+def with_task_options(cls: type) -> type:
+    """PretrainConfig or StudyConfig with every installed task's options as fields (`--{task}_{option}`), typed,
+    defaulted and explained as the tasks declare them: what the pretrain and study commands parse. The declared
+    classes alone serve where no task option is given (the CLI's help and flag errors: no task, no torch)."""
+    if getattr(cls, "has_task_options", True):  # made here already, or a config that takes no task options
+        return cls
+    if issubclass(cls, PretrainConfig):
+        made = dataclasses.make_dataclass("PretrainConfig", _task_option_fields(), bases=(cls,))
+    else:
+        pretrain = with_task_options(PretrainConfig)
+        made = dataclasses.make_dataclass("StudyConfig", [("pretrain", pretrain, component(pretrain))], bases=(cls,))
+    made.__doc__, made.__module__, made.has_task_options = cls.__doc__, __name__, True
+    return made
 
 
-def _derive() -> dict:
-    """PretrainConfig (PretrainFields plus every installed task's options) and StudyConfig, which holds one."""
-    PretrainConfig = dataclasses.make_dataclass("PretrainConfig", _task_option_fields(), bases=(PretrainFields,))
-    PretrainConfig.__doc__ = "Pretraining with a pretext task (`earlyphase pretrain`): a rewind point for imp."
-    PretrainConfig.__module__ = __name__
-
-    @dataclass
-    class StudyConfig:
-        """A comparison of rewind points (`earlyphase study`): an IMP config, a pretraining config and the
-        scheduler's settings, composed (one flag sets a field in each that has it), plus the study's own fields."""
-
-        imp: ImpConfig = component(ImpConfig)
-        pretrain: PretrainConfig = component(PretrainConfig)
-        scheduler: SchedulerConfig = component(SchedulerConfig)
-        preset: str = platform("quick", "quick (digits, CPU, minutes) or paper (CIFAR-10, GPU); sets defaults")
-        conditions: str = option(MAIN_CONDITIONS, "comma-separated: reset, rewind and pretext names, each NAME or "
-                                                  "NAME=STEPS (its own k: rewind=12it, rotation=2ep; it wins over "
-                                                  "--pretrain_budgets), a task's options in brackets: "
-                                                  "subset[select=easy;fraction=0.1]=6it; all = every task installed")
-        references: bool = option(True, "each pretext budget K also runs rewinding to K, its like-for-like reference "
-                                        "(false: only the conditions named; the sweeps list references as runs of "
-                                        "their own)")
-        seeds: str = option("0,1", "comma-separated seeds; each condition runs once per seed; auto: 3 seeds, then "
-                                   "--seeds_batch more to each comparison still undetermined, up to --seeds_max")
-        seeds_batch: int = option(2, "with --seeds=auto: seeds added to an undetermined comparison at a time")
-        seeds_max: int = option(9, "with --seeds=auto: the most seeds a comparison gets")
-        jobs: int = platform(0, "worker processes for the study's units, the CPU threads shared out among them "
-                                "(0: one per CPU core on the CPU, 1 on a GPU, under a sweep's --jobs or with "
-                                "--threads or --concurrent)")
-        worker: str = platform("", "set by --jobs for its worker processes: I/J runs the I-th of J shares of the units")
-        cross_levels: str = option("sparsest", "levels whose tickets are crossed with their reference's (mask from "
-                                               "one, weights from the other): sparsest, none or numbers 1,3")
-        pretrain_budgets: str = option("", "per-task pretraining lengths overriding --pretrain_steps: "
-                                           "rotation=2ep,...")
-        control_conditions: str = option("rewind", "conditions that also run --controls (all = every one)")
-
-    StudyConfig.__qualname__ = "StudyConfig"
-    return {"PretrainConfig": PretrainConfig, "StudyConfig": StudyConfig}
+def with_task_options_of(cfg):
+    """`cfg` as an instance of its class with the task options (each at its default where `cfg` has none)."""
+    cls = with_task_options(type(cfg))
+    if cls is type(cfg):
+        return cfg
+    values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    if "pretrain" in values:
+        values["pretrain"] = with_task_options_of(values["pretrain"])
+    return cls(**values)
 
 
-def __getattr__(name: str):
-    """PretrainConfig and StudyConfig are made on first use, not when this module is imported: finding the tasks
-    imports them and their dependencies (lightly, kornia), which `earlyphase report` never needs. Made once, they
-    are this module's names from then on (so type hints resolve)."""
-    if name in _DERIVED:
-        globals().update(_derive())
-        return globals()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def mentions_task_option(cls: type, argv: list[str]) -> bool:
+    """Whether `argv` gives a flag that is not one of `cls`'s and starts as a task's option does (`--rotation_...`):
+    only then must the tasks be imported to parse it. Task names come from metadata (pretext.registry.names)."""
+    from earlyphase.pretext import registry
+
+    known = {f.name for _, f in leaves(cls())}
+    keys = [a[2:].partition("=")[0].replace("-", "_") for a in argv if a.startswith("--")]
+    tasks = registry.names()
+    return any(k not in known and any(k.startswith(f"{t}_") for t in tasks) for k in keys)
 
 
 # ---------------------------------------------------------------------------------------------- naming
@@ -303,7 +329,7 @@ def run_dir(kind: str, cfg, **naming) -> Path:
 def _all_config_fields() -> dict[str, str]:
     """The kinds of the fields a run records (IMP, pretraining and scheduler fields; the tasks' own options are
     options too, and a rewind point records them apart), known without finding the installed tasks."""
-    return {f.name: field_kind(f) for cls in (ImpConfig, PretrainFields, SchedulerConfig) for _, f in leaves(cls())}
+    return {f.name: field_kind(f) for cls in (ImpConfig, PretrainConfig, SchedulerConfig) for _, f in leaves(cls())}
 
 
 def condition_fields(record: dict) -> dict:

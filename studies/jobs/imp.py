@@ -53,9 +53,8 @@ from earlyphase.imp.rewinding import masked_momentum, rewound_state
 
 from ..engine import checkpoints, schedule
 from ..engine.schedule import Job
-from . import setup
+from . import arguments, setup
 from .config import ImpCommand, ImpConfig, SchedulerConfig
-from .flags import parse_overrides
 from .identity import identify, public_config
 from .imp_mask_files import trunk_mask
 from .imp_parts import control_training, momentum_for, part_training, perturbed_training, rewind_point
@@ -64,7 +63,7 @@ from .imp_setup import ImpRun, init_state, perturb_kind, prepare, stability_leve
 from .imp_stability import analyse, level0_at_k, second_copy, stability_dir
 from .wandb_log import logged_run
 
-__all__ = ["ImpConfig", "ImpRun", "check", "check_command", "main", "parse", "prepare", "run", "run_logged",
+__all__ = ["ImpConfig", "ImpRun", "check", "check_command", "main", "prepare", "run", "run_logged",
            "stability_dir", "stability_levels", "work"]
 
 
@@ -139,10 +138,6 @@ def run(cfg: ImpConfig, sinks=(), scheduler: SchedulerConfig | None = None) -> t
     return schedule.run(work(cfg, sinks), scheduler.concurrent, scheduler.concurrent_engine)
 
 
-def parse(argv: list[str]) -> ImpCommand:
-    return parse_overrides(ImpCommand, argv)
-
-
 def check_command(command: ImpCommand) -> None:
     """Everything running `command` would refuse, refused now; nothing is written or trained."""
     schedule.check_settings(command.scheduler.concurrent, command.scheduler.concurrent_engine)
@@ -150,7 +145,7 @@ def check_command(command: ImpCommand) -> None:
 
 
 def check(argv: list[str]) -> None:
-    check_command(parse(argv))
+    check_command(arguments.imp(argv))
 
 
 def run_logged(command: ImpCommand, what: str) -> tuple[Path, list[dict]]:
@@ -160,7 +155,7 @@ def run_logged(command: ImpCommand, what: str) -> tuple[Path, list[dict]]:
 
 
 def main(argv: list[str]) -> int:
-    out, records = run_logged(parse(argv), "imp")
+    out, records = run_logged(arguments.imp(argv), "imp")
     print(format_table(records))
     print(out)
     return 0

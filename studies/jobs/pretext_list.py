@@ -10,10 +10,10 @@ from __future__ import annotations
 from earlyphase.pretext import registry
 from earlyphase.pretext.base import declared_options, has_own_step
 
-from ..engine.errors import UsageError
+from . import arguments
+from .arguments import PRETEXT_USAGE as USAGE
 from .pretrain import flag_for
 
-USAGE = "usage: earlyphase pretext list"
 OWN_STEP = ("steps its own way (modules, forward or after_step of its own): eager steps on CUDA (no whole-step "
             "graph), trained alone beside a vmap stack")
 
@@ -48,7 +48,6 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help", "help"):
         print(USAGE + "\n\nlists the pretext tasks found through the entry point group " + registry.GROUP)
         return 0
-    if argv not in ([], ["list"]):
-        raise UsageError(f"unexpected arguments {' '.join(argv)!r}; {USAGE}")
+    arguments.pretext(argv)
     print(listing())
     return 0

@@ -60,10 +60,9 @@ from ..engine.errors import UsageError
 from ..engine.plan import TrainPlan, TrainResult
 from ..engine.run_dir import load_bound
 from ..engine.schedule import Job, Training
+from . import arguments, setup
 from . import scores as scores_job
-from . import setup
-from .config import PretrainConfig, PretrainFields, run_dir
-from .flags import parse_overrides
+from .config import PretrainConfig, run_dir, with_task_options, with_task_options_of
 from .identity import public_config, task_label
 from .stats import tracker_hooks
 from .wandb_log import logged_run
@@ -76,7 +75,8 @@ PROTOCOL = 2  # 2: pretraining is the first k steps of the run (IMP trains [k, T
 
 def option_fields() -> set[str]:
     """Every task's `{task}_{option}` fields (derived from the installed tasks)."""
-    return {f.name for f in dataclasses.fields(PretrainConfig)} - {f.name for f in dataclasses.fields(PretrainFields)}
+    return ({f.name for f in dataclasses.fields(with_task_options(PretrainConfig))}
+            - {f.name for f in dataclasses.fields(PretrainConfig)})
 
 
 def flag_for(task: str, key: str) -> str | None:
@@ -159,7 +159,7 @@ def mask_digest(mask: dict | None) -> str:
 
 # ---------------------------------------------------------------------------------------- validate
 def validate(cfg: PretrainConfig) -> tuple[PretrainConfig, registry.Plugin, dict]:
-    cfg = setup.validate(cfg)
+    cfg = setup.validate(with_task_options_of(cfg))
     try:
         plugin = registry.load(cfg.pretext)
     except ValueError as err:
@@ -333,11 +333,11 @@ def check_config(cfg: PretrainConfig) -> None:
 
 def check(argv: list[str]) -> None:
     """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
-    check_config(parse_overrides(PretrainConfig, argv))
+    check_config(arguments.pretrain(argv, with_tasks=True))
 
 
 def main(argv: list[str]) -> int:
-    cfg = parse_overrides(PretrainConfig, argv)
+    cfg = arguments.pretrain(argv, with_tasks=True)
     out, result = logged_run(run, cfg, f"pretrain {cfg.pretext} seed {cfg.seed}", "pretrain")
     acc, loss = result.summary["test_accuracy"], result.summary["test_loss"]
     state = "already finished" if result.skipped else "done"

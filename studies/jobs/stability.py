@@ -16,15 +16,9 @@ from pathlib import Path
 from ..engine import records
 from ..engine.errors import UsageError
 from ..engine.interpolation import STABLE_BELOW, PathSettings
+from . import arguments
 from .config import ImpCommand, ImpConfig
-from .flags import parse_overrides
 from .imp import check_command, run_logged, stability_dir, stability_levels
-
-DEFAULTS = {"levels": 0, "stability": "0"}
-
-
-def parse(argv: list[str]) -> ImpCommand:
-    return parse_overrides(ImpCommand, argv, defaults=DEFAULTS)
 
 
 def table(cfg: ImpConfig, out: Path) -> str:
@@ -44,7 +38,7 @@ def table(cfg: ImpConfig, out: Path) -> str:
 
 
 def _parse_levels_given(argv: list[str]) -> ImpCommand:
-    command = parse(argv)
+    command = arguments.stability(argv)
     if not command.imp.stability.strip():
         raise UsageError("--stability is empty: name the levels to analyse, e.g. --stability=0")
     return command

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from ..engine.checkpoints import write_json_atomic
 from ..engine.trainer import train
-from . import setup
+from . import arguments, setup
 from .config import TrainConfig, run_dir
-from .flags import parse_overrides
 from .identity import public_config
 from .stats import tracker_hooks
 from .wandb_log import logged_run
@@ -30,12 +29,12 @@ def run(cfg: TrainConfig, sinks=()) -> "tuple":
 
 def check(argv: list[str]) -> None:
     """Everything `main(argv)` would refuse, refused now; nothing is written or trained."""
-    cfg = setup.validate(parse_overrides(TrainConfig, argv))
+    cfg = setup.validate(arguments.train(argv))
     setup.training_steps(cfg, setup.load_data(cfg, setup.resolve_device(cfg.device)))
 
 
 def main(argv: list[str]) -> int:
-    cfg = parse_overrides(TrainConfig, argv)
+    cfg = arguments.train(argv)
     out, result = logged_run(run, cfg, f"train seed {cfg.seed}", "train")
     acc = result.summary["test_accuracy"]
     state = ("finished by another process" if result.by_other_process else

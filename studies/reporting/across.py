@@ -25,11 +25,10 @@ import statistics
 from ..engine import dataset_registry
 from ..jobs.identity import task_label
 from . import stability as stability_report
+from .arguments import DEFAULT_MARGIN
 from .findings import density, points
 from .paired import CONFIDENCE, MIN_SEEDS, RESAMPLES, Difference, bootstrap_smallest_k, p_match, paired, verdict_rule
 from .runs import Condition, by_seed, by_setting
-
-DEFAULT_MARGIN = 0.01  # one accuracy point
 
 
 def verdict(d: Difference | None, margin: float) -> str:

@@ -25,15 +25,13 @@ import base64
 import json
 import math
 import re
-import typing
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.checkpoints import write_json_atomic, write_text_atomic
 from ..engine.errors import UsageError
-from ..jobs.flags import parse_command_line, platform, refuse_control_characters
-from . import across, across_figures, across_option, anatomy, crossed, figure_marks, sequential, wandb_source
+from . import across, across_figures, across_option, anatomy, arguments, crossed, figure_marks, sequential, wandb_source
 from . import stability as stability_report
+from .arguments import DEFAULT_MARGIN
 from .findings import bounds, density, findings, points
 from .held_equal import held_equal
 from .held_equal import sentences as held_equal_sentences
@@ -43,10 +41,6 @@ from .report_folder import swapped_in
 from .runs import Condition, by_seed, by_setting, collect, curve
 
 TABLE_DENSITIES = (1.0, 0.512, 0.262, 0.168, 0.086)
-USAGE = ("usage: earlyphase report [FOLDER ...] [-o OUT_DIR] [--wandb=ENTITY/PROJECT[/SWEEP_ID]] [--wandb_cache=DIR] "
-         "[--wandb_log[=offline|online]] [--match_margin=POINTS]")
-
-
 # ------------------------------------------------------------------------------------------ table columns
 def _nearest(points_: list[dict], target: float) -> dict | None:
     """The point whose density is nearest to `target` on a log scale."""
@@ -228,7 +222,7 @@ def accuracy_figure(conditions: list[Condition], found: list[Comparison], path: 
 QUESTION_ORDER = {"rewind_vs_reset": 0, "pretext": 1, "control": 2}
 
 
-def difference_figure(found: list[Comparison], path: Path, margin: float = across.DEFAULT_MARGIN) -> bool:
+def difference_figure(found: list[Comparison], path: Path, margin: float = DEFAULT_MARGIN) -> bool:
     """One panel per comparison, in the order a reader asks (rewinding against reset, each pretext condition,
     then the controls), marked by verdict, each seed's difference as a dot; one y range per kind of question
     (controls differ by tens of points, the like-for-like comparisons by a few), the matching bound on the
@@ -265,7 +259,7 @@ def difference_figure(found: list[Comparison], path: Path, margin: float = acros
 
 
 def finding_sections(conditions, found, notes, incomplete, stability: str | None = None, by_k=(),
-                     by_budget=(), family: dict | None = None, margin: float = across.DEFAULT_MARGIN,
+                     by_budget=(), family: dict | None = None, margin: float = DEFAULT_MARGIN,
                      held: list[dict] = (), more: dict | None = None) -> list[tuple[str, list[str]]]:
     """(title, sentences) in the order a reader asks: the answers across k and budget (a sweep's questions),
     each like-for-like comparison, why a condition falls short (crossed tickets, the rewind points' anatomy), the
@@ -408,7 +402,7 @@ def render_html(markdown_text: str, out_dir: Path) -> str:
 
 
 def _json(conditions, found, sentences: list[str], incomplete, stability: str | None = None, by_k=(),
-          by_budget=(), family: dict | None = None, margin: float = across.DEFAULT_MARGIN, held=(),
+          by_budget=(), family: dict | None = None, margin: float = DEFAULT_MARGIN, held=(),
           more: dict | None = None) -> dict:
     def diff(d):
         return {"level": d.level, "density": d.density, "n": d.n, "mean": d.mean, "low": d.low, "high": d.high,
@@ -430,7 +424,7 @@ def _json(conditions, found, sentences: list[str], incomplete, stability: str | 
 
 
 def write_report(folders, out_dir: Path, extra_figures=None, stability: str | None = None,
-                 match_margin: float = across.DEFAULT_MARGIN) -> Path:
+                 match_margin: float = DEFAULT_MARGIN) -> Path:
     """Write report.md, report.html, report.json and the figures into out_dir; returns out_dir.
 
     folders: study directories, runs folders or run directories (several are merged). extra_figures: None =
@@ -503,36 +497,6 @@ def verification_note(conditions: list[Condition]) -> str:
             f"stay on the machine that trained them).")
 
 
-@dataclass
-class ReportOptions:
-    """`earlyphase report`'s options (its FOLDERs are positional)."""
-
-    out_dir: typing.Optional[str] = platform(None, "where the report goes (-o; default FOLDER/report)")
-    wandb: typing.Optional[str] = platform(None, "ENTITY/PROJECT[/SWEEP_ID]: the records of W&B's runs")
-    wandb_cache: str = platform(wandb_source.DEFAULT_CACHE, "where W&B's records are kept")
-    wandb_log: typing.Optional[str] = platform(None, "log the report to W&B: default (WANDB_MODE or a key), "
-                                                     "offline or online", bare="default")
-    match_margin: float = platform(100 * across.DEFAULT_MARGIN, "the matching bound in accuracy points")
-
-
-def _options(argv: list[str]) -> tuple[ReportOptions, list[Path]]:
-    """(the options, the FOLDERs): the one field parser, `-o` and `--output` standing for `--out_dir`."""
-    if any(a.startswith("--reference") for a in argv):
-        raise UsageError("--reference is gone: every condition is compared with its like (a pretext condition with "
-                         "rewinding to its own k, rewinding with reset); " + USAGE)
-    opts, positional = parse_command_line(ReportOptions, argv, aliases={"-o": "out_dir", "--output": "out_dir"})
-    for folder in positional:
-        if folder.startswith("-"):
-            raise UsageError(f"unknown option {folder}: {USAGE}")
-        refuse_control_characters("FOLDER", folder)
-    if opts.wandb_log not in (None, "default", "offline", "online"):
-        raise UsageError(f"--wandb_log={opts.wandb_log}: use --wandb_log (the default mode), offline or online")
-    if not 0 <= opts.match_margin < 100:
-        raise UsageError(f"--match_margin={opts.match_margin:g}: give the matching bound in accuracy points, "
-                         f"e.g. 1 (0 = no worse at all)")
-    return opts, [Path(f).expanduser() for f in positional]
-
-
 def _log_mode(asked: str | None) -> str | None:
     """The W&B mode --wandb_log asks for; refused up front where W&B is off, before any work."""
     if asked is None:
@@ -548,16 +512,9 @@ def _log_mode(asked: str | None) -> str | None:
 
 def main(argv: list[str]) -> int:
     """earlyphase report [FOLDER ...] [-o OUT_DIR] [--wandb=ENTITY/PROJECT[/SWEEP_ID]] ..."""
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE + "\n\n" + __doc__.split("\n\n")[1])
-        return 0
-    opts, folders = _options(argv)
+    opts, folders = arguments.report(argv)
     out = opts.out_dir
-    if not folders and not opts.wandb:
-        raise UsageError(USAGE)
     mode = _log_mode(opts.wandb_log)
-    if out is None and (len(folders) > 1 or (folders and opts.wandb)):
-        raise UsageError(f"several folders need -o OUT_DIR for the merged report: {USAGE}")
     if opts.wandb:
         entity, project, sweep = wandb_source.parse_path(opts.wandb)
         if out is None:
