@@ -41,3 +41,29 @@ def test_help_with_arguments_that_do_not_parse_shows_the_defaults_and_says_why(c
     for command in ("report", "sweep", "pretext"):
         code, stdout, _ = run_cli([command, "something", "--help"], capsys)
         assert code == 0 and stdout.startswith(f"earlyphase {command}: ") and "usage: earlyphase" in stdout
+
+
+def test_help_and_flag_errors_of_every_command_import_neither_torch_nor_the_tasks():
+    """Refusals and help come from each command's arguments parser, before its module (torch, lightly, matplotlib):
+    checked in a fresh interpreter by what it imported, not by time."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from earlyphase.studies import cli\n"
+        "from earlyphase.studies.campaigns.commands import COMMANDS\n"
+        "codes = []\n"
+        "for name in COMMANDS:\n"
+        "    codes.append(cli.main([name, '--help']))\n"
+        "    codes.append(cli.main([name, '--no_such_flag=1']))\n"
+        "heavy = sorted(m for m in ('torch', 'lightly', 'kornia', 'matplotlib', 'timm') if m in sys.modules)\n"
+        "print('RESULT', codes, heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    codes, heavy = done.stdout.split("RESULT ")[-1].strip().rsplit("] ", 1)
+    assert heavy == "[]", done.stdout[-2000:]
+    from earlyphase.studies.campaigns.commands import COMMANDS
+
+    assert codes == "[" + ", ".join(["0, 2"] * len(COMMANDS)), codes  # help exits 0, a bad flag 2
+    assert done.stderr.count("earlyphase: error:") == len(COMMANDS)
