@@ -122,8 +122,8 @@ def test_each_worker_gets_its_share_of_threads_and_a_gpu_of_its_own(tmp_path, mo
     # a study's workers: worker I gets GPU I mod n; this process (worker 0) keeps the first
     FakeProcess.started = []
     monkeypatch.setattr(study_cmd, "subprocess", fake)
-    monkeypatch.setattr(study_cmd, "run", lambda cfg: (cfg.worker, None))
+    monkeypatch.setattr(study_cmd, "run", lambda cfg, units: (cfg.worker, None))
     cfg = study_cmd.parse(["--jobs=3", f"--out={tmp_path}/runs"])
-    assert study_cmd.run_with_workers(cfg, ["--jobs=3"], 3) == ("0/3", None)
+    assert study_cmd.run_with_workers(cfg, ["--jobs=3"], 3, []) == ("0/3", None)
     assert [(p.args[-1], p.env["CUDA_VISIBLE_DEVICES"], p.env["EARLYPHASE_THREADS"]) for p in FakeProcess.started] == [
         ("--worker=1/3", "5", "1"), ("--worker=2/3", "3", "1")]

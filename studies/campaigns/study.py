@@ -269,11 +269,12 @@ def _worker_job(cfg: StudyConfig, units: list[dict], index: int, count: int) -> 
     return out, None
 
 
-def work(cfg: StudyConfig) -> Job:
+def work(cfg: StudyConfig, units: list[dict] | None = None) -> Job:
     """The study as a scheduler job: its units one after another, or all in lock-step with --concurrent > 1
     (so their trainings run together); returns (study dir, report dir). With worker processes (--jobs), this
-    process takes its own share of the units first; the others' it finds finished or waits for (run locks)."""
-    units = plan_units(cfg)
+    process takes its own share of the units first; the others' it finds finished or waits for (run locks).
+    `units`: plan_units(cfg), where the caller has them already."""
+    units = plan_units(cfg) if units is None else units
     validate_units(cfg, units)
     share = _share(cfg.worker)
     if share is not None and share[0] > 0:
@@ -432,8 +433,8 @@ def _relative(run: Path, runs_folder: Path) -> str:
         return str(Path(run).resolve())
 
 
-def run(cfg: StudyConfig) -> tuple:
-    return schedule.run(work(cfg), cfg.scheduler.concurrent, cfg.scheduler.concurrent_engine)
+def run(cfg: StudyConfig, units: list[dict] | None = None) -> tuple:
+    return schedule.run(work(cfg, units), cfg.scheduler.concurrent, cfg.scheduler.concurrent_engine)
 
 
 def worker_count(cfg: StudyConfig, units: int) -> int:
@@ -451,7 +452,7 @@ def worker_count(cfg: StudyConfig, units: int) -> int:
     return min(threads.available_cores(), max(1, units))
 
 
-def run_with_workers(cfg: StudyConfig, argv: list[str], count: int) -> tuple:
+def run_with_workers(cfg: StudyConfig, argv: list[str], count: int, units: list[dict]) -> tuple:
     """The study with count - 1 worker processes beside this one, each with its share of the CPU threads (this
     process is worker 0 and then runs the rest of the study). Workers stop when this process stops, however it
     stops (sweep.py's PR_SET_PDEATHSIG), and their logs are study_HASH/workers/worker-I.log."""
@@ -469,7 +470,7 @@ def run_with_workers(cfg: StudyConfig, argv: list[str], count: int) -> tuple:
     on = f", GPUs {', '.join(gpus)} round-robin (this process: the first)" if gpus else ""
     print(f"study: {count} worker processes, {share} CPU thread(s) each{on} (logs: {logs})", file=sys.stderr)
     try:
-        return run(dataclasses.replace(cfg, worker=f"0/{count}"))
+        return run(dataclasses.replace(cfg, worker=f"0/{count}"), units)
     finally:
         for child in children:
             if child.poll() is None:
@@ -490,8 +491,9 @@ def main(argv: list[str]) -> int:
         _share(cfg.worker)
         run(cfg)
         return 0
-    count = worker_count(cfg, len(plan_units(cfg)))
-    out, report_dir = run_with_workers(cfg, argv, count) if count > 1 else run(cfg)
+    units = plan_units(cfg)  # once: --conditions=all's warnings are said once
+    count = worker_count(cfg, len(units))
+    out, report_dir = run_with_workers(cfg, argv, count, units) if count > 1 else run(cfg, units)
     print((report_dir / "report.md").read_text().split("## Controls")[0].rstrip())
     print(out)
     return 0
