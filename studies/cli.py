@@ -35,8 +35,9 @@ def _help(name: str, args: list[str]) -> str:
     shown = type(cfg) if cfg is not None else type(command.parse([]))
     lines += ["", describe_options(shown, cfg)]
     if not getattr(shown, "has_task_options", True):
-        lines.append("  --TASK_OPTION=value  [the task's]  each installed task's options, e.g. --simclr_temperature=0.2 ("
-                     "`earlyphase pretext` lists them with their defaults; given here, they are listed with the rest)")
+        lines.append("  --TASK_OPTION=value  [the task's]  each installed task's options, e.g. "
+                     "--simclr_temperature=0.2 (`earlyphase pretext` lists them with their defaults; given here, "
+                     "they are listed with the rest)")
     for preset, values in getattr(importlib.import_module(command.arguments.partition(":")[0]), "PRESETS", {}).items():
         lines.append(f"\n--preset={preset} sets: " + " ".join(f"--{k}={v}" for k, v in values.items()))
     return "\n".join(lines)
