@@ -31,6 +31,12 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def seed_task_step(seed: int, step: int) -> None:
+    """Before each step of a stochastic task (random views, rotations): its draws come from (run seed, step), so a
+    run resumed or rewound at any step draws what an uninterrupted one does. Both training loops call it."""
+    torch.manual_seed(derive_seed(seed, "batch", step))
+
+
 def standard_augmentation(data: ImageData) -> K.AugmentationSequential:
     size = tuple(data.train_x.shape[-2:])
     ops = [K.RandomCrop(size, padding=data.crop_padding, fill=0)]

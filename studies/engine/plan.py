@@ -39,6 +39,18 @@ class TrainPlan:
     progress: str = ""  # progress-bar label
     compile: str = "auto"  # CUDA only: auto, or a COMPILE_MODES entry for the training step; ignored on CPU
 
+    def ends_epoch(self, step: int, per_epoch: int) -> bool:
+        """Whether `step` ends an epoch (or the training): where divergence is checked and at_epoch_end asked."""
+        return step % per_epoch == 0 or step == self.end
+
+    def at_epoch_end(self, step: int, per_epoch: int) -> tuple[bool, bool]:
+        """(evaluate, checkpoint) after `step`: evaluation every eval_every epochs and at the last step; a checkpoint
+        every checkpoint_every epochs, never at the last step (final.pt is written then). Both loops ask here."""
+        if not self.ends_epoch(step, per_epoch):
+            return False, False
+        epoch = -(-step // per_epoch)
+        return epoch % self.eval_every == 0 or step == self.end, epoch % self.checkpoint_every == 0 and step < self.end
+
     def shared(self) -> "TrainPlan":
         """The plan without what may differ between trainings run together (seed, save_at, progress label)."""
         return replace(self, seed=0, save_at=(), progress="")

@@ -35,6 +35,16 @@ from .evaluation import evaluate
 from .plan import TrainPlan, TrainResult
 
 
+def weights_file(run_dir: Path, it: int) -> Path:
+    """The run's rewind point at step `it` (model and optimiser), written when the plan's save_at asks for it."""
+    return Path(run_dir) / f"weights_{it}it.pt"
+
+
+def final_file(run_dir: Path) -> Path:
+    """The run's final weights."""
+    return Path(run_dir) / "final.pt"
+
+
 def finished_result(run_dir: Path, by_other_process: bool = False) -> TrainResult | None:
     """The result of a finished run (its summary.json exists), or None; a corrupt summary is a one-line error."""
     path = Path(run_dir) / "summary.json"
@@ -126,7 +136,7 @@ class RunFiles:
         extra = sum(len(group["params"]) for group in optimizer.param_groups) - len(list(model.parameters()))
         checkpoints.save_atomic({"model": cpu_state(model), "optimizer": optimizer.state_dict(), "step": it,
                                  **({"task_parameters": extra} if extra else {})},
-                                self.dir / f"weights_{it}it.pt")
+                                weights_file(self.dir, it))
 
     def checkpoint(self, model, optimizer, step: int, loss_sum: torch.Tensor, loss_count: int,
                    device: torch.device, task_modules: torch.nn.Module | None = None) -> None:
@@ -147,8 +157,8 @@ class RunFiles:
     def finish(self, model, data: ImageData, task: PretextTask) -> TrainResult:
         """final.pt and summary.json (the last evaluation's metrics, the files' digests), then the checkpoint goes."""
         final = self.records[-1] if self.records else {**evaluate(model, data, task, self.plan), "train_loss": None}
-        checkpoints.save_atomic({"model": cpu_state(model), "step": self.plan.end}, self.dir / "final.pt")
-        bound = [self.dir / "final.pt", *sorted(self.dir.glob("weights_*it.pt")),
+        checkpoints.save_atomic({"model": cpu_state(model), "step": self.plan.end}, final_file(self.dir))
+        bound = [final_file(self.dir), *sorted(self.dir.glob("weights_*it.pt")),
                  *[self.dir / "mask.pt"] * (self.dir / "mask.pt").is_file()]  # an IMP part's mask, written before
         files = {path.name: sha256(path) for path in bound}
         summary = {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],

@@ -45,7 +45,7 @@ from earlyphase.pretext.base import PretextTask, has_own_step
 from earlyphase.pretext.supervised import Supervised
 
 from . import locks
-from .augment import derive_seed
+from .augment import seed_task_step
 from .batches import EpochBatches
 from .data import ImageData
 from .divergence import DivergenceWatch
@@ -271,7 +271,7 @@ class _Group:
         inputs, targets = [], []
         for k, (member, task) in enumerate(zip(self.members, self.tasks)):
             if task.stochastic:
-                torch.manual_seed(derive_seed(member.plan.seed, "batch", step))
+                seed_task_step(member.plan.seed, step)
             i, t = task.batch(x[k], y[k], idx[k])
             inputs.append(i)
             targets.append(t)
@@ -279,10 +279,7 @@ class _Group:
 
     def end_of_epoch(self, step: int, per_epoch: int, lr: float, loss_count: int) -> int:
         """Evaluations and checkpoints at an epoch's end (or the last step); returns the loss count going on."""
-        plan = self.plan
-        epoch = -(-step // per_epoch)
-        evaluating = epoch % plan.eval_every == 0 or step == plan.end
-        checkpointing = epoch % plan.checkpoint_every == 0 and step < plan.end
+        evaluating, checkpointing = self.plan.at_epoch_end(step, per_epoch)
         if evaluating or checkpointing:
             self.write_back()
         for k, member in enumerate(self.members):
@@ -333,7 +330,7 @@ class _Group:
                 self.write_back()
                 for m in saving:
                     m.save_weights(step)
-            if step % per_epoch and step != plan.end:
+            if not plan.ends_epoch(step, per_epoch):
                 continue
             watch.check(step)
             loss_count = self.end_of_epoch(step, per_epoch, lr, loss_count)

@@ -42,7 +42,7 @@ from earlyphase.pretext.base import PretextTask, has_own_forward, has_own_step
 from earlyphase.pretext.supervised import Supervised
 
 from . import locks
-from .augment import derive_seed, fork_rng
+from .augment import derive_seed, fork_rng, seed_task_step
 from .batches import EpochBatches
 from .data import ImageData
 from .divergence import DivergenceWatch
@@ -223,14 +223,14 @@ def _end_of_epoch(files: RunFiles, model, optimizer, data, task, plan: TrainPlan
                   loss_sum: torch.Tensor, loss_count: int, bar) -> int:
     """The evaluation and checkpoint an epoch's end (or the last step) asks for; returns the loss count going on."""
     per_epoch = data.iterations_per_epoch(plan.batch_size)
-    epoch = -(-step // per_epoch)
-    if epoch % plan.eval_every == 0 or step == plan.end:
+    evaluating, checkpointing = plan.at_epoch_end(step, per_epoch)
+    if evaluating:
         record = files.record(step, per_epoch, lr, (loss_sum / max(loss_count, 1)).item(),
                               evaluate(model, data, task, plan))
         loss_sum.zero_()  # in place: a captured step adds into this very tensor
         loss_count = 0
         bar.set_postfix(acc=record["test_accuracy"], loss=round(record["train_loss"], 4), refresh=False)
-    if epoch % plan.checkpoint_every == 0 and step < plan.end:
+    if checkpointing:
         files.checkpoint(model, optimizer, step, loss_sum, loss_count, model_device(model), task.own_modules)
     return loss_count
 
@@ -271,7 +271,7 @@ def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_
     while step < plan.end:
         x, y, idx = batches.batch(step)
         if task.stochastic:
-            torch.manual_seed(derive_seed(plan.seed, "batch", step))
+            seed_task_step(plan.seed, step)
         task.step, task.steps = step, plan.end
         inputs, targets = task.batch(x, y, idx)
         lr = plan.schedule.lr_at(step)
@@ -296,7 +296,7 @@ def _locked_steps(model: torch.nn.Module, data: ImageData, plan: TrainPlan, run_
             watch.check(step)
             files.save_weights(model, optimizer, step)
         yield  # a step is done: an interleaving caller may advance another training now
-        if step % per_epoch and step != plan.end:
+        if not plan.ends_epoch(step, per_epoch):
             continue
         watch.check(step)
         loss_count = _end_of_epoch(files, model, optimizer, data, task, plan, step, lr, loss_sum, loss_count, bar)

@@ -321,6 +321,15 @@ def run_name(kind: str, cfg, *, digests: dict | None = None, unused=(), extra: d
     return f"{kind}_{safe}_{digest}" if label else f"{kind}_{digest}"
 
 
+def imp_run_name(cfg: ImpConfig, rewind_from_sha256: str | None) -> str:
+    """An IMP run's directory name: a rewind point from a file counts by its content (sha256), which makes
+    --rewind_step irrelevant, so neither the file's path nor an ignored rewind_step renames the run. The one rule:
+    `earlyphase imp` names its run with it, and a run's config.json is checked against it."""
+    sha = rewind_from_sha256 or ""
+    return run_name("imp", cfg, digests={"rewind_from": f"sha256:{sha}" if sha else ""},
+                    unused={"rewind_step"} if sha else ())
+
+
 def run_dir(kind: str, cfg, **naming) -> Path:
     out = next(owner.out for owner, f in leaves(cfg) if f.name == "out")
     return Path(out).expanduser() / run_name(kind, cfg, **naming)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .config import ImpConfig, condition_fields, run_name
+from .config import ImpConfig, condition_fields, imp_run_name
 
 # fields holding paths of the machine that ran the job (W&B gets digests and identities instead)
 PATH_FIELDS = ("out", "data_dir", "rewind_from", "mask")
@@ -86,11 +86,9 @@ def public_config(record: dict) -> dict:
     return {key: v for key, v in record.items() if key not in PATH_FIELDS}
 
 
-def imp_run_name(record: dict) -> str:
+def recorded_imp_run_name(record: dict) -> str:
     """The directory name an IMP run's config.json names (jobs.config's policy, as `earlyphase imp` applies it): a
     run directory whose config was edited after the run names another."""
     names = {f.name for f in dataclasses.fields(ImpConfig)}
     cfg = ImpConfig(**{key: v for key, v in record.items() if key in names})
-    sha = record.get("rewind_from_sha256")
-    return run_name("imp", cfg, digests={"rewind_from": f"sha256:{sha}" if sha else ""},
-                    unused={"rewind_step"} if sha else ())
+    return imp_run_name(cfg, record.get("rewind_from_sha256"))

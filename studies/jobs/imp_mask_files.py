@@ -10,7 +10,7 @@ from earlyphase.imp.pruning import global_magnitude_prune
 
 from ..engine import checkpoints
 from ..engine.errors import UsageError
-from ..engine.run_dir import load_bound
+from ..engine.run_dir import final_file, load_bound
 from .imp_setup import ImpRun
 
 
@@ -45,7 +45,7 @@ def trunk_mask(r: ImpRun, level: int) -> dict:
 
     def prune():
         prev = r.out / f"level_{level - 1}"
-        weights = load_bound(prev / "final.pt")["model"]
+        weights = load_bound(final_file(prev))["model"]
         try:
             return global_magnitude_prune(weights, load_mask(prev / "mask.pt", r), r.cfg.prune_fraction)
         except ValueError as err:

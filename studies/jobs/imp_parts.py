@@ -14,14 +14,13 @@ from earlyphase.imp import perturb as imp_perturb
 from earlyphase.imp.rewinding import masked_momentum, momentum_by_name, rewound_state
 
 from ..engine import checkpoints
-from ..engine.augment import derive_seed
 from ..engine.errors import UsageError
-from ..engine.run_dir import load_bound
+from ..engine.run_dir import load_bound, weights_file
 from ..engine.schedule import Training
 from ..engine.trainer import make_optimizer
 from . import setup, stats
 from .imp_mask_files import ensure_mask
-from .imp_setup import ImpRun, init_state, perturb_kind, perturb_seed, reinit_seed
+from .imp_setup import ImpRun, control_seeds, init_state, perturb_kind, perturb_seed
 
 
 def _tagged(sinks, level: int, kind: str, density: float):
@@ -68,7 +67,7 @@ def rewind_point(r: ImpRun) -> tuple[dict, dict | None]:
     """(model state, momentum by name or None) every level >= 1 and random_prune control starts from."""
     if r.rewind_file is not None:
         return r.rewind_file["model"], r.rewind_momentum
-    path = r.out / "level_0" / f"weights_{r.start}it.pt"
+    path = weights_file(r.out / "level_0", r.start)
     if not path.exists():
         raise UsageError(
             f"the rewind point {path} is missing although level 0 finished; move level_0 away to retrain it"
@@ -87,9 +86,9 @@ def momentum_for(r: ImpRun, rewind_momentum: dict | None, mask: dict) -> dict | 
 def control_training(r: ImpRun, level: int, control: str, trunk_mask: dict, rewind_model, rewind_momentum,
                      sinks) -> Training:
     part = r.out / f"level_{level}" / control
-    generator = torch.Generator().manual_seed(derive_seed(r.cfg.seed, control, level))
+    mask_seed, fresh_seed = control_seeds(r, control, level)
+    generator = torch.Generator().manual_seed(mask_seed)
     mask = ensure_mask(part, r, lambda: imp_controls.control_mask(control, trunk_mask, generator))
-    fresh_seed = reinit_seed(r, level) if imp_controls.reinitialises(control) else None
     if fresh_seed is not None:
         fresh = setup.make_model(r.cfg, r.data, torch.device("cpu"), seed=fresh_seed)
         state, momentum = rewound_state(fresh.state_dict(), mask), None

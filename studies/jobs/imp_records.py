@@ -11,11 +11,10 @@ from earlyphase.imp import masks as imp_masks
 from earlyphase.imp import perturb as imp_perturb
 
 from ..engine import checkpoints, records
-from ..engine.augment import derive_seed
 from ..engine.errors import UsageError
 from ..engine.run_dir import load_bound
-from .identity import imp_run_name
-from .imp_setup import ImpRun, reinit_seed
+from .identity import recorded_imp_run_name
+from .imp_setup import ImpRun, control_seed
 
 
 def _record(r: ImpRun, level: int, kind: str, part: Path) -> dict:
@@ -26,7 +25,7 @@ def _record(r: ImpRun, level: int, kind: str, part: Path) -> dict:
     if level == 0:
         rewind = r.level0_description
     elif imp_controls.reinitialises(kind):
-        rewind = f"fresh initialisation (seed {reinit_seed(r, level)})"
+        rewind = f"fresh initialisation (seed {control_seed(r, kind, level)})"
     elif kind.startswith("perturb_"):
         rewind = f"{r.rewind_description}, perturbed: {kind.removeprefix('perturb_')}"
     else:
@@ -42,9 +41,7 @@ def _record(r: ImpRun, level: int, kind: str, part: Path) -> dict:
             perturbation=info.get("perturbation"), perturb_noise=info.get("noise"), control_seed=info.get("seed")
         )
     elif kind != "trunk":
-        record["control_seed"] = (
-            reinit_seed(r, level) if imp_controls.reinitialises(kind) else derive_seed(r.cfg.seed, kind, level)
-        )
+        record["control_seed"] = control_seed(r, kind, level)
     return record
 
 
@@ -103,6 +100,7 @@ def check_recorded_config(out: Path) -> None:
     may differ: they name nothing, and the new record replaces the old."""
     path = out / "config.json"
     recorded = records.read(path, records.IMP_CONFIG, missing_ok=True, fix=f"move {out} away to run it again")
-    if recorded is not None and imp_run_name(recorded) != out.name:
-        raise UsageError(f"{path} names another run ({imp_run_name(recorded)}): it was edited after the run; put back "
+    named = recorded_imp_run_name(recorded) if recorded is not None else out.name
+    if named != out.name:
+        raise UsageError(f"{path} names another run ({named}): it was edited after the run; put back "
                          f"the config it ran with, or move {out} away to run it again")

@@ -22,7 +22,7 @@ from ..engine.augment import derive_seed
 from ..engine.errors import UsageError
 from ..engine.interpolation import BN_MODES, PathSettings
 from . import setup
-from .config import ImpConfig, defaults_for, run_dir
+from .config import ImpConfig, defaults_for, imp_run_name
 from .flags import split_list
 
 
@@ -207,10 +207,7 @@ def prepare(cfg: ImpConfig) -> ImpRun:
     if point.file is not None and point.file.get("mask") is not None:  # sparse pretraining: level 0's mask
         base_mask.update({n: m.clone() for n, m in point.file["mask"].items()})
     _check_levels(cfg, base_mask)
-    # The run's name: levels/controls are platform fields; rewind_from counts by content, and makes
-    # rewind_step irrelevant, so neither the path nor an ignored rewind_step renames the run.
-    out = run_dir("imp", cfg, digests={"rewind_from": f"sha256:{point.sha256}" if point.sha256 else ""},
-                  unused={"rewind_step"} if point.sha256 else ())
+    out = Path(cfg.out).expanduser() / imp_run_name(cfg, point.sha256)
     seed = cfg.stability_data_seed
     return ImpRun(cfg=cfg, device=device, data=data, out=out, start=point.start, end=end.it, template=model,
                   names=names, param_names=[n for n, _ in model.named_parameters()], base_mask=base_mask,
@@ -255,8 +252,17 @@ def init_state(r: ImpRun, seed: int | None = None) -> dict:
     return setup.make_model(r.cfg, r.data, torch.device("cpu"), seed=seed).state_dict()
 
 
-def reinit_seed(r: ImpRun, level: int) -> int:
-    return derive_seed(r.cfg.seed, "reinit", level)
+def control_seeds(r: ImpRun, control: str, level: int) -> tuple[int, int | None]:
+    """(the seed of the control's random mask, that of its fresh initialisation or None): the one rule, used by
+    the training and by its record."""
+    init_seed = derive_seed(r.cfg.seed, "reinit", level) if imp_controls.reinitialises(control) else None
+    return derive_seed(r.cfg.seed, control, level), init_seed
+
+
+def control_seed(r: ImpRun, control: str, level: int) -> int:
+    """The seed a ticket record names for a control: its fresh initialisation's, else its random mask's."""
+    mask_seed, init_seed = control_seeds(r, control, level)
+    return mask_seed if init_seed is None else init_seed
 
 
 def perturb_kind(name: str, noise: float) -> str:

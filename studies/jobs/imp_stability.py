@@ -11,7 +11,7 @@ from earlyphase.imp.rewinding import momentum_by_name
 
 from ..engine import checkpoints, records
 from ..engine.interpolation import check_mask_holds, evaluate_path, interpolate, summarise
-from ..engine.run_dir import load_bound
+from ..engine.run_dir import final_file, load_bound, weights_file
 from ..engine.schedule import Training
 from . import setup
 from .config import ImpConfig
@@ -29,7 +29,7 @@ def stability_dir(out: Path, cfg: ImpConfig, level: int) -> Path:
 
 def level0_at_k(r: ImpRun) -> tuple[dict, dict, dict | None]:
     """(state, mask, momentum) of the dense network at the rewind point: level 0's weights at k."""
-    saved = load_bound(r.out / "level_0" / f"weights_{r.start}it.pt")
+    saved = load_bound(weights_file(r.out / "level_0", r.start))
     return saved["model"], trunk_mask(r, 0), momentum_by_name(saved["optimizer"], r.param_names) or None
 
 
@@ -50,7 +50,7 @@ def analyse(r: ImpRun, sinks) -> None:
         done = all((p / "summary.json").exists() for p in (r.out / f"level_{level}", folder))
         if key in results or not done:
             continue
-        first, second = (load_bound(p / "final.pt")["model"] for p in (r.out / f"level_{level}", folder))
+        first, second = (load_bound(final_file(p))["model"] for p in (r.out / f"level_{level}", folder))
         mask = load_bound(r.out / f"level_{level}" / "mask.pt")
         check_mask_holds(interpolate(first, second, 0.5), mask)
         model = setup.make_model(r.cfg, r.data, r.device)

@@ -58,7 +58,7 @@ from ..engine import checkpoints, schedule
 from ..engine.augment import derive_seed
 from ..engine.errors import UsageError
 from ..engine.plan import TrainPlan, TrainResult
-from ..engine.run_dir import load_bound
+from ..engine.run_dir import load_bound, weights_file
 from ..engine.schedule import Job, Training
 from . import arguments, setup
 from . import scores as scores_job
@@ -309,7 +309,7 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
 
     path = out / "rewind_point.pt"
     if not path.exists():  # built from the weights saved at the end, so a run killed after training still gets one
-        saved = load_bound(out / f"weights_{plan.end}it.pt", map_location=device)
+        saved = load_bound(weights_file(out, plan.end), map_location=device)
         model.load_state_dict(saved["model"])
         momentum = momentum_by_name(saved["optimizer"], [n for n, _ in model.named_parameters()],
                                     saved.get("task_parameters", 0))

@@ -28,7 +28,7 @@ from ..engine.augment import derive_seed
 from ..engine.bound import sha256
 from ..engine.data import ImageData
 from ..engine.errors import UsageError
-from ..engine.run_dir import load_bound
+from ..engine.run_dir import final_file, load_bound
 from ..engine.schedule import Job, Training
 from . import setup
 from .config import TrainConfig, run_dir
@@ -72,10 +72,10 @@ def work(cfg: TrainConfig, data: ImageData, device: torch.device, request: Score
     yield trainings
     total = torch.zeros(len(data.train_y), dtype=torch.float64)
     for t in trainings:  # the final weights from disk: the same whether trained now or found finished
-        t.model.load_state_dict(load_bound(t.run_dir / "final.pt", map_location=device)["model"])
+        t.model.load_state_dict(load_bound(final_file(t.run_dir), map_location=device)["model"])
         total += el2n(t.model, data).double().cpu()
     scores = total / request.runs
-    sources = {t.run_dir.name: sha256(t.run_dir / "final.pt") for t in trainings}  # what the scores came from
+    sources = {t.run_dir.name: sha256(final_file(t.run_dir)) for t in trainings}  # what the scores came from
     checkpoints.save_atomic({"kind": request.kind, "runs": request.runs, "steps": request.steps,
                              "scores": scores, "run": out.name, "sources": sources}, path)
     return out, scores

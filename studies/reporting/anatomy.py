@@ -30,6 +30,13 @@ WHOLE = ("dist_reference", "cos_reference", "sign_agree_reference", "dist_init",
          "reference_dist_init", "reference_sign_changed_init")
 
 
+def _weights_at(run: Path, k: int) -> dict | None:
+    """An IMP run's dense weights at step k (level_0's weights file), or None where this machine has none."""
+    from ..engine.run_dir import weights_file
+
+    return _load(weights_file(run / "level_0", k))
+
+
 def _load(path: Path) -> dict | None:
     from ..engine.run_dir import load_bound
 
@@ -114,9 +121,9 @@ def comparison_anatomy(c: Comparison) -> dict | None:
     for seed in sorted(s for s in subject if s in reference and s is not None):
         c_run, r_run = Path(subject[seed]), Path(reference[seed])
         try:
-            c_state = _load(c_run / "level_0" / f"weights_{c.subject.k}it.pt")
-            r_state = _load(r_run / "level_0" / f"weights_{c.reference.k}it.pt")
-            init = _load(r_run / "level_0" / "weights_0it.pt")
+            c_state = _weights_at(c_run, c.subject.k)
+            r_state = _weights_at(r_run, c.reference.k)
+            init = _weights_at(r_run, 0)
         except UsageError:  # a file not bound to its run: left out here, named by the ticket checks
             continue
         mask0 = _load_mask(r_run / "level_0" / "mask.pt")  # level 0's mask names the prunable layers

@@ -27,7 +27,7 @@ from pathlib import Path
 from ..engine import bound, records
 from ..engine.errors import UsageError
 from ..jobs.flags import split_list
-from ..jobs.identity import identify, imp_run_name
+from ..jobs.identity import identify, recorded_imp_run_name
 
 
 @dataclass
@@ -103,7 +103,7 @@ def collect(folders) -> tuple[list[Condition], list[dict]]:
             if config is None:
                 incomplete.append({"run": str(run), "why": "no config.json (not started, or not an IMP run)"})
                 continue
-            named = imp_run_name(config)
+            named = recorded_imp_run_name(config)
             if HASH_NAMED.fullmatch(run.name) and named != run.name:
                 incomplete.append({"run": str(run), "seed": config.get("seed"), "excluded": True,
                                    "why": f"its config.json names another run ({named}): it was edited after the run "
