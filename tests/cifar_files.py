@@ -81,3 +81,7 @@ def unchecked_readers(monkeypatch) -> None:
 
     for reader in (UncheckedCIFAR10, UncheckedCIFAR100, UncheckedSVHN):
         monkeypatch.setattr(torchvision.datasets, reader.__mro__[1].__name__, reader)
+
+
+# The writer of each registered dataset read from files (digits is embedded): a new dataset entry adds its own here.
+WRITERS = {"cifar10": write_cifar_tree, "cifar100": write_cifar100_tree, "svhn": write_svhn_files}

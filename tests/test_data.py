@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from earlyphase.studies.engine.augment import augment_split, derive_seed, epoch_order, per_chunk, standard_augmentation
-from earlyphase.studies.engine.data import load, load_cifar10, load_digits, load_torchvision
+from earlyphase.studies.engine.data import load, load_digits, load_torchvision
 from earlyphase.studies.engine.errors import UsageError
 
 from cifar_files import (
@@ -19,7 +19,7 @@ from cifar_files import (
 
 def test_cifar_tree_goes_through_torchvision(tmp_path):
     written = write_cifar_tree(tmp_path, per_batch=20)
-    data = load_cifar10(tmp_path, reader=UncheckedCIFAR10)
+    data = load_torchvision("cifar10", tmp_path, reader=UncheckedCIFAR10)
     assert data.train_x.shape == (100, 3, 32, 32) and data.train_x.dtype == torch.uint8
     assert data.test_x.shape == (20, 3, 32, 32) and data.num_classes == 10
     raw, labels = written["data_batch_2"]
@@ -31,13 +31,13 @@ def test_cifar_tree_goes_through_torchvision(tmp_path):
 
 def test_missing_cifar_names_the_path_and_the_fix(tmp_path):
     with pytest.raises(UsageError, match=r"cifar-10-batches-py.*--download=true"):
-        load_cifar10(tmp_path / "nowhere")
+        load_torchvision("cifar10", tmp_path / "nowhere")
 
 
 def test_corrupt_cifar_is_reported_with_its_path(tmp_path):
     write_cifar_tree(tmp_path)  # md5 sums differ from the real files: the real reader refuses them
     with pytest.raises(UsageError, match=r"corrupt.*cifar-10-batches-py"):
-        load_cifar10(tmp_path)
+        load_torchvision("cifar10", tmp_path)
 
 
 def test_cifar100_reads_fine_labels_through_torchvision(tmp_path):
@@ -85,7 +85,7 @@ def test_digits_split_and_values():
 
 def test_augmentation_is_per_sample_and_seeded(tmp_path):
     write_cifar_tree(tmp_path, per_batch=40)
-    data = load_cifar10(tmp_path, reader=UncheckedCIFAR10)
+    data = load_torchvision("cifar10", tmp_path, reader=UncheckedCIFAR10)
     aug = augment_split(data, seed=3, epoch=0)
     assert aug.dtype == torch.uint8 and aug.shape == data.train_x.shape
     # find each image's shift by matching against padded originals: the draws must differ across samples
@@ -168,7 +168,7 @@ def test_a_failed_download_leaves_nothing_behind(tmp_path):
     (tmp_path / "kept" / "notes.txt").write_text("mine")
     for root in (tmp_path / "new" / "data", tmp_path / "kept"):
         with pytest.raises(UsageError, match="cannot get CIFAR-10 into .*Network is unreachable"):
-            load_cifar10(root, download=True, reader=Offline)
+            load_torchvision("cifar10", root, download=True, reader=Offline)
     assert not (tmp_path / "new").exists()  # every folder it made is gone
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["notes.txt"]  # what was there stays
 
@@ -194,8 +194,8 @@ def test_processes_downloading_into_one_folder_take_turns(tmp_path):
 
     root = tmp_path / "data"
     results = []
-    threads = [threading.Thread(target=lambda: results.append(load_cifar10(root, download=True, reader=Slow)))
-               for _ in range(3)]  # each lock is its own open file, as in separate processes
+    fetch = lambda: results.append(load_torchvision("cifar10", root, download=True, reader=Slow))  # noqa: E731
+    threads = [threading.Thread(target=fetch) for _ in range(3)]  # each lock its own open file, as processes
     for t in threads:
         t.start()
     for t in threads:

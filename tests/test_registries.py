@@ -9,17 +9,74 @@ import pytest
 import torch
 
 from earlyphase.studies import cli
-from earlyphase.studies.engine import models
-from earlyphase.studies.jobs.config import ImpConfig, run_name
+from earlyphase.studies.engine import dataset_registry, model_registry, models
+from earlyphase.studies.engine.data import load as load_dataset
+from earlyphase.studies.jobs import setup
+from earlyphase.studies.jobs.config import ImpConfig, TrainConfig, run_dir, run_name
 from earlyphase.studies.jobs.flags import parse_overrides
 
-from cifar_files import unchecked_readers, write_cifar100_tree, write_cifar_tree, write_svhn_files
+from cifar_files import WRITERS, unchecked_readers, write_cifar100_tree, write_cifar_tree, write_svhn_files
 from conftest import load, one_line_error, run_cli
 
 OPEN_LTH_COUNTS = {  # open_lth's models/test: parameters at the default widths (VGG 64, ResNet 16)
     "cifar_vgg11": 9_231_114, "cifar_vgg13": 9_416_010, "cifar_vgg16": 14_728_266, "cifar_vgg19": 20_040_522,
     "cifar_resnet20": 272_474, "cifar_resnet56": 855_770, "cifar_resnet110": 1_730_714,
 }
+
+
+def _one_step(dataset: str, model: str, root: Path, capsys) -> Path:
+    """`earlyphase train` of one step on `dataset` (its files written first where it has them); the run directory,
+    checked to be the one the naming policy gives."""
+    argv = [f"--dataset={dataset}", f"--model={model}", "--width=4", "--batch_size=8", "--training_steps=1it",
+            "--milestone_steps=", f"--data_dir={root / 'data'}", f"--out={root / 'runs'}"]
+    if dataset != "digits":
+        WRITERS[dataset](root / "data")  # a dataset read from files needs a writer of small ones (cifar_files.py)
+    code, stdout, err = run_cli(["train", *argv], capsys)
+    assert code == 0, err
+    run = Path(stdout.strip().splitlines()[-1])
+    assert run.name == run_dir("train", setup.validate(parse_overrides(TrainConfig, argv))).name
+    assert json.loads((run / "summary.json").read_text())["end_step"] == 1
+    return run
+
+
+@pytest.mark.parametrize("entry", dataset_registry.DATASETS, ids=lambda d: d.name)
+def test_every_dataset_entry_loads_as_it_says_and_trains_a_step(entry, tmp_path, monkeypatch, capsys):
+    """Like timm's tests over list_models(): every registry entry, so a new dataset is checked by being added."""
+    unchecked_readers(monkeypatch)
+    run = _one_step(entry.name, "cifar_resnet8", tmp_path, capsys)
+    data = load_dataset(entry.name, str(tmp_path / "data"))
+    assert (data.num_classes, data.train_x.shape[-1], data.crop_padding, data.flip) == (
+        entry.num_classes, entry.image_size, entry.crop_padding, entry.flip)
+    assert load(run / "final.pt")["model"]["fc.weight"].shape[0] == entry.num_classes
+
+
+@pytest.mark.parametrize("family", model_registry.FAMILIES, ids=lambda f: f.prefix)
+def test_every_model_family_builds_its_depths_and_trains_a_step(family, tmp_path, monkeypatch, capsys):
+    """Every family: each registered depth builds through its entry (as timm lists it), a depth that is valid but
+    not registered builds too (where the family has one), and the smallest trains a step on the first dataset large
+    enough for it."""
+    import timm
+
+    assert {f"{family.prefix}{d}" for d in family.depths} <= set(timm.list_models(f"{family.prefix}*"))
+    for depth in family.depths:
+        with torch.device("meta"):
+            model = models.create(f"{family.prefix}{depth}", width=4)
+        assert isinstance(model, models.network_class(family)) and model.num_classes == 10
+    unregistered = [d for d in range(2, 200) if d not in family.depths and _valid(family, d)][:1]
+    for depth in unregistered:
+        with torch.device("meta"):
+            assert isinstance(models.create(f"{family.prefix}{depth}", width=4), models.network_class(family))
+    dataset = next(d.name for d in dataset_registry.DATASETS if d.image_size >= 2 ** family.halvings)
+    unchecked_readers(monkeypatch)
+    _one_step(dataset, f"{family.prefix}{min(family.depths)}", tmp_path, capsys)
+
+
+def _valid(family, depth: int) -> bool:
+    try:
+        family.check_depth(depth)
+    except ValueError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize("name, count", OPEN_LTH_COUNTS.items())

@@ -1,13 +1,12 @@
-"""Datasets held whole as uint8 tensors on the training device; which ones exist: engine/dataset_registry.py.
+"""Datasets held whole as uint8 tensors on the training device; which ones exist, and their augmentation (crop padding,
+flip): engine/dataset_registry.py.
 
 - `digits` (the embedded default): scikit-learn's 1,797 real 8x8 digit images, grey levels 0..16 scaled
   to 0..255 and repeated to 3 channels, kept at their native 8x8 (the CIFAR ResNet pools globally, so
-  it runs on any size). Fixed stratified split (seed 0): 1,437 train / 360 test. Augmentation: random
-  +-1 pixel shifts (crop 8 with 1-pixel zero padding); no flip, since a digit is not flip-invariant.
+  it runs on any size). Fixed stratified split (seed 0): 1,437 train / 360 test.
 - `cifar10`, `cifar100` (fine labels), `svhn` (train and test splits; torchvision maps label 10 to digit 0):
   read by torchvision's readers from `--data_dir` (they download only with `--download`, and check the files'
-  md5 sums). Augmentation: random crop 32 with 4-pixel zero padding, plus a horizontal flip on CIFAR (not on
-  house numbers). Normalised with ImageNet mean/std, as the reference code does for CIFAR-10 (decision: the
+  md5 sums). Normalised with ImageNet mean/std, as the reference code does for CIFAR-10 (decision: the
   same for all three; it only centres the inputs).
 """
 
@@ -88,8 +87,9 @@ def load_digits() -> ImageData:
     to_x = lambda a: torch.from_numpy(a).unsqueeze(1).repeat(1, 3, 1, 1).contiguous()  # noqa: E731
     mean = float(x_tr.mean() / 255.0)
     std = float(x_tr.std() / 255.0)
+    entry = dataset_registry.entry("digits")
     return ImageData("digits", to_x(x_tr), torch.from_numpy(y_tr).long(), to_x(x_te), torch.from_numpy(y_te).long(),
-                     10, (mean,) * 3, (std,) * 3, crop_padding=1, flip=False)
+                     entry.num_classes, (mean,) * 3, (std,) * 3, entry.crop_padding, entry.flip)
 
 
 @dataclass(frozen=True)
@@ -153,11 +153,7 @@ def load_torchvision(name: str, data_dir: str | Path, download: bool = False, re
     to_x = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
     to_y = lambda labels: torch.as_tensor(np.asarray(labels), dtype=torch.long)  # noqa: E731
     return ImageData(name, to_x(train_x), to_y(train_y), to_x(test_x), to_y(test_y), entry.num_classes,
-                     IMAGENET_MEAN, IMAGENET_STD, crop_padding=4, flip=entry.name.startswith("cifar"))
-
-
-def load_cifar10(data_dir: str | Path, download: bool = False, reader=None) -> ImageData:
-    return load_torchvision("cifar10", data_dir, download, reader)
+                     IMAGENET_MEAN, IMAGENET_STD, entry.crop_padding, entry.flip)
 
 
 def _missing_paths(root: Path, *inside: Path) -> list[Path]:

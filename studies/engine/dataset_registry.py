@@ -1,6 +1,7 @@
 """The datasets earlyphase trains on: one entry each, with its sizes and its training defaults.
 
-`engine/data.py` reads them (scikit-learn's digits; torchvision's readers for the rest). The defaults are the
+`engine/data.py` reads them (scikit-learn's digits; torchvision's readers for the rest) and augments each as its
+entry says (crop padding, flip). The defaults are the
 config fields a run leaves unset (None), open_lth's per-dataset hyperparameters: CIFAR-10 as the paper, CIFAR-100
 as open_lth's fork trains it (the CIFAR-10 schedule), SVHN with the same optimiser over 40 epochs of its 73,257
 training images (decision: a quarter of CIFAR's 160 epochs, as SVHN's three times larger epoch and easier task
@@ -32,7 +33,8 @@ class DatasetEntry:
     num_classes: int
     reader: str  # the torchvision.datasets class that reads it ("" for digits)
     defaults: Mapping  # config fields a run leaves unset (None)
-    augmentation: str  # for --help and the README
+    crop_padding: int  # its standard augmentation (engine/augment.py): a random crop after this much zero padding
+    flip: bool  # and a random horizontal flip, where the images are flip-invariant
     test_images: int = 0  # size of the test split (reports state a margin in images)
 
 
@@ -40,14 +42,14 @@ DATASETS = (
     DatasetEntry("digits", "digits", 8, 10, "", MappingProxyType(dict(
         batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4,
         training_steps="12ep", milestone_steps="6ep,9ep", gamma=0.1, eval_every=2, rewind_step="24it")),
-        "+-1 pixel shifts, no flip", 360),
+        crop_padding=1, flip=False, test_images=360),  # +-1 pixel shifts; a digit is not flip-invariant
     DatasetEntry("cifar10", "CIFAR-10", 32, 10, "CIFAR10", MappingProxyType(_CIFAR_SCHEDULE),
-                 "random crop 32 with 4-pixel padding, horizontal flip", 10_000),
+                 crop_padding=4, flip=True, test_images=10_000),
     DatasetEntry("cifar100", "CIFAR-100", 32, 100, "CIFAR100", MappingProxyType(_CIFAR_SCHEDULE),
-                 "random crop 32 with 4-pixel padding, horizontal flip", 10_000),
+                 crop_padding=4, flip=True, test_images=10_000),
     DatasetEntry("svhn", "SVHN", 32, 10, "SVHN", MappingProxyType(dict(
         _CIFAR_SCHEDULE, training_steps="40ep", milestone_steps="20ep,30ep", eval_every=2)),
-        "random crop 32 with 4-pixel padding, no flip (house numbers are not flip-invariant)", 26_032),
+        crop_padding=4, flip=False, test_images=26_032),  # house numbers are not flip-invariant
 )
 NAMES = tuple(d.name for d in DATASETS)
 

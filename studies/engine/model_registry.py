@@ -1,7 +1,8 @@
 """The model families earlyphase builds: one entry each, its name, its timm factories, its defaults.
 
-A model is a timm-registered factory (engine/resnet.py, engine/vgg.py register theirs when
-`earlyphase.studies.engine.models` is imported) plus its entry here, open_lth's `default_hparams` per model:
+A family is its entry here: the network class it builds (engine/resnet.py, engine/vgg.py; importing
+`earlyphase.studies.engine.models` imports each entry's module, which registers its usual depths with timm) and
+open_lth's `default_hparams` per model:
 the config fields the family sets when a run leaves them unset (width, prune_ignore) and how far it shrinks its
 input (a model that halves the image five times cannot take 8x8 digits). On CIFAR-10 open_lth trains its
 ResNets and VGGs with the same schedule (160ep, lr 0.1, milestones 80ep,120ep, batch 128), so no family
@@ -39,19 +40,29 @@ def check_vgg_depth(depth: int) -> None:
 class ModelFamily:
     prefix: str  # the name is PREFIX{DEPTH}
     summary: str  # for --help and error messages
-    module: str  # engine module whose import registers the family's factories with timm
+    # "module:Class" of the network, built as Class(depth=, width=, num_classes=) for every valid depth; importing
+    # the module registers the family's usual depths with timm (timm.list_models("cifar_*") lists them)
+    network: str
     check_depth: Callable[[int], None]  # raises ValueError naming the valid depths
     defaults: Mapping  # config fields the family sets where a run leaves them unset
+    depths: tuple  # the depths registered with timm by name (others that check_depth takes build all the same)
     halvings: int  # times the image is halved before the classifier: needs images of at least 2**halvings pixels
 
 
 FAMILIES = (
-    ModelFamily("cifar_resnet", "cifar_resnet{D}, (D-2) % 6 == 0 (20, 56, 110, ...)", "resnet", check_resnet_depth,
-                MappingProxyType({"width": 16, "prune_ignore": ""}), halvings=0),  # global pooling: any size
-    ModelFamily("cifar_vgg", "cifar_vgg{11,13,16,19}", "vgg", check_vgg_depth,
-                MappingProxyType({"width": 64, "prune_ignore": "fc.weight"}), halvings=5),  # 4 max pools + avg pool
+    ModelFamily("cifar_resnet", "cifar_resnet{D}, (D-2) % 6 == 0 (20, 56, 110, ...)",
+                "earlyphase.studies.engine.resnet:CifarResNet", check_resnet_depth,
+                MappingProxyType({"width": 16, "prune_ignore": ""}), depths=(8, 14, 20, 32, 44, 56, 110),
+                halvings=0),  # global pooling: any size
+    ModelFamily("cifar_vgg", "cifar_vgg{11,13,16,19}", "earlyphase.studies.engine.vgg:CifarVGG", check_vgg_depth,
+                MappingProxyType({"width": 64, "prune_ignore": "fc.weight"}), depths=VGG_DEPTHS,
+                halvings=5),  # 4 max pools + avg pool
 )
 NAMES_HELP = ", ".join(f.summary for f in FAMILIES) + ", or any timm model with an .fc classifier"
+
+
+def family(prefix: str) -> ModelFamily:
+    return next(f for f in FAMILIES if f.prefix == prefix)
 
 
 def family_and_depth(name: str) -> tuple[ModelFamily, int] | None:

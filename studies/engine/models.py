@@ -1,20 +1,23 @@
 """Making a model by name, and the interface every model meets.
 
-Importing this module registers earlyphase's families with timm (engine/resnet.py, engine/vgg.py); their
-defaults and names live in engine/model_registry.py. `create` builds a family model with its width, or any
-other timm model with timm's own arguments, and checks it meets `ImageClassifier`: the jobs swap and reset the
-classifier (pretext heads, fresh classifiers) and name its state entries `fc.weight`/`fc.bias`.
+Importing this module imports every family's module named in engine/model_registry.py (which registers their
+usual depths with timm). `create` builds a family model through its entry's network class, with its width (any
+valid depth, registered or not), or any other timm model with timm's own arguments, and checks it meets
+`ImageClassifier`: the jobs swap and reset the classifier (pretext heads, fresh classifiers) and name its state
+entries `fc.weight`/`fc.bias`.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Protocol, runtime_checkable
 
 from torch import nn
 
-from . import resnet, vgg  # noqa: F401  (registers cifar_resnet{D} and cifar_vgg{D} with timm)
-from .model_registry import check_name, family_and_depth
-from .resnet import CifarResNet
+from .model_registry import FAMILIES, ModelFamily, check_name, family_and_depth
+
+for _family in FAMILIES:  # each family's module registers its usual depths with timm when imported
+    importlib.import_module(_family.network.partition(":")[0])
 
 
 @runtime_checkable
@@ -39,18 +42,21 @@ def create(name: str, width: int | None = None, num_classes: int = 10) -> nn.Mod
 
     check_name(name)
     found = family_and_depth(name)
-    if found and not timm.is_model(name):  # a valid depth that is not registered by name, e.g. cifar_resnet26
+    if found:  # through its entry, so any valid depth builds (cifar_resnet26 too)
         family, depth = found
-        return CifarResNet(depth=depth, width=family.defaults["width"] if width is None else width,
-                           num_classes=num_classes)
-    if found:
-        model = timm.create_model(name, num_classes=num_classes, **({} if width is None else {"width": width}))
+        model = network_class(family)(depth=depth, width=family.defaults["width"] if width is None else width,
+                                      num_classes=num_classes)
     else:
         if width is not None:
             raise ValueError(f"--width applies to earlyphase's own families, not to timm's {name}: leave it out")
         model = timm.create_model(name, num_classes=num_classes)
     check_interface(model, name)
     return model
+
+
+def network_class(family: ModelFamily) -> type:
+    module, _, cls = family.network.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def check_interface(model: nn.Module, name: str) -> None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 from torch import nn
 from torch.nn import functional as F
 
+from . import model_registry
 from .model_registry import check_resnet_depth
 from .paper_models import PaperNetwork, register_depths
-
-REGISTERED_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 
 
 class BasicBlock(nn.Module):
@@ -61,5 +60,5 @@ class CifarResNet(PaperNetwork):
         return F.adaptive_avg_pool2d(x, 1)
 
 
-register_depths("cifar_resnet", REGISTERED_DEPTHS, CifarResNet,
+register_depths("cifar_resnet", model_registry.family("cifar_resnet").depths, CifarResNet,
                 "ResNet-{depth} for CIFAR (He et al. 2016); width= sets the first stage's channels.", globals())

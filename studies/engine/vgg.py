@@ -12,7 +12,8 @@ from __future__ import annotations
 from torch import nn
 from torch.nn import functional as F
 
-from .model_registry import VGG_DEPTHS, check_vgg_depth
+from . import model_registry
+from .model_registry import check_vgg_depth
 from .paper_models import PaperNetwork, register_depths
 
 PLANS = {
@@ -60,6 +61,6 @@ class CifarVGG(PaperNetwork):
         return F.avg_pool2d(x, 2)
 
 
-register_depths("cifar_vgg", VGG_DEPTHS, CifarVGG,
+register_depths("cifar_vgg", model_registry.family("cifar_vgg").depths, CifarVGG,
                 "VGG-{depth} with BatchNorm for CIFAR (open_lth's cifar_vgg); width= scales the 64-wide plan.",
                 globals())
