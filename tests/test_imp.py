@@ -12,6 +12,7 @@ from earlyphase.studies.engine import models
 from earlyphase.studies.engine.trainer import train
 from earlyphase.studies.jobs import imp as imp_job
 from earlyphase.studies.jobs import setup
+from earlyphase.studies.jobs.events import InPart, Tickets
 
 from conftest import load
 
@@ -309,5 +310,6 @@ def test_rewind_from_a_sparse_pretrained_state(out, tmp_path):
 def test_sinks_see_tagged_metrics_and_the_tickets(out):
     seen = []
     _, records = imp_job.run(tiny(out, levels=1), sinks=[seen.append])
-    assert {(r["imp_level"], r["imp_kind"]) for r in seen if "step" in r} == {(0, "trunk"), (1, "trunk")}
-    assert seen[-1] == {"tickets": records}
+    metrics = [e for e in seen if isinstance(e, InPart) and isinstance(e.event, dict)]
+    assert {(e.level, e.kind) for e in metrics if "step" in e.event} == {(0, "trunk"), (1, "trunk")}
+    assert seen[-1] == Tickets(records)

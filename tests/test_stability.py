@@ -14,6 +14,7 @@ from earlyphase.studies import cli
 from earlyphase.studies.engine import interpolation as stability
 from earlyphase.studies.jobs import arguments
 from earlyphase.studies.jobs import imp as imp_job
+from earlyphase.studies.jobs.events import InPart
 from earlyphase.studies.jobs.imp import ImpConfig
 
 from conftest import final_weights, load, same_state
@@ -42,9 +43,10 @@ def test_same_data_order_gives_zero_instability_and_endpoints_are_the_two_networ
 def test_two_data_orders_the_path_and_its_masks(out):
     seen = []  # what W&B would get: the copies' metrics and each analysis, tagged with level and kind
     run_dir, records = imp_job.run(ImpConfig(out=str(out), levels=1, stability="0,1", **TINY), sinks=[seen.append])
-    results = [r for r in seen if "instability" in r]
-    assert [(r["imp_level"], r["imp_kind"]) for r in results] == [(0, "stability"), (1, "stability")]
-    assert {(r["imp_level"], r["imp_kind"]) for r in seen if "test_accuracy" in r} == {
+    parts = [e for e in seen if isinstance(e, InPart) and isinstance(e.event, dict)]
+    results = [e.event for e in parts if "instability" in e.event]
+    assert [(e.level, e.kind) for e in parts if "instability" in e.event] == [(0, "stability"), (1, "stability")]
+    assert {(e.level, e.kind) for e in parts if "test_accuracy" in e.event} == {
         (0, "trunk"), (1, "trunk"), (0, "stability"), (1, "stability")}
     level = run_dir / "level_1"
     copy = level / "stability"

@@ -12,6 +12,7 @@ from earlyphase.studies.engine.batches import EpochBatches
 from earlyphase.studies.engine.stacked import _StackedEpochs
 from earlyphase.studies.jobs import config, setup
 from earlyphase.studies.jobs import pretrain as pretrain_job
+from earlyphase.studies.jobs.events import Identity
 
 from conftest import final_weights, kill_9_then_rerun, load, one_line_error, run_cli, same_state
 
@@ -161,7 +162,7 @@ def test_what_wandb_gets_names_the_subset_setting(out):
     seen = []
     pretrain_job.run(PretrainConfig(out=str(out), pretext="subset", subset_fraction=0.2, pretrain_steps="2it",
                                     **SETTING), sinks=[seen.append])
-    (identity,) = [r["identity"] for r in seen if "identity" in r]
+    (identity,) = [e.fields for e in seen if isinstance(e, Identity)]
     assert identity["condition"] == "subset(random 0.2) 2it" and identity["task_options"]["fraction"] == 0.2
     assert identity["examples"] == round(0.2 * 1437) and "scoring_iterations" not in identity
 

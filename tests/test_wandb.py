@@ -3,6 +3,7 @@ import socket
 import pytest
 
 from earlyphase.studies.jobs import wandb_log
+from earlyphase.studies.jobs.events import InPart, Tickets
 from earlyphase.studies.jobs.wandb_log import WandbLogger
 
 
@@ -28,8 +29,8 @@ def test_disabled_mode_makes_no_traffic_and_no_files(monkeypatch, tmp_path):
     with logger.unit("u", "train", {"lr": 0.1}) as sink:
         sink({"step": 1, "test_accuracy": 0.5})
     with logger.router("imp", {}) as route:
-        route({"step": 1, "imp_level": 0, "imp_kind": "trunk", "test_accuracy": 0.5})
-        route({"tickets": [{"level": 0, "kind": "trunk", "density": 1.0, "test_accuracy": 0.5}]})
+        route(InPart(0, "trunk", None, {"step": 1, "test_accuracy": 0.5}))
+        route(Tickets([{"level": 0, "kind": "trunk", "density": 1.0, "test_accuracy": 0.5}]))
     logger.close()
     assert calls == [] and list(tmp_path.iterdir()) == []
 
@@ -37,9 +38,9 @@ def test_disabled_mode_makes_no_traffic_and_no_files(monkeypatch, tmp_path):
 def test_offline_mode_writes_an_offline_run(tmp_path):
     logger = WandbLogger("offline", directory=tmp_path)
     with logger.router("imp seed 0", {"seed": 0}) as route:
-        route({"step": 5, "imp_level": 0, "imp_kind": "trunk", "test_accuracy": 0.5})
-        route({"step": 5, "imp_level": 1, "imp_kind": "trunk", "test_accuracy": 0.6})
-        route({"tickets": [{"level": 0, "kind": "trunk", "density": 1.0, "test_accuracy": 0.5}]})
+        route(InPart(0, "trunk", None, {"step": 5, "test_accuracy": 0.5}))
+        route(InPart(1, "trunk", None, {"step": 5, "test_accuracy": 0.6}))
+        route(Tickets([{"level": 0, "kind": "trunk", "density": 1.0, "test_accuracy": 0.5}]))
     logger.close()
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 2  # one W&B run per IMP level
@@ -103,7 +104,7 @@ def test_router_keeps_a_levels_parts_open_together_and_closes_them_two_levels_la
     router = Logger(mode="offline").router("imp", {})
     for level, kind, acc in [(1, "trunk", 0.1), (1, "random_reinit", 0.2), (1, "trunk", 0.3),
                              (1, "random_reinit", 0.4), (2, "trunk", 0.5), (1, "stability", 0.6), (3, "trunk", 0.7)]:
-        router({"imp_level": level, "imp_kind": kind, "test_accuracy": acc})
+        router(InPart(level, kind, None, {"test_accuracy": acc}))
     router.close()
     assert events == [("init", "imp: level 1"), ("log", "imp: level 1", 0.1),
                       ("init", "imp: level 1 random_reinit"), ("log", "imp: level 1 random_reinit", 0.2),

@@ -55,6 +55,7 @@ from ..engine import checkpoints, schedule
 from ..engine.schedule import Job
 from . import arguments, setup
 from .config import ImpCommand, ImpConfig, SchedulerConfig
+from .events import Identity, RecordsWritten, Tickets
 from .identity import identify, public_config
 from .imp_mask_files import trunk_mask
 from .imp_parts import control_training, momentum_for, part_training, perturbed_training, rewind_point
@@ -84,8 +85,8 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
     check_recorded_config(r.out)
     checkpoints.write_json_atomic(r.out / "config.json", record)
     for sink in sinks:  # what W&B runs carry: the resolved config without paths, and the condition
-        sink({"identity": {**public_config(record), **identify(record).fields(), "seed": r.cfg.seed,
-                           "run": r.out.name}})
+        sink(Identity({**public_config(record), **identify(record).fields(), "seed": r.cfg.seed,
+                           "run": r.out.name}))
     mask = trunk_mask(r, 0)
     if r.rewind_file is not None:  # the run continues from the rewind point at k, momentum included
         state, save_at = rewound_state(r.rewind_file["model"], mask), (r.start,)
@@ -121,14 +122,14 @@ def work(cfg: ImpConfig, sinks=()) -> Job:
     records = write_tickets(r)
     records_ready(r, sinks, r.cfg.levels)
     for sink in sinks:
-        sink({"tickets": records})
+        sink(Tickets(records))
     return r.out, records
 
 
 def records_ready(r: ImpRun, sinks, level: int) -> None:
     """Tell the sinks that the run's records are complete up to `level` (W&B logs them as an artifact)."""
     for sink in sinks:
-        sink({"records": str(r.out), "imp_level": level, "imp_kind": "trunk"})
+        sink(RecordsWritten(r.out, level))
 
 
 def run(cfg: ImpConfig, sinks=(), scheduler: SchedulerConfig | None = None) -> tuple[Path, list[dict]]:

@@ -19,13 +19,9 @@ from ..engine.run_dir import load_bound, weights_file
 from ..engine.schedule import Training
 from ..engine.trainer import make_optimizer
 from . import setup, stats
+from .events import PartDone, in_part
 from .imp_mask_files import ensure_mask
 from .imp_setup import ImpRun, control_seeds, init_state, perturb_kind, perturb_seed
-
-
-def _tagged(sinks, level: int, kind: str, density: float):
-    tags = {"imp_level": level, "imp_kind": kind, "imp_density": density}
-    return [lambda record, sink=sink: sink({**record, **tags}) for sink in sinks]
 
 
 def part_training(r: ImpRun, part_dir: Path, state: dict, mask: dict, *, start: int, save_at: tuple,
@@ -46,7 +42,7 @@ def part_training(r: ImpRun, part_dir: Path, state: dict, mask: dict, *, start: 
         optimizer_state = optimizer.state_dict()
     pruned = imp_masks.kept(mask) < imp_masks.size(mask)  # a dense level trains exactly like `earlyphase train`
     density = imp_masks.density(mask)
-    sinks = _tagged(sinks, level, kind, density)
+    sinks = in_part(sinks, level, kind, density)
     init = init_state(r, init_seed) if r.cfg.track_steps else None  # the part's original initialisation
     hooks = stats.tracker_hooks(r.cfg, model, plan, r.data, part_dir, mask=mask, init=init, sinks=sinks)
 
@@ -57,7 +53,7 @@ def part_training(r: ImpRun, part_dir: Path, state: dict, mask: dict, *, start: 
               file=sys.stderr)
         if not result.skipped:  # finished work that is skipped logs nothing
             for sink in sinks:
-                sink({"part_done": True, "test_accuracy": acc})
+                sink(PartDone(acc))
 
     return Training(model, r.data, plan, part_dir, mask=mask if pruned else None, optimizer_state=optimizer_state,
                     sinks=sinks, step_hooks=hooks, done=done)

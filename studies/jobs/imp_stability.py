@@ -15,6 +15,7 @@ from ..engine.run_dir import final_file, load_bound, weights_file
 from ..engine.schedule import Training
 from . import setup
 from .config import ImpConfig
+from .events import InPart
 from .imp_mask_files import trunk_mask
 from .imp_parts import part_training
 from .imp_setup import ImpRun
@@ -63,5 +64,5 @@ def analyse(r: ImpRun, sinks) -> None:
         print(f"imp level {level} stability: instability {results[key]['instability']:.2f} points (test), "
               f"{results[key]['train_instability']:.2f} (train subset)", file=sys.stderr)
         for sink in sinks:
-            sink({"imp_level": level, "imp_kind": "stability", "instability": results[key]["instability"],
-                  "train_instability": results[key]["train_instability"]})
+            sink(InPart(level, "stability", None, {"instability": results[key]["instability"],
+                                                    "train_instability": results[key]["train_instability"]}))

@@ -63,6 +63,7 @@ from ..engine.schedule import Job, Training
 from . import arguments, setup
 from . import scores as scores_job
 from .config import PretrainConfig, run_dir, with_task_options, with_task_options_of
+from .events import Identity
 from .identity import public_config, task_label
 from .stats import tracker_hooks
 from .wandb_log import logged_run
@@ -301,9 +302,9 @@ def work(cfg: PretrainConfig, sinks=()) -> Job:
     checkpoints.write_json_atomic(out / "config.json", record)
     label = f"{task_label(cfg.pretext, task.variant())} {cfg.pretrain_steps}{' sparse' if mask else ''}"
     for sink in sinks:  # what W&B runs carry (jobs.identity's fields for the pretext condition)
-        sink({"identity": {**public_config(record), "condition": label, "condition_kind": "pretext",
+        sink(Identity({**public_config(record), "condition": label, "condition_kind": "pretext",
                            "task": cfg.pretext, "task_options": task.settings(), "budget": cfg.pretrain_steps, "k": k,
-                           "seed": cfg.seed, "run": out.name}})
+                           "seed": cfg.seed, "run": out.name}))
     hooks = tracker_hooks(cfg, model, plan, data, out, task=task, mask=train_mask, sinks=sinks)
     (result,) = yield [Training(model, data, plan, out, task=task, mask=train_mask, sinks=sinks, step_hooks=hooks)]
 

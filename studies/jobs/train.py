@@ -6,6 +6,7 @@ from ..engine.checkpoints import write_json_atomic
 from ..engine.trainer import train
 from . import arguments, setup
 from .config import TrainConfig, run_dir
+from .events import Identity
 from .identity import public_config
 from .stats import tracker_hooks
 from .wandb_log import logged_run
@@ -21,7 +22,7 @@ def run(cfg: TrainConfig, sinks=()) -> "tuple":
     record = setup.config_record("train", cfg)
     write_json_atomic(out / "config.json", record)
     for sink in sinks:  # what its W&B run carries: the resolved config without paths
-        sink({"identity": {**public_config(record), "run": out.name}})
+        sink(Identity({**public_config(record), "run": out.name}))
     model = setup.make_model(cfg, data, device)
     hooks = tracker_hooks(cfg, model, plan, data, out, sinks=sinks)
     return out, train(model, data, plan, out, sinks=sinks, step_hooks=hooks)

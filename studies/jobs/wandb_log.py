@@ -42,6 +42,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from .events import Identity, InPart, PartDone, RecordsWritten, Tickets
+
 MODES = ("disabled", "offline", "online")
 INIT_TIMEOUT_S = 10  # wandb's own default is 90 s; an unreachable server should cost little
 RECORDS_TYPE = "earlyphase-records"
@@ -186,8 +188,8 @@ class WandbLogger:
         return UnitSink(run, "", owned=True, directory=self.directory)
 
     def router(self, name: str, config: dict, job_type: str = "level") -> "LevelRouter":
-        """A lazy sink (nothing starts before the first record): records tagged imp_level/imp_kind go to
-        one W&B run per IMP level (job_type level) and per part (control, stability), untagged ones to
+        """A lazy sink (nothing starts before the first record): an IMP part's events (jobs.events.InPart) go to
+        one W&B run per IMP level (job_type level) and per part (control, stability), other records to
         one run of `job_type`; the ticket table to the last run."""
         return LevelRouter(self, name, config, job_type)
 
@@ -248,9 +250,8 @@ def _artifact_name(text: str) -> str:
 
 
 class UnitSink:
-    """Callable metrics sink for one W&B run (or none): evaluation records are logged, and the special records
-    {"tickets": [...]}, {"part_done": ...} and {"records": RUN_DIR} become the table, the part's summary and
-    its ticket point, and the records artifact."""
+    """Callable metrics sink for one W&B run (or none): evaluation records are logged; LevelRouter calls its
+    tickets (the table) and part_done (the part's summary and ticket point)."""
 
     def __init__(self, run, prefix: str, owned: bool, directory: str | None = None):
         self.run, self.prefix, self.owned, self.directory = run, prefix, owned, directory
@@ -262,7 +263,7 @@ class UnitSink:
         if self.run is None:
             return
         values = {self.prefix + k: v for k, v in record.items() if isinstance(v, (int, float))
-                  and not isinstance(v, bool) and not k.startswith("imp_")}
+                  and not isinstance(v, bool)}
         _safely(self.run.log, values)
 
     def tickets(self, records: list[dict], identity: dict) -> None:
@@ -341,27 +342,29 @@ class LevelRouter:
             self.open[key] = sink
         return self.open[key]
 
-    def __call__(self, record: dict) -> None:
+    def __call__(self, event) -> None:
+        """One of jobs.events' events, or a training's record (a dict of numbers)."""
         if not self.logger.enabled:
             return
-        if "identity" in record:
-            self.identity.update(record["identity"])
+        if isinstance(event, Identity):
+            self.identity.update(event.fields)
             return
-        if "tickets" in record:  # into the deepest level's trunk run (a stability copy may have trained last)
+        if isinstance(event, Tickets):  # into the deepest level's trunk run (a stability copy may have trained last)
             trunks = [k for k in self.open if k[1] in (None, "trunk")]
             target = self.open[max(trunks, key=lambda k: k[0] or 0)] if trunks else self.current
             if target.run is not None:
-                target.tickets(record["tickets"], self.identity)
+                target.tickets(event.records, self.identity)
             return
-        level, kind = record.get("imp_level"), record.get("imp_kind")
-        if "records" in record:
-            self._records(Path(record["records"]), level)
+        if isinstance(event, RecordsWritten):
+            self._records(event.run_dir, event.level)
             return
-        self.current = self._sink(level, kind, record.get("imp_density"))
-        if "part_done" in record:
-            self._part_done(level, kind, record.get("imp_density"), record["test_accuracy"])
+        level, kind, density = (event.level, event.kind, event.density) if isinstance(event, InPart) else (None,) * 3
+        event = event.event if isinstance(event, InPart) else event
+        self.current = self._sink(level, kind, density)
+        if isinstance(event, PartDone):
+            self._part_done(level, kind, density, event.test_accuracy)
         else:
-            self.current(record)
+            self.current(event)
 
     def _part_done(self, level, kind, density, accuracy) -> None:
         """A finished part's summary and ticket point: the identity, level, part, density and accuracy in its own
