@@ -137,4 +137,6 @@ def test_pretext_list_command(capsys):
     for name in ("blur", "random_labels", "rotation", "simclr", "supervised"):
         assert any(line.startswith(name + " ") and "[earlyphase " in line for line in text.splitlines())
     assert "--simclr_temperature=0.5" in text and "--rotation_all_four=False" in text
+    label_free = {line.split()[0] for line in text.splitlines() if "(no true labels)" in line}
+    assert {"rotation", "simclr"} <= label_free and not label_free & {"blur", "supervised", "subset"}
     assert cli.main(["pretext", "show"]) == 2

@@ -9,7 +9,7 @@ from earlyphase.studies.engine.steps import Step, StepError
 def test_step_strings(text, its):
     step = Step.parse(text, 391)
     assert step.it == its
-    assert Step.parse(step.describe(), 391) == step
+    assert Step.parse(f"{step.ep}ep{step.it_in_ep}it", 391) == step
 
 
 @pytest.mark.parametrize("text", ["500", "it", "ep", "1.5ep", "-1it", "100it1ep", "2 ep", "", "500its", "10e"])

@@ -38,5 +38,3 @@ class Step:
     def __str__(self) -> str:
         return f"{self.it}it"
 
-    def describe(self) -> str:
-        return f"{self.ep}ep{self.it_in_ep}it"

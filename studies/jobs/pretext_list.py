@@ -37,7 +37,8 @@ def listing() -> str:
         if p.task is None:
             lines.append(f"{p.name:<{width}}  BROKEN {p.error}  [{p.distribution}: {p.target}]")
         else:
-            lines.append(f"{p.name:<{width}}  {p.description}  [{p.distribution}]")
+            labels = "" if p.task.uses_labels else " (no true labels)"
+            lines.append(f"{p.name:<{width}}  {p.description}{labels}  [{p.distribution}]")
             lines.append(f"{'':<{width}}    {describe_options(p)}")
             if has_own_step(p.task):
                 lines.append(f"{'':<{width}}    {OWN_STEP}")

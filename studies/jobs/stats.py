@@ -53,7 +53,6 @@ STATS_FILE, META_FILE = "stats.jsonl", "stats_meta.json"
 EVERY_STEP_UNTIL = 100
 PER_DECADE = 50
 EVAL_PER_DECADE = 10  # PER_DECADE must be a multiple of it
-WHOLE = ("train_loss", "grad_norm", "weight_norm")
 
 
 def _log_grid(window: int, every: int) -> set[int]:
