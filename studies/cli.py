@@ -9,7 +9,7 @@ import sys
 import threading
 
 from .campaigns.commands import COMMANDS
-from .engine.errors import UsageError, os_error_message
+from .engine.errors import OneLineError, UsageError, os_error_message
 from .engine.threads import die_with_parent
 
 USAGE = "usage: earlyphase COMMAND [--field=value ...]   (earlyphase COMMAND --help lists the fields)"
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None:  # a process of its own (`sweep run`'s children): stop with the process that started it
             die_with_parent()
         return run(sys.argv[1:] if argv is None else argv)
-    except UsageError as err:
+    except OneLineError as err:  # bad input, a diverged training
         print(f"earlyphase: error: {one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a folder that became unusable: one line; any other OSError is a bug

@@ -5,11 +5,15 @@ from __future__ import annotations
 import errno
 
 
-class UsageError(Exception):
+class OneLineError(Exception):
+    """What the CLI prints as one line with exit status 2 (no traceback): the message says what and the fix."""
+
+
+class UsageError(OneLineError):
     """Bad user input (flags, files, data). The message names the fix."""
 
 
-class TrainingDiverged(UsageError):
+class TrainingDiverged(OneLineError):
     """The loss or the weights became non-finite: the run stops unfinished, its last good checkpoint kept."""
 
 
