@@ -8,7 +8,9 @@ names (`field_kind`):
 - `replicate`: names a run, not a condition (seed, data_seed): runs differing only there are replicates;
 - `content`: a path named by the content it points at (rewind_from, mask), given by the job as a digest;
   a condition is named by what that content says (the report reads it from the run's records);
-- `platform`: names nothing (paths, device, logging, scheduling, which levels or controls to run).
+- `parts`: names nothing, chooses which parts of a run train (levels, controls, perturbations, stability analyses):
+  asking for more later reuses the run directory, each part named by its folder;
+- `platform`: names nothing (paths, device, threads, logging, scheduling).
 A field left at its *effective default* (the class default, or the dataset's for fields that default to
 None) does not enter a run's hash either, so adding a field never renames existing runs and `--lr=0.1` on
 CIFAR-10 names the same run as leaving it out. `run_name` and `condition_fields` are that policy; every
@@ -32,7 +34,7 @@ from pathlib import Path
 
 from ..engine import dataset_registry, model_registry
 from ..engine.errors import UsageError
-from .flags import component, content, field_kind, field_types, leaves, option, platform, replicate
+from .flags import UNNAMED, component, content, field_kind, field_types, leaves, option, parts, platform, replicate
 
 # Per-dataset training defaults (engine/dataset_registry.py), like open_lth's per-model defaults; a model family
 # may override some (engine/model_registry.py). None in a config means "take these".
@@ -120,7 +122,7 @@ class SchedulerConfig:
 class ImpConfig(TrainConfig):
     """IMP with rewinding (`earlyphase imp`)."""
 
-    levels: int = platform(8, "pruning levels after the dense level 0 (out of the hash: raise it later to add levels)")
+    levels: int = parts(8, "pruning levels after the dense level 0 (out of the hash: raise it later to add levels)")
     prune_fraction: float = option(0.2, "fraction of the surviving weights pruned per level, in (0, 1)")
     prune_ignore: typing.Optional[str] = option(
         None, "comma-separated parameters never pruned, e.g. fc.weight (default: the model's: fc.weight for "
@@ -135,27 +137,27 @@ class ImpConfig(TrainConfig):
     rewind_optimizer: str = option(
         "fresh", "optimiser at the rewind: fresh (reference) or rewound (momentum from step k, masked)"
     )
-    controls: str = platform(
+    controls: str = parts(
         "", "comma-separated controls per level: random_reinit,random_prune_global,random_prune_layerwise"
     )
-    perturb: str = platform(
+    perturb: str = parts(
         "",
         "comma-separated perturbations of the rewind point per level (or all): sign_rewind_mag_init,"
         "sign_init_mag_rewind,random_mag,permute,permute_keep_sign,noise",
     )
-    perturb_noise: float = platform(1.0, "noise std per layer, in units of the layer's surviving-weight std "
-                                         "(names the part: perturb_noise or perturb_noise{SCALE})")
-    stability: str = platform(
+    perturb_noise: float = parts(1.0, "noise std per layer, in units of the layer's surviving-weight std "
+                                      "(names the part: perturb_noise or perturb_noise{SCALE})")
+    stability: str = parts(
         "",
         "levels whose start state gets an instability analysis (two copies trained with other "
         "data orders, the linear path between them): 0 = the dense network at the rewind point, "
         "L = level L's ticket; comma-separated, all, or empty = none",
     )
-    stability_points: int = platform(11, "points evaluated inside the linear path (the two endpoints are added)")
-    stability_bn: str = platform("interpolate", "BatchNorm statistics on the path: interpolate (with the weights) or "
-                                               "recompute (a pass over training data at each point)")
-    stability_data_seed: typing.Optional[int] = platform(None, "data-order seed of the second copy (the first is the "
-                                                               "level itself); None: derived from the run's")
+    stability_points: int = parts(11, "points evaluated inside the linear path (the two endpoints are added)")
+    stability_bn: str = parts("interpolate", "BatchNorm statistics on the path: interpolate (with the weights) or "
+                                            "recompute (a pass over training data at each point)")
+    stability_data_seed: typing.Optional[int] = parts(None, "data-order seed of the second copy (the first is the "
+                                                            "level itself); None: derived from the run's")
     wandb_weights: bool = platform(False, "also put each part's final.pt into the run's W&B records artifact "
                                           "(default: records only; the weights stay local)")
 
@@ -300,7 +302,7 @@ def run_fields(cfg, *, digests: dict | None = None, unused=()) -> dict:
     digests, out = digests or {}, {}
     for owner, f in leaves(cfg):
         kind, value = field_kind(f), getattr(owner, f.name)
-        if f.name in unused or kind == "platform":
+        if f.name in unused or kind in UNNAMED:
             continue
         if kind == "content":
             value = digests.get(f.name)

@@ -1,7 +1,7 @@
 """Flags: `--field=value` arguments into dataclass configs, the one parser for every kind of value.
 
-A config's fields are its flags, each declared with its kind (`option`, `replicate`, `content`, `platform`,
-`component`: see jobs.config) and help. `parse_overrides` and `parse_command_line` read `--key=value`,
+A config's fields are its flags, each declared with its kind (`option`, `replicate`, `content`, `parts`,
+`platform`, `component`: see jobs.config) and help. `parse_overrides` and `parse_command_line` read `--key=value`,
 `--key value`, a bare boolean `--flag`, aliases such as `-o`; `_convert` turns each value into its field's type
 (booleans by pretext.options.parse_bool, the spelling task options use too); `split_list` reads every
 comma-separated field. This module imports neither torch nor the tasks, so a command refuses bad flags
@@ -22,7 +22,8 @@ from earlyphase.pretext.options import parse_bool
 from ..engine.errors import UsageError
 from ..engine.folders import refuse_control_characters  # noqa: F401  (the flags' check too)
 
-KINDS = ("option", "replicate", "content", "platform")
+KINDS = ("option", "replicate", "content", "parts", "platform")
+UNNAMED = ("parts", "platform")  # kinds that name no run
 
 
 def _field(kind: str, default, help: str, empty: bool = False, bare: str | None = None):
@@ -44,6 +45,12 @@ def replicate(default, help: str = ""):
 
 def content(default, help: str = ""):
     return _field("content", default, help)
+
+
+def parts(default, help: str = "", empty: bool = False):
+    """Which parts of a run to train (levels, controls, perturbations, stability analyses): out of the run's name,
+    so asking for more later reuses the run directory; each part is named by its own folder."""
+    return _field("parts", default, help, empty)
 
 
 def platform(default, help: str = "", empty: bool = False, bare: str | None = None):
