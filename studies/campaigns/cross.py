@@ -38,10 +38,10 @@ def _imp_run(run: Path):
         recorded = Path(cfg.rewind_from)
         local = run.parent / (recorded.parent.name if recorded.suffix == ".pt" else recorded.name)
         cfg = dataclasses.replace(cfg, rewind_from=str(local if local.exists() else recorded))
-    r = imp_job.prepare(cfg)
-    if r.out.resolve() != run.resolve():
-        raise UsageError(f"{run}: its config.json names {r.out.name}; cross runs as earlyphase wrote them")
-    return r
+    imp_run = imp_job.prepare(cfg)
+    if imp_run.out.resolve() != run.resolve():
+        raise UsageError(f"{run}: its config.json names {imp_run.out.name}; cross runs as earlyphase wrote them")
+    return imp_run
 
 
 def _finished(c, seed) -> int:

@@ -71,65 +71,67 @@ __all__ = ["ImpConfig", "ImpRun", "check", "check_command", "main", "prepare", "
 def work(cfg: ImpConfig, sinks=()) -> Job:
     """IMP as a scheduler job: yields level 0, then per level its trunk, controls and perturbations
     together (they depend only on the previous level); returns (run dir, tickets)."""
-    r = prepare(cfg)
-    r.out.mkdir(parents=True, exist_ok=True)
-    point = r.rewind_file or {}
+    imp_run = prepare(cfg)
+    imp_run.out.mkdir(parents=True, exist_ok=True)
+    point = imp_run.rewind_file or {}
     record = {
-        **setup.config_record("imp", r.cfg),
-        "rewind_from_sha256": r.rewind_from_sha256,
-        "rewind_step_it": r.start,
-        "training_steps_it": r.end,
+        **setup.config_record("imp", imp_run.cfg),
+        "rewind_from_sha256": imp_run.rewind_from_sha256,
+        "rewind_step_it": imp_run.k,
+        "training_steps_it": imp_run.end,
         "rewind_point": {k: point.get(k) for k in ("description", "step", "pretext")} if point else None,
-        "perturb_kinds": [perturb_kind(p, r.cfg.perturb_noise) for p in r.perturbations],
+        "perturb_kinds": [perturb_kind(p, imp_run.cfg.perturb_noise) for p in imp_run.perturbations],
     }
-    check_recorded_config(r.out)
-    checkpoints.write_json_atomic(r.out / "config.json", record)
+    check_recorded_config(imp_run.out)
+    checkpoints.write_json_atomic(imp_run.out / "config.json", record)
     for sink in sinks:  # what W&B runs carry: the resolved config without paths, and the condition
-        sink(Identity({**public_config(record), **identify(record).fields(), "seed": r.cfg.seed,
-                           "run": r.out.name}))
-    mask = trunk_mask(r, 0)
-    if r.rewind_file is not None:  # the run continues from the rewind point at k, momentum included
-        state, save_at = rewound_state(r.rewind_file["model"], mask), (r.start,)
-        start, momentum = r.start, masked_momentum(r.rewind_momentum, mask) if r.rewind_momentum else None
+        sink(Identity({**public_config(record), **identify(record).fields(), "seed": imp_run.cfg.seed,
+                           "run": imp_run.out.name}))
+    mask = trunk_mask(imp_run, 0)
+    if imp_run.rewind_file is not None:  # the run continues from the rewind point at k, momentum included
+        state, save_at = rewound_state(imp_run.rewind_file["model"], mask), (imp_run.k,)
+        start, momentum = imp_run.k, masked_momentum(imp_run.rewind_momentum, mask) if imp_run.rewind_momentum else None
     else:
-        state, save_at = init_state(r), tuple(sorted({0, r.start}))
+        state, save_at = init_state(imp_run), tuple(sorted({0, imp_run.k}))
         start, momentum = 0, None
-    yield [part_training(r, r.out / "level_0", state, mask, start=start, save_at=save_at, momentum=momentum,
+    yield [part_training(imp_run, imp_run.out / "level_0", state, mask, start=start, save_at=save_at, momentum=momentum,
                  sinks=sinks, level=0, kind="trunk")]
-    write_tickets(r)
-    records_ready(r, sinks, 0)
+    write_tickets(imp_run)
+    records_ready(imp_run, sinks, 0)
     # the dense network's second copy starts from level 0's state at k, known once level 0 has trained
-    waiting = [second_copy(r, 0, *level0_at_k(r), sinks)] if 0 in r.stability else []
-    if r.cfg.levels:
-        rewind_model, rewind_momentum = rewind_point(r)
-    for level in range(1, r.cfg.levels + 1):
-        mask = trunk_mask(r, level)
-        start_state, start_momentum = rewound_state(rewind_model, mask), momentum_for(r, rewind_momentum, mask)
-        parts = [part_training(r, r.out / f"level_{level}", start_state, mask, start=r.start, save_at=(r.start,),
-                       momentum=start_momentum, sinks=sinks, level=level, kind="trunk")]
-        parts += [control_training(r, level, c, mask, rewind_model, rewind_momentum, sinks) for c in r.controls]
-        parts += [perturbed_training(r, level, p, mask, rewind_model, rewind_momentum, sinks) for p in r.perturbations]
-        if level in r.stability:
-            parts.append(second_copy(r, level, start_state, mask, start_momentum, sinks))
+    waiting = [second_copy(imp_run, 0, *level0_at_k(imp_run), sinks)] if 0 in imp_run.stability else []
+    if imp_run.cfg.levels:
+        rewind_model, rewind_momentum = rewind_point(imp_run)
+    for level in range(1, imp_run.cfg.levels + 1):
+        mask = trunk_mask(imp_run, level)
+        start_state, start_momentum = rewound_state(rewind_model, mask), momentum_for(imp_run, rewind_momentum, mask)
+        parts = [part_training(imp_run, imp_run.out / f"level_{level}", start_state, mask, start=imp_run.k,
+                               save_at=(imp_run.k,), momentum=start_momentum, sinks=sinks, level=level, kind="trunk")]
+        parts += [control_training(imp_run, level, c, mask, rewind_model, rewind_momentum, sinks)
+                  for c in imp_run.controls]
+        parts += [perturbed_training(imp_run, level, p, mask, rewind_model, rewind_momentum, sinks)
+                  for p in imp_run.perturbations]
+        if level in imp_run.stability:
+            parts.append(second_copy(imp_run, level, start_state, mask, start_momentum, sinks))
         yield waiting + parts
         waiting = []
-        write_tickets(r)
-        analyse(r, sinks)
-        records_ready(r, sinks, level)
+        write_tickets(imp_run)
+        analyse(imp_run, sinks)
+        records_ready(imp_run, sinks, level)
     if waiting:
         yield waiting
-    analyse(r, sinks)
-    records = write_tickets(r)
-    records_ready(r, sinks, r.cfg.levels)
+    analyse(imp_run, sinks)
+    records = write_tickets(imp_run)
+    records_ready(imp_run, sinks, imp_run.cfg.levels)
     for sink in sinks:
         sink(Tickets(records))
-    return r.out, records
+    return imp_run.out, records
 
 
-def records_ready(r: ImpRun, sinks, level: int) -> None:
+def records_ready(imp_run: ImpRun, sinks, level: int) -> None:
     """Tell the sinks that the run's records are complete up to `level` (W&B logs them as an artifact)."""
     for sink in sinks:
-        sink(RecordsWritten(r.out, level))
+        sink(RecordsWritten(imp_run.out, level))
 
 
 def run(cfg: ImpConfig, sinks=(), scheduler: SchedulerConfig | None = None) -> tuple[Path, list[dict]]:

@@ -60,8 +60,8 @@ def _part(weights_run: ImpRun, point: tuple, mask_run: ImpRun, level: int, part:
         raise UsageError(f"{mask_file} is missing: finish level {level} of {mask_run.out.name} before crossing it")
     mask = ensure_mask(part, weights_run, lambda: load_mask(mask_file, mask_run))
     model, momentum = point
-    return part_training(weights_run, part, rewound_state(model, mask), mask, start=weights_run.start,
-                         save_at=(weights_run.start,), momentum=momentum_for(weights_run, momentum, mask), sinks=sinks,
+    return part_training(weights_run, part, rewound_state(model, mask), mask, start=weights_run.k,
+                         save_at=(weights_run.k,), momentum=momentum_for(weights_run, momentum, mask), sinks=sinks,
                          level=level, kind=kind)
 
 

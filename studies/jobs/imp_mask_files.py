@@ -14,22 +14,22 @@ from ..engine.run_dir import final_file, load_bound
 from .imp_setup import ImpRun
 
 
-def load_mask(path: Path, r: ImpRun) -> dict:
+def load_mask(path: Path, imp_run: ImpRun) -> dict:
     """A part's mask.pt, checked against the architecture and, once its part finished, against the sha256 its
     summary.json recorded (another seed's or width's mask, copied in, is refused)."""
     mask = load_bound(path)
     try:
-        imp_masks.check_mask(mask, r.template, r.names)
+        imp_masks.check_mask(mask, imp_run.template, imp_run.names)
     except ValueError as err:
         raise UsageError(f"{path} does not fit this run ({err}); move it away to recompute it") from None
     return mask
 
 
-def ensure_mask(part_dir: Path, r: ImpRun, compute) -> dict:
+def ensure_mask(part_dir: Path, imp_run: ImpRun, compute) -> dict:
     """The part's mask: read from mask.pt if written earlier, else computed and written (atomically)."""
     path = part_dir / "mask.pt"
     if path.exists():
-        mask = load_mask(path, r)
+        mask = load_mask(path, imp_run)
     else:
         mask = compute()
         part_dir.mkdir(parents=True, exist_ok=True)
@@ -39,16 +39,16 @@ def ensure_mask(part_dir: Path, r: ImpRun, compute) -> dict:
     return mask
 
 
-def trunk_mask(r: ImpRun, level: int) -> dict:
+def trunk_mask(imp_run: ImpRun, level: int) -> dict:
     if level == 0:
-        return ensure_mask(r.out / "level_0", r, lambda: r.base_mask)
+        return ensure_mask(imp_run.out / "level_0", imp_run, lambda: imp_run.base_mask)
 
     def prune():
-        prev = r.out / f"level_{level - 1}"
+        prev = imp_run.out / f"level_{level - 1}"
         weights = load_bound(final_file(prev))["model"]
         try:
-            return global_magnitude_prune(weights, load_mask(prev / "mask.pt", r), r.cfg.prune_fraction)
+            return global_magnitude_prune(weights, load_mask(prev / "mask.pt", imp_run), imp_run.cfg.prune_fraction)
         except ValueError as err:
             raise UsageError(f"cannot prune {prev / 'final.pt'}: {err}") from None
 
-    return ensure_mask(r.out / f"level_{level}", r, prune)
+    return ensure_mask(imp_run.out / f"level_{level}", imp_run, prune)

@@ -24,14 +24,14 @@ from .imp_mask_files import ensure_mask
 from .imp_setup import ImpRun, control_seeds, init_state, perturb_kind, perturb_seed
 
 
-def part_training(r: ImpRun, part_dir: Path, state: dict, mask: dict, *, start: int, save_at: tuple,
+def part_training(imp_run: ImpRun, part_dir: Path, state: dict, mask: dict, *, start: int, save_at: tuple,
           momentum: dict | None, sinks, level: int, kind: str, init_seed: int | None = None,
           data_seed: int | None = None) -> Training:
     """One part (trunk level, control, perturbation or stability copy) as a training for the scheduler;
     momentum: {name: buffer} the optimiser starts with (None: fresh SGD); data_seed: another data order."""
-    model = setup.make_model(r.cfg, r.data, r.device)
+    model = setup.make_model(imp_run.cfg, imp_run.data, imp_run.device)
     model.load_state_dict(state)
-    plan = setup.make_plan(r.cfg, r.data, r.device, start=start, save_at=save_at, seed=data_seed,
+    plan = setup.make_plan(imp_run.cfg, imp_run.data, imp_run.device, start=start, save_at=save_at, seed=data_seed,
                            progress=f"imp level {level} {kind}")
     optimizer_state = None
     if momentum:  # an SGD state made for this very model and device, so it loads as the trainer's own
@@ -43,8 +43,8 @@ def part_training(r: ImpRun, part_dir: Path, state: dict, mask: dict, *, start: 
     pruned = imp_masks.kept(mask) < imp_masks.size(mask)  # a dense level trains exactly like `earlyphase train`
     density = imp_masks.density(mask)
     sinks = in_part(sinks, level, kind, density)
-    init = init_state(r, init_seed) if r.cfg.track_steps else None  # the part's original initialisation
-    hooks = stats.tracker_hooks(r.cfg, model, plan, r.data, part_dir, mask=mask, init=init, sinks=sinks)
+    init = init_state(imp_run, init_seed) if imp_run.cfg.track_steps else None  # the part's original initialisation
+    hooks = stats.tracker_hooks(imp_run.cfg, model, plan, imp_run.data, part_dir, mask=mask, init=init, sinks=sinks)
 
     def done(result) -> None:
         acc = result.summary["test_accuracy"]
@@ -55,61 +55,61 @@ def part_training(r: ImpRun, part_dir: Path, state: dict, mask: dict, *, start: 
             for sink in sinks:
                 sink(PartDone(acc))
 
-    return Training(model, r.data, plan, part_dir, mask=mask if pruned else None, optimizer_state=optimizer_state,
+    return Training(model, imp_run.data, plan, part_dir, mask=mask if pruned else None, optimizer_state=optimizer_state,
                     sinks=sinks, step_hooks=hooks, done=done)
 
 
-def rewind_point(r: ImpRun) -> tuple[dict, dict | None]:
+def rewind_point(imp_run: ImpRun) -> tuple[dict, dict | None]:
     """(model state, momentum by name or None) every level >= 1 and random_prune control starts from."""
-    if r.rewind_file is not None:
-        return r.rewind_file["model"], r.rewind_momentum
-    path = weights_file(r.out / "level_0", r.start)
+    if imp_run.rewind_file is not None:
+        return imp_run.rewind_file["model"], imp_run.rewind_momentum
+    path = weights_file(imp_run.out / "level_0", imp_run.k)
     if not path.exists():
         raise UsageError(
             f"the rewind point {path} is missing although level 0 finished; move level_0 away to retrain it"
         )
     saved = load_bound(path)
-    return saved["model"], momentum_by_name(saved["optimizer"], r.param_names)
+    return saved["model"], momentum_by_name(saved["optimizer"], imp_run.param_names)
 
 
-def momentum_for(r: ImpRun, rewind_momentum: dict | None, mask: dict) -> dict | None:
+def momentum_for(imp_run: ImpRun, rewind_momentum: dict | None, mask: dict) -> dict | None:
     """The momentum a level >= 1 starts with: none (fresh) or the rewind point's, masked (rewound)."""
-    if r.cfg.rewind_optimizer == "fresh" or not rewind_momentum:
+    if imp_run.cfg.rewind_optimizer == "fresh" or not rewind_momentum:
         return None
     return masked_momentum(rewind_momentum, mask)
 
 
-def control_training(r: ImpRun, level: int, control: str, trunk_mask: dict, rewind_model, rewind_momentum,
+def control_training(imp_run: ImpRun, level: int, control: str, trunk_mask: dict, rewind_model, rewind_momentum,
                      sinks) -> Training:
-    part = r.out / f"level_{level}" / control
-    mask_seed, fresh_seed = control_seeds(r, control, level)
+    part = imp_run.out / f"level_{level}" / control
+    mask_seed, fresh_seed = control_seeds(imp_run, control, level)
     generator = torch.Generator().manual_seed(mask_seed)
-    mask = ensure_mask(part, r, lambda: imp_controls.control_mask(control, trunk_mask, generator))
+    mask = ensure_mask(part, imp_run, lambda: imp_controls.control_mask(control, trunk_mask, generator))
     if fresh_seed is not None:
-        fresh = setup.make_model(r.cfg, r.data, torch.device("cpu"), seed=fresh_seed)
+        fresh = setup.make_model(imp_run.cfg, imp_run.data, torch.device("cpu"), seed=fresh_seed)
         state, momentum = rewound_state(fresh.state_dict(), mask), None
     else:
-        state, momentum = rewound_state(rewind_model, mask), momentum_for(r, rewind_momentum, mask)
-    return part_training(r, part, state, mask, start=r.start, save_at=(r.start,), momentum=momentum,
+        state, momentum = rewound_state(rewind_model, mask), momentum_for(imp_run, rewind_momentum, mask)
+    return part_training(imp_run, part, state, mask, start=imp_run.k, save_at=(imp_run.k,), momentum=momentum,
                  sinks=sinks, level=level, kind=control, init_seed=fresh_seed)
 
 
-def perturbed_training(r: ImpRun, level: int, name: str, trunk_mask: dict, rewind_model, rewind_momentum,
+def perturbed_training(imp_run: ImpRun, level: int, name: str, trunk_mask: dict, rewind_model, rewind_momentum,
                        sinks) -> Training:
-    kind = perturb_kind(name, r.cfg.perturb_noise)
-    part = r.out / f"level_{level}" / kind
-    mask = ensure_mask(part, r, lambda: {n: m.clone() for n, m in trunk_mask.items()})
-    seed = perturb_seed(r, name, level)
+    kind = perturb_kind(name, imp_run.cfg.perturb_noise)
+    part = imp_run.out / f"level_{level}" / kind
+    mask = ensure_mask(part, imp_run, lambda: {n: m.clone() for n, m in trunk_mask.items()})
+    seed = perturb_seed(imp_run, name, level)
     if not (part / "perturbation.json").exists():
         checkpoints.write_json_atomic(
             part / "perturbation.json",
-            {"perturbation": name, "seed": seed, "noise": r.cfg.perturb_noise if name == "noise" else None},
+            {"perturbation": name, "seed": seed, "noise": imp_run.cfg.perturb_noise if name == "noise" else None},
         )
     generator = torch.Generator().manual_seed(seed)
     try:
         state = imp_perturb.perturb(name, rewound_state(rewind_model, mask), mask, generator,
-                                    init=init_state(r), noise=r.cfg.perturb_noise)
+                                    init=init_state(imp_run), noise=imp_run.cfg.perturb_noise)
     except ValueError as err:
         raise UsageError(f"--perturb={name}: {err}") from None
-    return part_training(r, part, state, mask, start=r.start, save_at=(r.start,),
-                 momentum=momentum_for(r, rewind_momentum, mask), sinks=sinks, level=level, kind=kind)
+    return part_training(imp_run, part, state, mask, start=imp_run.k, save_at=(imp_run.k,),
+                 momentum=momentum_for(imp_run, rewind_momentum, mask), sinks=sinks, level=level, kind=kind)

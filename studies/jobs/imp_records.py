@@ -17,23 +17,23 @@ from .identity import recorded_imp_run_name
 from .imp_setup import ImpRun, control_seed
 
 
-def _record(r: ImpRun, level: int, kind: str, part: Path) -> dict:
+def _record(imp_run: ImpRun, level: int, kind: str, part: Path) -> dict:
     summary = records.read(part / "summary.json", records.SUMMARY, fix="move it away to train that part again")
     density_path = part / "density.json"
     density = (records.read(density_path, records.DENSITY, fix="move it away: it is rebuilt from mask.pt")
                ["density"] if density_path.exists() else imp_masks.density(load_bound(part / "mask.pt")))
     if level == 0:
-        rewind = r.level0_description
+        rewind = imp_run.level0_description
     elif imp_controls.reinitialises(kind):
-        rewind = f"fresh initialisation (seed {control_seed(r, kind, level)})"
+        rewind = f"fresh initialisation (seed {control_seed(imp_run, kind, level)})"
     elif kind.startswith("perturb_"):
-        rewind = f"{r.rewind_description}, perturbed: {kind.removeprefix('perturb_')}"
+        rewind = f"{imp_run.rewind_description}, perturbed: {kind.removeprefix('perturb_')}"
     else:
-        rewind = r.rewind_description
+        rewind = imp_run.rewind_description
     record = {"level": level, "kind": kind, "density": density, "test_accuracy": summary["test_accuracy"],
               "train_loss": summary["train_loss"], "start_step": summary["start_step"],
-              "end_step": summary["end_step"], "seed": r.cfg.seed, "rewind": rewind,
-              "run_dir": part.relative_to(r.out).as_posix()}
+              "end_step": summary["end_step"], "seed": imp_run.cfg.seed, "rewind": rewind,
+              "run_dir": part.relative_to(imp_run.out).as_posix()}
     if kind.startswith("perturb_"):
         info = checkpoints.read_json(part / "perturbation.json", missing_ok=True,
                                      fix="move it away: it is rewritten when the part is rerun") or {}
@@ -41,22 +41,22 @@ def _record(r: ImpRun, level: int, kind: str, part: Path) -> dict:
             perturbation=info.get("perturbation"), perturb_noise=info.get("noise"), control_seed=info.get("seed")
         )
     elif kind != "trunk":
-        record["control_seed"] = control_seed(r, kind, level)
+        record["control_seed"] = control_seed(imp_run, kind, level)
     return record
 
 
-def collect_tickets(r: ImpRun) -> list[dict]:
+def collect_tickets(imp_run: ImpRun) -> list[dict]:
     """Records of every finished part in the run directory (levels ascending, trunk before controls)."""
-    levels = sorted(int(m.group(1)) for p in r.out.glob("level_*") if (m := re.fullmatch(r"level_(\d+)", p.name)))
+    levels = sorted(int(m.group(1)) for p in imp_run.out.glob("level_*") if (m := re.fullmatch(r"level_(\d+)", p.name)))
     records = []
     for level in levels:
-        trunk = r.out / f"level_{level}"
+        trunk = imp_run.out / f"level_{level}"
         perturbed = sorted((p for p in trunk.glob("perturb_*") if p.is_dir()), key=perturb_order)
         for kind, part in (
             [("trunk", trunk)] + [(c, trunk / c) for c in imp_controls.CONTROLS] + [(p.name, p) for p in perturbed]
         ):
             if (part / "summary.json").exists():
-                records.append(_record(r, level, kind, part))
+                records.append(_record(imp_run, level, kind, part))
     return records
 
 
@@ -67,9 +67,9 @@ def perturb_order(part: Path) -> tuple:
     return imp_perturb.PERTURBATIONS.index(base), name
 
 
-def write_tickets(r: ImpRun) -> list[dict]:
-    records = collect_tickets(r)
-    checkpoints.write_json_atomic(r.out / "tickets.json", records)
+def write_tickets(imp_run: ImpRun) -> list[dict]:
+    records = collect_tickets(imp_run)
+    checkpoints.write_json_atomic(imp_run.out / "tickets.json", records)
     return records
 
 

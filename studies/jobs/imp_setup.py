@@ -34,7 +34,7 @@ class ImpRun:
     device: torch.device
     data: object
     out: Path
-    start: int  # first step of every level >= 1 (the rewind step k)
+    k: int  # the rewind step in iterations (--rewind_step, or the rewind point's step): where every level >= 1 starts
     end: int  # T
     template: torch.nn.Module  # a CPU instance of the architecture, for shape checks
     names: list  # prunable parameter names
@@ -110,7 +110,7 @@ def _check_rewind_file(state, path: Path, cfg: ImpConfig, model, names) -> dict:
 class RewindPoint:
     """Where every pruned level starts: step k, the state's file (--rewind_from) if any, and how records name it."""
 
-    start: int
+    k: int  # iterations
     description: str
     level0_description: str
     file: dict | None = None
@@ -163,19 +163,19 @@ def _rewind_point(cfg: ImpConfig, model, names: list, per_epoch: int, end: int) 
             )
         text = f"{path.resolve()} ({state.get('description', 'no description')})"
         point = RewindPoint(state["step"], text, text, state, hashlib.sha256(path.read_bytes()).hexdigest(), momentum)
-        what = f"the rewind point {path} stands for step {point.start}it, which"
+        what = f"the rewind point {path} stands for step {point.k}it, which"
     else:
-        start = setup.parse_step(cfg.rewind_step, per_epoch, "rewind_step").it
-        point = RewindPoint(start, f"reset to initialisation (seed {cfg.seed}), level_0/weights_0it.pt" if start == 0
-                            else f"dense run at step {start}it, level_0/weights_{start}it.pt",
+        k = setup.parse_step(cfg.rewind_step, per_epoch, "rewind_step").it
+        point = RewindPoint(k, f"reset to initialisation (seed {cfg.seed}), level_0/weights_0it.pt" if k == 0
+                            else f"dense run at step {k}it, level_0/weights_{k}it.pt",
                             f"initialisation (seed {cfg.seed})")
-        what = f"--rewind_step={cfg.rewind_step} ({start}it)"
-    if point.start >= end:
+        what = f"--rewind_step={cfg.rewind_step} ({k}it)"
+    if point.k >= end:
         raise UsageError(f"{what} is not before the end of training ({cfg.training_steps} = {end}it), so every "
                          f"pruned level would train 0 steps: rewind earlier or train longer")
     if point.file is not None and cfg.rewind_step != defaults_for(cfg)["rewind_step"]:
         print(f"earlyphase imp: --rewind_step={cfg.rewind_step} is ignored: the rewind point stands for step "
-              f"{point.start}it, where every level starts", file=sys.stderr)
+              f"{point.k}it, where every level starts", file=sys.stderr)
     return point
 
 
@@ -209,7 +209,7 @@ def prepare(cfg: ImpConfig) -> ImpRun:
     _check_levels(cfg, base_mask)
     out = Path(cfg.out).expanduser() / imp_run_name(cfg, point.sha256)
     seed = cfg.stability_data_seed
-    return ImpRun(cfg=cfg, device=device, data=data, out=out, start=point.start, end=end.it, template=model,
+    return ImpRun(cfg=cfg, device=device, data=data, out=out, k=point.k, end=end.it, template=model,
                   names=names, param_names=[n for n, _ in model.named_parameters()], base_mask=base_mask,
                   controls=controls, rewind_description=point.description,
                   level0_description=point.level0_description, rewind_file=point.file,
@@ -246,22 +246,22 @@ def stability_levels(cfg: ImpConfig) -> tuple[int, ...]:
     return levels
 
 
-def init_state(r: ImpRun, seed: int | None = None) -> dict:
+def init_state(imp_run: ImpRun, seed: int | None = None) -> dict:
     """The seed's initialisation: what level 0 and pretraining start from (level_0/weights_0it.pt without
     --rewind_from)."""
-    return setup.make_model(r.cfg, r.data, torch.device("cpu"), seed=seed).state_dict()
+    return setup.make_model(imp_run.cfg, imp_run.data, torch.device("cpu"), seed=seed).state_dict()
 
 
-def control_seeds(r: ImpRun, control: str, level: int) -> tuple[int, int | None]:
+def control_seeds(imp_run: ImpRun, control: str, level: int) -> tuple[int, int | None]:
     """(the seed of the control's random mask, that of its fresh initialisation or None): the one rule, used by
     the training and by its record."""
-    init_seed = derive_seed(r.cfg.seed, "reinit", level) if imp_controls.reinitialises(control) else None
-    return derive_seed(r.cfg.seed, control, level), init_seed
+    init_seed = derive_seed(imp_run.cfg.seed, "reinit", level) if imp_controls.reinitialises(control) else None
+    return derive_seed(imp_run.cfg.seed, control, level), init_seed
 
 
-def control_seed(r: ImpRun, control: str, level: int) -> int:
+def control_seed(imp_run: ImpRun, control: str, level: int) -> int:
     """The seed a ticket record names for a control: its fresh initialisation's, else its random mask's."""
-    mask_seed, init_seed = control_seeds(r, control, level)
+    mask_seed, init_seed = control_seeds(imp_run, control, level)
     return mask_seed if init_seed is None else init_seed
 
 
@@ -270,5 +270,5 @@ def perturb_kind(name: str, noise: float) -> str:
     return f"perturb_noise{noise:g}" if name == "noise" and noise != 1.0 else f"perturb_{name}"
 
 
-def perturb_seed(r: ImpRun, name: str, level: int) -> int:
-    return derive_seed(r.cfg.seed, "perturb", name, level)
+def perturb_seed(imp_run: ImpRun, name: str, level: int) -> int:
+    return derive_seed(imp_run.cfg.seed, "perturb", name, level)

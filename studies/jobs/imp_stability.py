@@ -28,38 +28,41 @@ def stability_dir(out: Path, cfg: ImpConfig, level: int) -> Path:
     return out / f"level_{level}" / name
 
 
-def level0_at_k(r: ImpRun) -> tuple[dict, dict, dict | None]:
+def level0_at_k(imp_run: ImpRun) -> tuple[dict, dict, dict | None]:
     """(state, mask, momentum) of the dense network at the rewind point: level 0's weights at k."""
-    saved = load_bound(weights_file(r.out / "level_0", r.start))
-    return saved["model"], trunk_mask(r, 0), momentum_by_name(saved["optimizer"], r.param_names) or None
+    saved = load_bound(weights_file(imp_run.out / "level_0", imp_run.k))
+    return saved["model"], trunk_mask(imp_run, 0), momentum_by_name(saved["optimizer"], imp_run.param_names) or None
 
 
-def second_copy(r: ImpRun, level: int, state: dict, mask: dict, momentum: dict | None, sinks) -> Training:
+def second_copy(imp_run: ImpRun, level: int, state: dict, mask: dict, momentum: dict | None, sinks) -> Training:
     """The level's second copy: its start state, mask and optimiser, another data order; the first copy is the
     level itself (level 0: the dense run, which passes through k in the same state)."""
-    return part_training(r, stability_dir(r.out, r.cfg, level), state, mask, start=r.start, save_at=(),
-                         momentum=momentum, sinks=sinks, level=level, kind="stability", data_seed=r.stability_seed)
+    return part_training(imp_run, stability_dir(imp_run.out, imp_run.cfg, level), state, mask, start=imp_run.k,
+                         save_at=(), momentum=momentum, sinks=sinks, level=level, kind="stability",
+                         data_seed=imp_run.stability_seed)
 
 
-def analyse(r: ImpRun, sinks) -> None:
+def analyse(imp_run: ImpRun, sinks) -> None:
     """stability.json for every level whose two copies have finished (once per path setting)."""
-    key = r.path.key()
-    for level in r.stability:
-        folder = stability_dir(r.out, r.cfg, level)
+    key = imp_run.path.key()
+    for level in imp_run.stability:
+        folder = stability_dir(imp_run.out, imp_run.cfg, level)
         results = records.read(folder / "stability.json", records.STABILITY, missing_ok=True,
                                fix="move it away: the analysis is redone from the two copies") or {}
-        done = all((p / "summary.json").exists() for p in (r.out / f"level_{level}", folder))
+        done = all((p / "summary.json").exists() for p in (imp_run.out / f"level_{level}", folder))
         if key in results or not done:
             continue
-        first, second = (load_bound(final_file(p))["model"] for p in (r.out / f"level_{level}", folder))
-        mask = load_bound(r.out / f"level_{level}" / "mask.pt")
+        first, second = (load_bound(final_file(p))["model"] for p in (imp_run.out / f"level_{level}", folder))
+        mask = load_bound(imp_run.out / f"level_{level}" / "mask.pt")
         check_mask_holds(interpolate(first, second, 0.5), mask)
-        model = setup.make_model(r.cfg, r.data, r.device)
-        plan = setup.make_plan(r.cfg, r.data, r.device, start=r.start)
-        path = evaluate_path(model, {k: v.to(r.device) for k, v in first.items()},
-                                       {k: v.to(r.device) for k, v in second.items()}, r.data, plan, r.path)
-        results[key] = {**summarise(path, r.path, (r.cfg.data_order_seed(), r.stability_seed)), "level": level,
-                        "start_step": r.start, "density": imp_masks.density(mask)}
+        model = setup.make_model(imp_run.cfg, imp_run.data, imp_run.device)
+        plan = setup.make_plan(imp_run.cfg, imp_run.data, imp_run.device, start=imp_run.k)
+        device = imp_run.device
+        path = evaluate_path(model, {name: v.to(device) for name, v in first.items()},
+                             {name: v.to(device) for name, v in second.items()}, imp_run.data, plan, imp_run.path)
+        seeds = (imp_run.cfg.data_order_seed(), imp_run.stability_seed)
+        results[key] = {**summarise(path, imp_run.path, seeds), "level": level, "start_step": imp_run.k,
+                        "density": imp_masks.density(mask)}
         checkpoints.write_json_atomic(folder / "stability.json", results)
         print(f"imp level {level} stability: instability {results[key]['instability']:.2f} points (test), "
               f"{results[key]['train_instability']:.2f} (train subset)", file=sys.stderr)
