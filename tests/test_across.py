@@ -9,7 +9,7 @@ import pytest
 from earlyphase.studies import cli
 from earlyphase.studies.reporting import report
 
-from test_report import T_975_2, write_imp, write_stability
+from conftest import T_975_2, write_imp, write_stability
 
 DENSE = {0: 0.950, 1: 0.960, 2: 0.955}  # each seed's dense network
 NOISE = {0: 0.000, 1: 0.002, 2: -0.002}  # per-seed wobble of a difference

@@ -14,10 +14,9 @@ from earlyphase.studies.jobs.imp import prepare
 from earlyphase.studies.jobs.imp import run as run_imp
 from earlyphase.studies.reporting import across_option, anatomy, report
 
-from conftest import final_weights, load, same_state
-from test_report import write_imp
+from conftest import final_weights, load, same_state, write_imp
 
-TINY = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
+FLAGS = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
         "--rewind_step=3it", "--pretrain_steps=3it", "--batch_size=128", "--threads=1"]
 
 
@@ -36,7 +35,7 @@ def test_crossing_a_run_with_itself_is_its_own_ticket_bit_for_bit(tmp_path):
 
 def test_a_study_splits_each_difference_into_mask_and_weights_and_reports_the_anatomy(tmp_path, capsys):
     out = tmp_path / "runs"
-    args = ["study", f"--out={out}", "--conditions=reset,rewind,rotation", "--seeds=0,1,2", "--controls=", *TINY]
+    args = ["study", f"--out={out}", "--conditions=reset,rewind,rotation", "--seeds=0,1,2", "--controls=", *FLAGS]
     assert cli.main(args) == 0
     study_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     record = json.loads((study_dir / "study.json").read_text())
@@ -88,7 +87,7 @@ def test_a_study_splits_each_difference_into_mask_and_weights_and_reports_the_an
 
 
 def test_bad_cross_levels_are_refused_before_anything_runs(tmp_path, capsys):
-    assert cli.main(["study", f"--out={tmp_path}/runs", "--cross_levels=5", *TINY]) == 2
+    assert cli.main(["study", f"--out={tmp_path}/runs", "--cross_levels=5", *FLAGS]) == 2
     err = capsys.readouterr().err
     assert "--cross_levels=5: the levels run are 1 ... 2" in err and not (tmp_path / "runs").exists()
 

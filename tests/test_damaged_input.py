@@ -12,8 +12,7 @@ import torch
 
 from earlyphase.studies.reporting import report
 
-from conftest import TINY, load, one_line_error, run_cli
-from test_report import write_imp
+from conftest import TINY, load, one_line_error, run_cli, write_imp
 
 ONE_LEVEL = ["--rewind_step=3it", "--levels=1", "--threads=1"]
 HOSTILE_PYPROJECT = """[build-system]

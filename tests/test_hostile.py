@@ -14,16 +14,15 @@ import yaml
 from earlyphase.studies.engine import records
 from earlyphase.studies.reporting import report
 
-from conftest import final_weights, one_line_error, run_cli, same_state
-from test_report import write_imp
+from conftest import final_weights, one_line_error, run_cli, same_state, write_imp
 
-TINY = ["--width=2", "--training_steps=4it", "--batch_size=256", "--prune_fraction=0.5", "--levels=1",
+FLAGS = ["--width=2", "--training_steps=4it", "--batch_size=256", "--prune_fraction=0.5", "--levels=1",
         "--rewind_step=1it"]
 
 
 @pytest.fixture
 def imp_run(out, capsys):
-    code, stdout, _ = run_cli(["imp", f"--out={out}", *TINY], capsys)
+    code, stdout, _ = run_cli(["imp", f"--out={out}", *FLAGS], capsys)
     assert code == 0
     return out, stdout.strip().splitlines()[-1]
 
@@ -40,7 +39,7 @@ def test_a_summary_of_the_wrong_shape_is_one_line_when_imp_reads_it_back(imp_run
     path = os.path.join(run, "level_1", "summary.json")
     with open(path, "w") as f:
         json.dump(content, f)
-    code, _, err = run_cli(["imp", f"--out={out}", *TINY], capsys)
+    code, _, err = run_cli(["imp", f"--out={out}", *FLAGS], capsys)
     one_line_error(code, err, path, problem, "move it away")
     assert json.load(open(path)) == content  # nothing overwritten
 
@@ -50,7 +49,7 @@ def test_a_density_record_of_the_wrong_shape_is_one_line(imp_run, capsys):
     path = os.path.join(run, "level_1", "density.json")
     with open(path, "w") as f:
         json.dump({"density": 2.5}, f)
-    code, _, err = run_cli(["imp", f"--out={out}", *TINY], capsys)
+    code, _, err = run_cli(["imp", f"--out={out}", *FLAGS], capsys)
     one_line_error(code, err, path, "density 2.5 is not in [0, 1]", "rebuilt from mask.pt")
 
 
@@ -87,7 +86,7 @@ def test_an_edited_run_config_is_refused_by_imp_and_excluded_by_the_report(imp_r
     config["lr"] = 0.5
     with open(path, "w") as f:
         json.dump(config, f)
-    code, _, err = run_cli(["imp", f"--out={out}", *TINY], capsys)
+    code, _, err = run_cli(["imp", f"--out={out}", *FLAGS], capsys)
     one_line_error(code, err, path, "names another run", "edited after the run")
     assert json.load(open(path))["lr"] == 0.5  # left as found
     code, _, err = run_cli(["report", str(out), "-o", str(tmp_path / "rep")], capsys)
@@ -172,7 +171,7 @@ def test_empty_values_and_control_characters_are_refused(out, capsys, args, mess
 
 
 def test_empty_means_none_where_the_help_says_so(out, capsys):
-    longer = [a for a in TINY if not a.startswith("--training_steps")] + ["--training_steps=2ep"]
+    longer = [a for a in FLAGS if not a.startswith("--training_steps")] + ["--training_steps=2ep"]
     code, stdout, _ = run_cli(["imp", f"--out={out}", *longer, "--controls=", "--stability=", "--track_steps=",
                                "--milestone_steps=", "--eval_every=1"], capsys)
     assert code == 0

@@ -17,11 +17,11 @@ from earlyphase.studies.jobs.events import InPart, Tickets
 from conftest import load
 
 CONTROLS = "random_reinit,random_prune_global,random_prune_layerwise"
-TINY = dict(width=4, training_steps="1ep", rewind_step="5it", prune_fraction=0.5, eval_every=1)
+FIELDS = dict(width=4, training_steps="1ep", rewind_step="5it", prune_fraction=0.5, eval_every=1)
 
 
 def tiny(out, **kw):
-    return imp_job.ImpConfig(out=str(out), **{**TINY, **kw})
+    return imp_job.ImpConfig(out=str(out), **{**FIELDS, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ from earlyphase.studies.jobs.flags import parse_overrides
 
 from conftest import run_cli
 
-TINY = ["--width=4", "--training_steps=1ep", "--rewind_step=5it", "--prune_fraction=0.5"]
+FLAGS = ["--width=4", "--training_steps=1ep", "--rewind_step=5it", "--prune_fraction=0.5"]
 
 
 def test_prints_the_table_then_the_run_dir_last(out, capsys):
-    args = ["imp", f"--out={out}", *TINY, "--levels=1", "--controls=random_reinit"]
+    args = ["imp", f"--out={out}", *FLAGS, "--levels=1", "--controls=random_reinit"]
     code, stdout, stderr = run_cli(args, capsys)
     assert code == 0
     lines = stdout.strip().splitlines()
@@ -87,8 +87,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(out, tmp_path, capsy
     files["CORRUPT"].write_bytes(files["GOOD"].read_bytes()[:300])  # a torch file cut short
     torch.save({"weights": 1}, files["NOTAPOINT"])
     args = [a.split("=")[0] + "=" + str(files[a.split("=")[1]]) if a.split("=")[1] in files else a for a in args]
-    given = {a.split("=")[0] for a in args}  # a flag is given once: the case's value replaces TINY's
-    code, stdout, stderr = run_cli(["imp", f"--out={out}", *[t for t in TINY if t.split("=")[0] not in given], *args],
+    given = {a.split("=")[0] for a in args}  # a flag is given once: the case's value replaces FLAGS's
+    code, stdout, stderr = run_cli(["imp", f"--out={out}", *[t for t in FLAGS if t.split("=")[0] not in given], *args],
                                 capsys)
     assert code == 2
     assert message in stderr and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr

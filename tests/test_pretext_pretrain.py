@@ -16,11 +16,11 @@ from conftest import load, same_state
 
 PretrainConfig = config.with_task_options(config.PretrainConfig)  # with the tasks' options (simclr_out_dim, ...)
 
-TINY = dict(width=4, pretrain_steps="6it", eval_every=1)
+FIELDS = dict(width=4, pretrain_steps="6it", eval_every=1)
 
 
 def pretrain(out, **kw):
-    return pretrain_job.run(PretrainConfig(out=str(out), **{**TINY, **kw}))
+    return pretrain_job.run(PretrainConfig(out=str(out), **{**FIELDS, **kw}))
 
 
 def backbone(state):
@@ -71,7 +71,7 @@ def test_sparse_pretraining_keeps_the_mask(out, tmp_path):
     torch.save(mask, tmp_path / "copy" / "mask.pt")
     assert pretrain(out, pretext="rotation", mask=str(tmp_path / "copy"))[0] == run_dir
     assert run_dir != pretrain_job.pretrain_dir(
-        PretrainConfig(out=str(out), **TINY), pretrain_job.registry.load("rotation"), ""
+        PretrainConfig(out=str(out), **FIELDS), pretrain_job.registry.load("rotation"), ""
     )
     # A mask for another width is refused before anything is written.
     wide = {
@@ -91,7 +91,7 @@ def test_simclr_loss_decreases_on_digits(out):
 
 def test_run_names_cover_the_task_and_its_options_only(out):
     def name(**kw):
-        cfg, plugin, _ = pretrain_job.validate(PretrainConfig(out=str(out), **{**TINY, **kw}))
+        cfg, plugin, _ = pretrain_job.validate(PretrainConfig(out=str(out), **{**FIELDS, **kw}))
         return pretrain_job.pretrain_dir(cfg, plugin, "").name
 
     base = name(pretext="blur")

@@ -10,7 +10,7 @@ import yaml
 
 from earlyphase.studies import cli
 
-from conftest import TINY, one_line_error, run_cli
+from conftest import TINY, one_line_error, run_cli, write_imp
 
 
 def test_imp_refuses_levels_that_would_leave_no_weight(out, capsys):
@@ -84,8 +84,6 @@ def test_a_sweep_checks_every_run_before_the_first_starts(tmp_path, capsys):
 
 def test_a_copied_study_reports_its_own_runs_even_from_absolute_records(tmp_path, capsys):
     """study.json written before runs were kept relative held absolute paths: a copy still reads its own runs."""
-    from test_report import write_imp
-
     original = tmp_path / "runs"
     for s in range(3):
         write_imp(original, f"imp_a{s}", s, [0.9, 0.8])
@@ -125,8 +123,6 @@ def test_the_report_verifies_the_parts_it_reports(out, capsys):
 
 def test_a_report_killed_while_writing_leaves_the_previous_one_whole(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
-
-    from test_report import write_imp
 
     root = tmp_path / "runs"
     for s in range(3):

@@ -11,35 +11,7 @@ from earlyphase.studies import cli
 from earlyphase.studies.reporting import findings, paired, report
 from earlyphase.studies.reporting import runs as report_data
 
-T_975_2 = 4.302652729749462  # Student's t, 97.5% quantile, 2 degrees of freedom (3 seeds), from tables
-DENSITIES = (1.0, 0.5, 0.25, 0.125)
-
-
-def write_imp(root, name, seed, accuracies, *, k=24, controls=None, pretext=None, densities=DENSITIES, **config):
-    """An IMP run directory as `earlyphase imp` writes it (config.json, tickets.json), without training."""
-    d = root / name
-    d.mkdir(parents=True)
-    base = {"kind": "imp", "seed": seed, "levels": len(accuracies) - 1, "dataset": "digits", "training_steps": "60it",
-            "training_steps_it": 60, "lr": 0.1, "milestone_steps": "30it", "gamma": 0.1, "warmup_steps": "0it",
-            "batch_size": 64, "threads": 2, "rewind_step": f"{k}it", "rewind_step_it": k, **config}
-    if pretext:
-        base.update(
-            rewind_step=None,
-            rewind_from=f"/elsewhere/pretrain_{pretext}_{seed}",
-            rewind_point={
-                "step": k,
-                "description": f"{pretext} seed {seed}",
-                "pretext": {"name": pretext, "pretrain_steps": f"{k}it", "options": {}, "seed": seed},
-            },
-        )
-    (d / "config.json").write_text(json.dumps(base))
-    tickets = [{"level": i, "kind": "trunk", "density": densities[i], "test_accuracy": a, "seed": seed}
-               for i, a in enumerate(accuracies)]
-    for kind, accs in (controls or {}).items():
-        tickets += [{"level": i + 1, "kind": kind, "density": densities[i + 1], "test_accuracy": a, "seed": seed}
-                    for i, a in enumerate(accs)]
-    (d / "tickets.json").write_text(json.dumps(tickets))
-    return d
+from conftest import T_975_2, write_imp, write_stability
 
 
 @pytest.fixture
@@ -245,15 +217,6 @@ def test_runs_of_the_earlier_protocol_are_excluded(tmp_path):
     assert [c.label for c in conditions] == ["rewind 24it"]
     assert incomplete[0]["excluded"] and "trained [0, T)" in incomplete[0]["why"]
     assert "excluded" in " ".join(findings.findings([], [], [incomplete[0]]))
-
-
-def write_stability(run, level, instabilities_by_setting, density=1.0):
-    folder = run / f"level_{level}" / "stability"
-    folder.mkdir(parents=True)
-    path = [{"alpha": a, "test_error": 0.1, "train_error": 0.05} for a in (0.0, 0.5, 1.0)]
-    (folder / "stability.json").write_text(json.dumps({setting: {
-        "level": level, "instability": x, "train_instability": x / 2, "path": path, "density": density}
-        for setting, x in instabilities_by_setting.items()}))
 
 
 def test_stability_section_verdicts_and_agreement_with_tickets(runs, tmp_path):

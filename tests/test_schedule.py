@@ -12,7 +12,7 @@ from earlyphase.studies.engine import schedule
 
 from conftest import final_weights
 
-TINY = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
+FLAGS = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
         "--rewind_step=3it", "--pretrain_steps=3it", "--batch_size=128", "--stability="]
 
 
@@ -89,7 +89,7 @@ def test_imp_concurrent_stacks_a_levels_parts_and_matches_sequential(tmp_path, c
 def test_study_concurrent_stacks_trainings_of_different_units(tmp_path, capsys, stacks):
     out = tmp_path / "runs"
     assert cli.main(["study", f"--out={out}", "--conditions=reset,rewind,random_labels", "--seeds=0",
-                     "--concurrent=8", "--concurrent_engine=vmap", "--cross_levels=none", *TINY]) == 0
+                     "--concurrent=8", "--concurrent_engine=vmap", "--cross_levels=none", *FLAGS]) == 0
     study_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     units = {u["condition"]: out / u["imp_dir"] for u in json.loads((study_dir / "study.json").read_text())["units"]}
     groups = [sorted((next(c for c, d in units.items() if d in p.parents), p.name if p.parent in units.values()
@@ -104,7 +104,7 @@ def test_study_concurrent_stacks_trainings_of_different_units(tmp_path, capsys, 
 
 def test_sweep_run_concurrent_stacks_across_studies(tmp_path, capsys, stacks):
     sweep = {"method": "grid", "parameters": {"seeds": {"values": [0, 1]}},
-             "command": ["${env}", "earlyphase", "study", "--conditions=reset", *TINY[:4], *TINY[5:], "--levels=1",
+             "command": ["${env}", "earlyphase", "study", "--conditions=reset", *FLAGS[:4], *FLAGS[5:], "--levels=1",
                          "--concurrent_engine=vmap", "${args}"]}
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(sweep))

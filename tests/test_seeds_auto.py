@@ -11,7 +11,7 @@ from earlyphase.studies.reporting import sequential
 from earlyphase.studies.reporting.paired import Difference, comparisons
 from earlyphase.studies.reporting.runs import Condition
 
-TINY = ["--cross_levels=none",  # crossing: tests/test_crossed.py
+FLAGS = ["--cross_levels=none",  # crossing: tests/test_crossed.py
         "--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
         "--rewind_step=3it", "--batch_size=128", "--conditions=reset,rewind", "--controls=", "--seeds=auto"]
 
@@ -54,7 +54,7 @@ def test_next_seeds_are_the_smallest_both_sides_lack_up_to_the_cap():
 
 
 def _study(out, capsys, *more):
-    assert cli.main(["study", f"--out={out}", *TINY, *more]) == 0
+    assert cli.main(["study", f"--out={out}", *FLAGS, *more]) == 0
     study_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     return study_dir, json.loads((study_dir / "study.json").read_text())
 
@@ -96,7 +96,7 @@ def test_a_comparison_decided_at_the_first_look_gets_no_more_seeds(tmp_path, cap
 @pytest.mark.parametrize("args,message", [(["--seeds_batch=0"], "--seeds_batch must be 1 or more"),
                                           (["--seeds_max=2"], "--seeds_max 3 ... 1000")])
 def test_bad_auto_seed_settings_are_refused(tmp_path, capsys, args, message):
-    assert cli.main(["study", f"--out={tmp_path}/runs", *TINY, *args]) == 2
+    assert cli.main(["study", f"--out={tmp_path}/runs", *FLAGS, *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
 

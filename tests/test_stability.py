@@ -19,7 +19,7 @@ from earlyphase.studies.jobs.imp import ImpConfig
 
 from conftest import final_weights, load, same_state
 
-TINY = dict(width=4, training_steps="2ep", rewind_step="3it", prune_fraction=0.5, eval_every=2)
+FIELDS = dict(width=4, training_steps="2ep", rewind_step="3it", prune_fraction=0.5, eval_every=2)
 
 
 def result(folder, bn="interpolate", points=11):
@@ -28,7 +28,7 @@ def result(folder, bn="interpolate", points=11):
 
 def test_same_data_order_gives_zero_instability_and_endpoints_are_the_two_networks(out):
     # the second copy's data-order seed is the run's own (0): it retraces the first copy exactly
-    run_dir, records = imp_job.run(ImpConfig(out=str(out), levels=1, stability="all", stability_data_seed=0, **TINY))
+    run_dir, records = imp_job.run(ImpConfig(out=str(out), levels=1, stability="all", stability_data_seed=0, **FIELDS))
     for level in (0, 1):
         copy = run_dir / f"level_{level}" / "stability_seed0"
         a, b = load(run_dir / f"level_{level}" / "final.pt")["model"], load(copy / "final.pt")["model"]
@@ -42,7 +42,7 @@ def test_same_data_order_gives_zero_instability_and_endpoints_are_the_two_networ
 
 def test_two_data_orders_the_path_and_its_masks(out):
     seen = []  # what W&B would get: the copies' metrics and each analysis, tagged with level and kind
-    run_dir, records = imp_job.run(ImpConfig(out=str(out), levels=1, stability="0,1", **TINY), sinks=[seen.append])
+    run_dir, records = imp_job.run(ImpConfig(out=str(out), levels=1, stability="0,1", **FIELDS), sinks=[seen.append])
     parts = [e for e in seen if isinstance(e, InPart) and isinstance(e.event, dict)]
     results = [e.event for e in parts if "instability" in e.event]
     assert [(e.level, e.kind) for e in parts if "instability" in e.event] == [(0, "stability"), (1, "stability")]

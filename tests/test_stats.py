@@ -74,11 +74,11 @@ def test_tracked_steps_thin_out_geometrically():
     assert set(stats.eval_offsets(4000)) <= set(offsets)
 
 
-TINY = dict(width=4, training_steps="2ep", milestone_steps="1ep", eval_every=1, weight_decay=0.1)
+FIELDS = dict(width=4, training_steps="2ep", milestone_steps="1ep", eval_every=1, weight_decay=0.1)
 
 
 def _setup(out, **kw):
-    cfg = setup.validate(TrainConfig(out=str(out), **{**TINY, **kw}))
+    cfg = setup.validate(TrainConfig(out=str(out), **{**FIELDS, **kw}))
     device = torch.device("cpu")
     data = setup.load_data(cfg, device)
     return cfg, setup.make_model(cfg, data, device), data, setup.make_plan(cfg, data, device)

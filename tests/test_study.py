@@ -10,7 +10,7 @@ from earlyphase.studies.campaigns import study
 
 from cifar_files import UncheckedCIFAR10, write_cifar_tree
 
-TINY = ["--cross_levels=none",  # crossing: tests/test_crossed.py
+FLAGS = ["--cross_levels=none",  # crossing: tests/test_crossed.py
         "--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=2",
         "--rewind_step=3it", "--pretrain_steps=3it", "--batch_size=128"]
 
@@ -91,7 +91,7 @@ def test_bad_study_input(tmp_path, capsys, args, message):
 
 def test_tiny_study_writes_a_report_matching_the_records(tmp_path, capsys):
     out = tmp_path / "runs"
-    args = ["study", f"--out={out}", "--conditions=reset,rewind,rotation,supervised", "--seeds=0,1,2", *TINY]
+    args = ["study", f"--out={out}", "--conditions=reset,rewind,rotation,supervised", "--seeds=0,1,2", *FLAGS]
     assert cli.main(args) == 0
     study_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     record = json.loads((study_dir / "study.json").read_text())
@@ -168,7 +168,7 @@ def test_a_task_with_options_in_brackets_is_a_condition_of_its_own(capsys):
 def test_data_subset_conditions_through_a_study_and_its_report(tmp_path):
     """Each subset setting and supervised_noaug is compared with rewinding to its own k; the scoring cost is
     stated beside the budget; both budgets make a series of the budget figure."""
-    args = ["study", f"--out={tmp_path}", "--seeds=0,1", "--subset_score_runs=2", *TINY,
+    args = ["study", f"--out={tmp_path}", "--seeds=0,1", "--subset_score_runs=2", *FLAGS,
             "--conditions=subset[select=easy;fraction=0.2]=3it,subset[select=easy;fraction=0.2]=6it,"
             "subset[select=random]=3it,supervised_noaug=3it"]
     assert cli.main(args) == 0

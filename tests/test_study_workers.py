@@ -10,14 +10,14 @@ import time
 import types
 from pathlib import Path
 
-TINY = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=1",
+FLAGS = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=1",
         "--rewind_step=3it", "--pretrain_steps=3it", "--batch_size=128", "--conditions=reset,rewind,rotation",
         "--controls=", "--stability="]
 
 
 def study(*args, env=None, **kwargs):
     environment = {k: v for k, v in os.environ.items() if k not in ("EARLYPHASE_THREADS", "OMP_NUM_THREADS")}
-    return subprocess.run([sys.executable, "-m", "earlyphase.studies.cli", "study", *TINY, *args],
+    return subprocess.run([sys.executable, "-m", "earlyphase.studies.cli", "study", *FLAGS, *args],
                           env={**environment, **(env or {})}, capture_output=True, text=True, timeout=600, **kwargs)
 
 
@@ -52,7 +52,7 @@ def test_two_workers_give_the_results_of_one_process_with_their_thread_count(tmp
 
 def test_killing_the_parent_stops_every_worker_and_the_study_resumes(tmp_path):
     environment = {k: v for k, v in os.environ.items() if k not in ("EARLYPHASE_THREADS", "OMP_NUM_THREADS")}
-    args = [sys.executable, "-m", "earlyphase.studies.cli", "study", *TINY, "--cross_levels=none", f"--out={tmp_path}",
+    args = [sys.executable, "-m", "earlyphase.studies.cli", "study", *FLAGS, "--cross_levels=none", f"--out={tmp_path}",
             "--jobs=2", "--seeds=0,1,2"]
     parent = subprocess.Popen(args, env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

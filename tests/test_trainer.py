@@ -12,11 +12,11 @@ from earlyphase.studies.jobs.config import TrainConfig, run_dir
 
 from conftest import final_weights, kill_9_then_rerun, run_cli, same_state
 
-TINY = dict(width=4, training_steps="4ep", milestone_steps="2ep,3ep", eval_every=1)
+FIELDS = dict(width=4, training_steps="4ep", milestone_steps="2ep,3ep", eval_every=1)
 
 
 def tiny(out, **kw):
-    return setup.validate(TrainConfig(out=str(out), **{**TINY, **kw}))
+    return setup.validate(TrainConfig(out=str(out), **{**FIELDS, **kw}))
 
 
 def build(cfg):

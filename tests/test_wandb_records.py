@@ -15,7 +15,7 @@ from earlyphase.studies.reporting import report, wandb_source
 from conftest import one_line_error, run_cli
 from wandb_files import download_layout, offline_runs
 
-TINY = ["--width=2", "--training_steps=2ep", "--milestone_steps=1ep", "--levels=1", "--rewind_step=3it",
+FLAGS = ["--width=2", "--training_steps=2ep", "--milestone_steps=1ep", "--levels=1", "--rewind_step=3it",
         "--pretrain_steps=3it", "--batch_size=256", "--eval_every=1"]
 
 
@@ -23,7 +23,8 @@ TINY = ["--width=2", "--training_steps=2ep", "--milestone_steps=1ep", "--levels=
 def study(tmp_path_factory):
     """One offline study: reset and rotation (with rewinding to its k), seeds 0-2, stability of every point."""
     out = tmp_path_factory.mktemp("wandb") / "runs"
-    code = cli.main(["study", "--conditions=reset,rotation", "--seeds=0,1,2", *TINY, f"--out={out}", "--wandb=offline"])
+    code = cli.main(["study", "--conditions=reset,rotation", "--seeds=0,1,2", *FLAGS, f"--out={out}",
+                     "--wandb=offline"])
     assert code == 0
     return out
 
@@ -130,7 +131,7 @@ def test_a_report_from_the_artifacts_alone_equals_the_local_one(study, tmp_path)
 
 def test_a_rerun_logs_no_records_again_and_the_same_content_makes_the_same_artifact(study, capsys):
     before = offline_runs(study)
-    args = ["study", "--conditions=reset,rotation", "--seeds=0,1,2", *TINY, f"--out={study}", "--wandb=offline"]
+    args = ["study", "--conditions=reset,rotation", "--seeds=0,1,2", *FLAGS, f"--out={study}", "--wandb=offline"]
     assert cli.main(args) == 0
     new = offline_runs(study)[len(before):]
     assert [r.job_type for r in new] == ["report"]  # every part finished earlier: only the report is logged
@@ -147,7 +148,7 @@ def test_a_rerun_logs_no_records_again_and_the_same_content_makes_the_same_artif
 def test_under_a_sweep_agent_one_unit_logs_into_the_agents_run_with_keys_w_and_b_can_group(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")
     out = tmp_path / "runs"
-    assert cli.main(["study", "--conditions=rewind", "--seeds=1", *TINY, f"--out={out}", "--wandb=offline"]) == 0
+    assert cli.main(["study", "--conditions=rewind", "--seeds=1", *FLAGS, f"--out={out}", "--wandb=offline"]) == 0
     (run,) = offline_runs(out)
     assert run.config["condition"] == "rewind 3it" and run.config["seed"] == 1 and run.config["k"] == 3
     assert not {"level", "part", "density"} & set(run.config)  # the unit's identity, not its last part's
@@ -163,7 +164,7 @@ def test_under_a_sweep_agent_one_unit_logs_into_the_agents_run_with_keys_w_and_b
 def test_several_units_under_an_agent_are_prefixed_and_say_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")
     out = tmp_path / "runs"
-    assert cli.main(["study", "--conditions=rewind", "--seeds=0,1", *TINY, f"--out={out}", "--wandb=offline"]) == 0
+    assert cli.main(["study", "--conditions=rewind", "--seeds=0,1", *FLAGS, f"--out={out}", "--wandb=offline"]) == 0
     (run,) = offline_runs(out)
     assert {"rewind seed 0/level_1/trunk/test_accuracy", "rewind seed 1/level_1/trunk/test_accuracy"} <= set().union(
         *run.history)
@@ -176,7 +177,7 @@ def test_nothing_is_staged_outside_out(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.delenv("WANDB_DATA_DIR", raising=False)
     out = tmp_path / "runs"
-    assert cli.main(["imp", *TINY[:2], "--levels=1", "--rewind_step=0it", "--batch_size=256", f"--out={out}",
+    assert cli.main(["imp", *FLAGS[:2], "--levels=1", "--rewind_step=0it", "--batch_size=256", f"--out={out}",
                      "--wandb=offline"]) == 0
     assert not list(home.rglob("*staging*"))
     for run in offline_runs(out):
