@@ -59,9 +59,11 @@ def _layer(w: torch.Tensor, keep: torch.Tensor, init: torch.Tensor | None, gener
            noise: float, perturbation: str) -> torch.Tensor:
     """The perturbed surviving values of one layer, as a flat tensor over its kept positions."""
     values = w[keep]
-    if perturbation == "sign_rewind_mag_init":
+    if perturbation in NEEDS_INIT and init is None:
+        raise ValueError(f"{perturbation} needs the initialisation")
+    if perturbation == "sign_rewind_mag_init" and init is not None:
         return sign(values) * init[keep].abs()
-    if perturbation == "sign_init_mag_rewind":
+    if perturbation == "sign_init_mag_rewind" and init is not None:
         return sign(init[keep]) * values.abs()
     if perturbation == "random_mag":
         draws = torch.randn(values.shape, generator=generator, dtype=values.dtype)
@@ -101,7 +103,7 @@ def perturb(perturbation: str, rewind: dict, mask: Mask, generator: torch.Genera
         keep = mask[name].cpu().bool()
         if keep.shape != w.shape:
             raise ValueError(f"mask for {name!r} has shape {tuple(keep.shape)}, the state {tuple(w.shape)}")
-        ref = init[name].detach().cpu().to(w.dtype) if perturbation in NEEDS_INIT else None
+        ref = init[name].detach().cpu().to(w.dtype) if init is not None and perturbation in NEEDS_INIT else None
         if ref is not None and ref.shape != w.shape:
             raise ValueError(f"init {name!r} has shape {tuple(ref.shape)}, the rewind point {tuple(w.shape)}")
         new = torch.zeros_like(w)

@@ -15,6 +15,9 @@ from .views import TwoViewTask
 class BarlowTwins(TwoViewTask):
     name = "barlowtwins"
     description = "lightly's Barlow Twins projector and loss: cross-correlation of two views to the identity"
+    # its options, attributes once set (PretextTask.__init__)
+    out_dim: int
+    lambda_param: float
     options = {"out_dim": Option(256, "projector output size"),
                "lambda_param": Option(0.005, "weight of the off-diagonal terms"),
                "min_scale": Option(0.2, "smallest area share kept by the random resized crop")}

@@ -37,6 +37,9 @@ class Blur(PretextTask):
     name = "blur"
     description = "true labels on inputs down-sampled by a factor and up-sampled (optionally Gaussian)"
     stochastic = False
+    # its options, attributes once set (PretextTask.__init__)
+    factor: int
+    gaussian: bool
     options = {"factor": Option(0, "down-sampling factor; 0 = auto: the paper's 4 on 32-pixel images, 2 on 8x8 digits"),
                "gaussian": Option(False, "Gaussian smoothing (sigma = factor / 2) before down-sampling")}
 

@@ -17,6 +17,8 @@ from .momentum import MOMENTUM, MomentumTask, check_momentum
 class BYOL(MomentumTask):
     name = "byol"
     description = "lightly's BYOL heads and loss: a predictor chases a momentum teacher's projection of the other view"
+    # its options, attributes once set (PretextTask.__init__)
+    out_dim: int
     options = {"momentum": MOMENTUM,
                "out_dim": Option(128, "projection and prediction output size"),
                "min_scale": Option(0.2, "smallest area share kept by the random resized crop")}

@@ -23,6 +23,13 @@ from .momentum import MOMENTUM, MomentumTask, check_momentum
 class DINO(MomentumTask):
     name = "dino"
     description = "DINO on lightly: momentum teacher, centring and sharpening, two global views"
+    # its options, attributes once set (PretextTask.__init__)
+    out_dim: int
+    teacher_temp: float
+    warmup_teacher_temp: float
+    warmup: float
+    student_temp: float
+    center_momentum: float
     options = {"momentum": MOMENTUM,
                "out_dim": Option(1024, "prototypes (the head's output size)"),
                "teacher_temp": Option(0.07, "teacher temperature after the warm-up"),

@@ -21,6 +21,10 @@ from .momentum import MOMENTUM, MomentumTask, check_momentum
 class MoCo(MomentumTask):
     name = "moco"
     description = "MoCo v2 on lightly: momentum key encoder, NT-Xent against a queue of earlier keys"
+    # its options, attributes once set (PretextTask.__init__)
+    queue: int
+    temperature: float
+    out_dim: int
     options = {"momentum": MOMENTUM,
                "queue": Option(4096, "keys kept as negatives (the memory bank's size)"),
                "temperature": Option(0.2, "NT-Xent temperature"),

@@ -38,6 +38,8 @@ class MomentumTask(TwoViewTask):
     """A two-view task with a momentum teacher, `self.own_modules["teacher"]`; subclasses add their own modules
     in `extra_modules` and declare `momentum` (MOMENTUM) among their options."""
 
+    momentum: float  # an option of each subclass
+
     def extra_modules(self, model: nn.Module) -> dict[str, nn.Module]:
         """Modules beside the teacher (a predictor, a loss holding a queue or a centre)."""
         return {}
@@ -48,7 +50,9 @@ class MomentumTask(TwoViewTask):
 
     @property
     def teacher(self) -> nn.Module:
-        return self.own_modules["teacher"]
+        modules = self.own_modules
+        assert isinstance(modules, nn.ModuleDict), "build() makes the teacher"
+        return modules["teacher"]
 
     def momentum_at(self, step: int, steps: int) -> float:
         """The momentum of the update after `step` iterations of `steps`: `momentum` at the first, 1 at the last."""

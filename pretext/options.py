@@ -16,9 +16,11 @@ class Option:
     help: str = ""
 
 
-def declared_options(task: type) -> dict[str, Option]:
-    """A task's options as {name: Option}, whether declared as plain defaults or as Option(default, help)."""
-    return {name: value if isinstance(value, Option) else Option(value) for name, value in task.options.items()}
+def declared_options(task: object) -> dict[str, Option]:
+    """A task's (class or instance) options as {name: Option}, whether declared as plain defaults or as
+    Option(default, help)."""
+    options: dict = getattr(task, "options")
+    return {name: value if isinstance(value, Option) else Option(value) for name, value in options.items()}
 
 
 def parse_bool(text: str) -> bool:

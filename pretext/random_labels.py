@@ -17,6 +17,8 @@ class RandomLabels(PretextTask):
     name = "random_labels"
     description = "uniform random labels, drawn once per example from a seed (fraction relabelled)"
     stochastic = False
+    # its options, attributes once set (PretextTask.__init__)
+    fraction: float
     options = {"fraction": Option(1.0, "share of examples given a random label")}
 
     def setup(self) -> None:

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # finding the names imports no task (nor torch)
+    from .base import PretextTask
 
 GROUP = "earlyphase.pretext"
 
@@ -23,7 +27,7 @@ class Plugin:
     name: str
     target: str  # "module:attribute"
     distribution: str  # "name version" of the distribution that declares it
-    task: type | None  # the PretextTask subclass, or None when it failed to load
+    task: type[PretextTask] | None  # the PretextTask subclass, or None when it failed to load
     error: str | None = None  # why it failed to load
 
     @property
@@ -76,7 +80,8 @@ def names(group: str = GROUP) -> list[str]:
 
 def discover(group: str = GROUP) -> list[Plugin]:
     """Every declared task, loaded; a second declaration of a name is reported as an error, not loaded."""
-    plugins, seen = [], {}
+    plugins: list[Plugin] = []
+    seen: dict[str, str] = {}
     for ep in _entry_points(group):
         if ep.name in seen:
             plugins.append(Plugin(ep.name, ep.value, _distribution(ep), None,

@@ -26,6 +26,8 @@ class Rotation(PretextTask):
     name = "rotation"
     description = "predict a 0/90/180/270-degree rotation (exact torch.rot90), 4-way head"
     uses_labels = False
+    # its options, attributes once set (PretextTask.__init__)
+    all_four: bool
     options = {"all_four": Option(False, "all four rotations of every image per batch (else one random each)")}
 
     def setup(self) -> None:

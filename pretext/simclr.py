@@ -16,6 +16,9 @@ from .views import TwoViewTask
 class SimCLR(TwoViewTask):
     name = "simclr"
     description = "two kornia views per image, lightly's SimCLR projection head and NT-Xent loss"
+    # its options, attributes once set (PretextTask.__init__)
+    temperature: float
+    out_dim: int
     options = {"temperature": Option(0.5, "NT-Xent temperature"),
                "out_dim": Option(128, "projection head output size"),
                "min_scale": Option(0.2, "smallest area share kept by the random resized crop")}

@@ -21,6 +21,11 @@ class Subset(PretextTask):
     name = "subset"
     description = "true labels on a fraction of the examples: random, or the easiest/hardest by EL2N score"
     stochastic = False
+    # its options, attributes once set (PretextTask.__init__)
+    fraction: float
+    select: str
+    score_runs: int
+    score_steps: int
     options = {"fraction": Option(0.1, "share of the training examples trained on"),
                "select": Option("random", "which: random, easy or hard (by EL2N score)"),
                "score_runs": Option(10, "EL2N: trainings averaged (easy/hard)"),

@@ -15,6 +15,8 @@ from .views import TwoViewTask
 class VICReg(TwoViewTask):
     name = "vicreg"
     description = "lightly's VICReg expander and loss (variance, invariance, covariance) on two views"
+    # its options, attributes once set (PretextTask.__init__)
+    out_dim: int
     options = {"out_dim": Option(256, "expander output size"),
                "min_scale": Option(0.2, "smallest area share kept by the random resized crop")}
 

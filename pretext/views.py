@@ -21,7 +21,7 @@ from .base import PretextTask, TaskInfo, refuse
 
 
 def view_augmentation(info: TaskInfo, min_scale: float) -> K.AugmentationSequential:
-    ops = [K.RandomResizedCrop(tuple(info.image_size), scale=(min_scale, 1.0))]
+    ops: list[K.AugmentationBase2D] = [K.RandomResizedCrop(tuple(info.image_size), scale=(min_scale, 1.0))]
     if info.flip:
         ops.append(K.RandomHorizontalFlip())
     ops += [K.ColorJiggle(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.2)]
@@ -67,6 +67,7 @@ class TwoViewTask(PretextTask):
 
     uses_labels = False
     standard_augmentation = False
+    min_scale: float  # an option of each subclass
 
     def make_views(self) -> None:
         check_min_scale(self.name, self.min_scale)

@@ -119,3 +119,23 @@ def test_the_walk_sees_the_package():
     assert "earlyphase.studies.engine.trainer" in g and "earlyphase.studies.jobs.imp" in g
     assert ("earlyphase.studies.engine.trainer", ["train"]) in g["earlyphase.studies.engine.schedule"] or any(
         dep == "earlyphase.studies.engine.trainer" for dep, _ in g["earlyphase.studies.engine.schedule"])
+
+
+def test_the_libraries_and_the_engine_type_check(tmp_path):
+    """imp/, pretext/ and studies/engine/ are clean under mypy (pyproject's [tool.mypy]), as lightly runs a strict
+    checker in its CI. The three folders are one package only once installed, so the check runs on a tree of links
+    laid out as the package."""
+    import subprocess
+    import sys
+
+    package = tmp_path / "earlyphase"
+    package.mkdir()
+    (package / "__init__.py").write_text((ROOT / "__init__.py").read_text())
+    for name, folder in FOLDERS.items():
+        (package / name.split(".")[1]).symlink_to(folder, target_is_directory=True)
+    done = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(CHECKOUT / "pyproject.toml"),
+                           "--cache-dir", str(tmp_path / ".mypy_cache"), "-p", "earlyphase.imp", "-p",
+                           "earlyphase.pretext", "-p", "earlyphase.studies.engine"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
+    assert "no issues found" in done.stdout

@@ -74,8 +74,8 @@ def test_hostile_plugins_are_reported_and_never_replace_a_built_in(tmp_path):
     assert pretrained.returncode == 0, pretrained.stderr
     point = load(Path(pretrained.stdout.strip().splitlines()[-1]) / "rewind_point.pt")
     assert point["pretext"]["target"] == "earlyphase.pretext.rotation:Rotation"
-    help_text = earlyphase("pretrain", "--help")
-    assert help_text.returncode == 0 and "--rotation_all_four" in help_text.stdout
+    help_text = earlyphase("pretrain", "--rotation_all_four=true", "--help")  # a task option given: the tasks' listed
+    assert help_text.returncode == 0 and "--rotation_all_four=bool  [True]" in help_text.stdout
 
 
 def test_records_nested_too_deeply_are_one_line(tmp_path, capsys):

@@ -38,8 +38,8 @@ def seed_task_step(seed: int, step: int) -> None:
 
 
 def standard_augmentation(data: ImageData) -> K.AugmentationSequential:
-    size = tuple(data.train_x.shape[-2:])
-    ops = [K.RandomCrop(size, padding=data.crop_padding, fill=0)]
+    height, width = data.train_x.shape[-2:]
+    ops: list[K.AugmentationBase2D] = [K.RandomCrop((height, width), padding=data.crop_padding, fill=0)]
     if data.flip:
         ops.append(K.RandomHorizontalFlip())
     return K.AugmentationSequential(*ops)

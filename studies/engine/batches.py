@@ -33,7 +33,13 @@ class EpochBatches:
         self.normalise = data.normaliser()
         subset = getattr(task, "subset", None)  # set by PretextTask.choose (a task may predate it)
         self.examples = None if subset is None else subset.to(data.train_x.device)
-        self.epoch, self.images, self.order, self.positions = None, None, None, None
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop the built epoch (its order and images): none is built yet, or a caller keeps copies of its own."""
+        self.epoch: int | None = None
+        nothing = torch.empty(0, dtype=torch.long)
+        self.images, self.order, self.positions = self.data.train_x[:0], nothing, nothing
 
     def batch(self, step: int):
         epoch, i = divmod(step, self.per_epoch)

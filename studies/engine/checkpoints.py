@@ -161,7 +161,8 @@ def read_json(path: Path, required: tuple = (), fix: str = "move it away to reco
         problem = err.strerror if isinstance(err, OSError) else (
             "nested too deeply" if isinstance(err, RecursionError) else "not valid JSON")
         raise UsageError(f"{path} is corrupt or unreadable ({problem}): {fix}") from None
-    missing = [key for key in required if key not in record] if isinstance(record, kind) else None
+    missing = [key for key in required if key not in record] if isinstance(record, (dict, list)) and \
+        isinstance(record, kind) else None
     if missing is None or missing:
         what = f"not a JSON {'object' if kind is dict else 'list'}" if missing is None else f"no {missing[0]!r}"
         raise UsageError(f"{path} is corrupt ({what}): {fix}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -96,9 +97,9 @@ def load_digits() -> ImageData:
 class _Layout:
     """How one torchvision reader lays out its files and arrays."""
 
-    files: tuple  # (reader -> path below the root that must exist, paths a download creates)
-    open_split: object  # (reader class, root, train, download) -> reader instance
-    arrays: object  # reader instance -> (uint8 N x C x H x W ndarray, int labels)
+    files: Callable  # reader -> (path below the root that must exist, paths a download creates)
+    open_split: Callable  # (reader class, root, train, download) -> reader instance
+    arrays: Callable  # reader instance -> (uint8 N x C x H x W ndarray, int labels)
 
 
 def _cifar_files(reader):

@@ -37,16 +37,16 @@ class GraphedStep:
         self.x = torch.empty_like(inputs, memory_format=fmt)
         self.y = torch.empty_like(targets)
         # The captured fused-SGD kernel reads lr from this device tensor, so a new lr needs no new graph.
-        self.lr = torch.tensor(float(lr), device=self.device) if self.capture else None
-        self.lr_value = None
+        self.lr: torch.Tensor | None = torch.tensor(float(lr), device=self.device) if self.capture else None
+        self.lr_value: float | None = None
         self.set_lr(lr)
         for group in optimizer.param_groups:
             if group["momentum"]:
                 for p in group["params"]:
                     if optimizer.state[p].get("momentum_buffer") is None:
                         optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        self.graph = None
-        self.loss = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.loss: torch.Tensor | None = None
 
     def _state(self) -> list[torch.Tensor]:
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -66,10 +66,10 @@ class GraphedStep:
             for t, s in zip(state, saved):
                 t.copy_(s)
         self.optimizer.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
+        self.graph = graph = torch.cuda.CUDAGraph()
         self._groups_lr(self.lr)
         try:
-            with torch.cuda.graph(self.graph):
+            with torch.cuda.graph(graph):
                 self.loss = self.body(self.x, self.y)
         finally:
             self._groups_lr(self.lr_value)  # a plain number again for state_dict() and eager steps
@@ -80,7 +80,7 @@ class GraphedStep:
 
     def set_lr(self, lr: float) -> None:
         self._groups_lr(lr)  # what eager steps and checkpoints read
-        if self.capture and lr != self.lr_value:
+        if self.lr is not None and lr != self.lr_value:  # captured: the graph reads lr from this tensor
             self.lr.fill_(lr)
         self.lr_value = lr
 
@@ -92,5 +92,6 @@ class GraphedStep:
             return self.body(self.x, self.y)
         if self.graph is None:
             self._capture()
+        assert self.graph is not None and self.loss is not None  # _capture made them
         self.graph.replay()
         return self.loss

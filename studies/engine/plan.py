@@ -56,6 +56,13 @@ class TrainPlan:
         return replace(self, seed=0, save_at=(), progress="")
 
 
+def all_done(results: list) -> list["TrainResult"]:
+    """The results of trainings that all finished (a None left among them is a bug, refused here)."""
+    if any(r is None for r in results):
+        raise RuntimeError("a training has no result")
+    return results
+
+
 @dataclass
 class TrainResult:
     summary: dict

@@ -45,12 +45,12 @@ from typing import Callable, Generator, Sequence
 
 import torch
 
-from earlyphase.pretext.base import has_own_step
+from earlyphase.pretext.base import PretextTask, has_own_step
 
 from . import locks
 from .data import ImageData
 from .errors import UsageError
-from .plan import Mask, TrainPlan, TrainResult
+from .plan import Mask, TrainPlan, TrainResult, all_done
 from .run_dir import finished_result
 from .stacked import StackedRun, train_stacked
 from .trainer import train, train_steps
@@ -66,7 +66,7 @@ class Training:
     data: ImageData
     plan: TrainPlan
     run_dir: Path
-    task: object = None
+    task: PretextTask | None = None
     mask: Mask | None = None
     optimizer_state: dict | None = None
     sinks: Sequence[Callable[[dict], None]] = ()
@@ -128,7 +128,7 @@ def train_interleaved(trainings: Sequence[Training]) -> list[TrainResult]:
         locks.release_all(held.values())
     for k in busy:
         results[k] = trainings[k].train()  # waits for the other process, holding no lock
-    return results
+    return all_done(results)
 
 
 def _interleave(trainings: Sequence[Training], held: Sequence[locks.RunLock | None]) -> list[TrainResult]:
@@ -140,7 +140,7 @@ def _interleave(trainings: Sequence[Training], held: Sequence[locks.RunLock | No
     here = torch.cuda.current_stream(device) if cuda else None
     streams = [torch.cuda.Stream(device) if cuda else None for _ in trainings]
     for s in streams:
-        if s is not None:
+        if s is not None and here is not None:
             s.wait_stream(here)  # models and data were made on the current stream
     running = {k: t.steps(lock) for k, (t, lock) in enumerate(zip(trainings, held))}
     results: list[TrainResult | None] = [None] * len(trainings)
@@ -157,9 +157,9 @@ def _interleave(trainings: Sequence[Training], held: Sequence[locks.RunLock | No
         for steps in running.values():  # one training failed: stop the others (their files stay resumable)
             steps.close()
         for s in streams:
-            if s is not None:
+            if s is not None and here is not None:
                 here.wait_stream(s)
-    return results
+    return all_done(results)
 
 
 def run_trainings(trainings: list[Training], concurrent: int = 1, engine: str = "streams") -> list[TrainResult]:
@@ -193,13 +193,16 @@ def run_trainings(trainings: list[Training], concurrent: int = 1, engine: str = 
                 outcome = train_stacked([trainings[i].stacked() for i in chunk], trainings[chunk[0]].data)
             for i, result in zip(chunk, outcome):
                 results[i] = result
-                if trainings[i].done is not None:
-                    trainings[i].done(result)
+                _tell_done(trainings[i], result)
     for i in repeats:
-        results[i] = trainings[i].train()
-        if trainings[i].done is not None:
-            trainings[i].done(results[i])
-    return results
+        result = results[i] = trainings[i].train()
+        _tell_done(trainings[i], result)
+    return all_done(results)
+
+
+def _tell_done(training: Training, result: TrainResult) -> None:
+    if training.done is not None:
+        training.done(result)
 
 
 def check_settings(concurrent: int, engine: str) -> None:

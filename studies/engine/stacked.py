@@ -51,7 +51,7 @@ from .data import ImageData
 from .divergence import DivergenceWatch
 from .evaluation import autocast, evaluate
 from .graphed import GraphedStep
-from .plan import Mask, TrainPlan, TrainResult
+from .plan import Mask, TrainPlan, TrainResult, all_done
 from .run_dir import RunFiles, finished_result
 from .trainer import (
     apply_mask,
@@ -132,7 +132,8 @@ class _StackedEpochs:
         self.per_epoch, self.batch_size = self.epochs[0].per_epoch, members[0].plan.batch_size
         self.normalise = data.normaliser()
         self.rows = torch.arange(len(members), device=data.train_x.device).unsqueeze(1)
-        self.epoch, self.images, self.order, self.positions = None, None, None, None
+        self.epoch: int | None = None
+        self.images = self.order = self.positions = torch.empty(0)
 
     def batch(self, step: int):
         epoch, i = divmod(step, self.per_epoch)
@@ -143,7 +144,7 @@ class _StackedEpochs:
             self.positions = torch.stack([e.positions for e in self.epochs])
             self.images = torch.stack([e.images for e in self.epochs])
             for e in self.epochs:  # drop the per-run copies; the stacked ones serve the epoch
-                e.epoch, e.images, e.order, e.positions = None, None, None, None
+                e.forget()
             self.epoch = epoch
         rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
         idx = self.order[:, rows]
@@ -187,7 +188,7 @@ def train_stacked(runs: Sequence[StackedRun], data: ImageData) -> list[TrainResu
         with locks.RunLock(runs[k].run_dir) as lock:
             results[k] = (finished_result(runs[k].run_dir, by_other_process=lock.waited)
                           or _train_held({k: runs[k]}, data, device)[k])
-    return results
+    return all_done(results)
 
 
 def _train_held(runs: dict, data: ImageData, device: torch.device) -> dict:

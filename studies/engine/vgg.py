@@ -41,9 +41,10 @@ class CifarVGG(PaperNetwork):
         super().__init__()
         check_vgg_depth(depth)
         self.depth, self.width = depth, width
-        layers, c_in = [], in_chans
+        layers: list[nn.Module] = []
+        c_in = in_chans
         for spec in PLANS[depth]:
-            if spec == "M":
+            if isinstance(spec, str):  # "M"
                 layers.append(nn.MaxPool2d(2, 2))
             else:
                 c_out = max(1, spec * width // 64)
