@@ -84,6 +84,13 @@ def kill_9_then_rerun(argv: list[str], out: Path) -> tuple[Path, Path]:
     return full_dir, killed_dir
 
 
+def sweep_file(folder: Path, text: str) -> Path:
+    """A sweep file holding `text` (YAML, possibly hostile)."""
+    path = folder / "s.yaml"
+    path.write_text(text)
+    return path
+
+
 # ---------------------------------------------------------------- run records written without training (reports)
 T_975_2 = 4.302652729749462  # Student's t, 97.5% quantile, 2 degrees of freedom (3 seeds), from tables
 DENSITIES = (1.0, 0.5, 0.25, 0.125)

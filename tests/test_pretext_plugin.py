@@ -144,3 +144,68 @@ def test_a_plugin_with_a_momentum_teacher_resumes_bit_for_bit_and_joins_a_study(
     report = json.loads(next((tmp_path / "study").glob("study_*/report/report.json")).read_text())
     assert {(c["subject"], c["reference"]) for c in report["comparisons"] if c["question"] == "pretext"} == {
         ("mean_teacher 3it", "rewind 3it")}
+
+
+HOSTILE_PYPROJECT = """[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "earlyphase-hostile"
+version = "0.0.1"
+
+[project.entry-points."earlyphase.pretext"]
+rotation = "hostile:NotRotation"
+list_option = "hostile:ListOption"
+exits = "exiting:Task"
+
+[tool.setuptools]
+py-modules = ["hostile", "exiting"]
+"""
+
+
+HOSTILE = """from earlyphase.pretext.base import Option, PretextTask
+
+
+class NotRotation(PretextTask):
+    name = "rotation"
+
+
+class ListOption(PretextTask):
+    name = "list_option"
+    options = {"sizes": Option([1, 2], "a list")}
+"""
+
+
+def test_hostile_plugins_are_reported_and_never_replace_a_built_in(tmp_path):
+    package, site = tmp_path / "hostile", tmp_path / "site"
+    package.mkdir()
+    (package / "pyproject.toml").write_text(HOSTILE_PYPROJECT)
+    (package / "hostile.py").write_text(HOSTILE)
+    (package / "exiting.py").write_text("import sys\nsys.exit('usage: some argparse of the plugin')\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(site), str(package)],
+                   check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+
+    def earlyphase(*args):
+        return subprocess.run([sys.executable, "-m", "earlyphase.studies.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    listed = earlyphase("pretext", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    rotation = [line for line in lines if line.startswith("rotation ")]
+    assert len(rotation) == 2 and "[earlyphase " in rotation[0]
+    assert "duplicate name: earlyphase" in rotation[1] and "earlyphase-hostile" in rotation[1]
+    (listing,) = [line for line in lines if line.startswith("list_option ")]
+    assert "BROKEN TypeError" in listing and "options take bool, int, float or str" in listing
+    (exits,) = [line for line in lines if line.startswith("exits ")]
+    assert "BROKEN SystemExit" in exits and "usage: some argparse" in exits
+    pretrained = earlyphase("pretrain", "--pretext=rotation", "--width=4", "--pretrain_steps=2it", "--threads=1",
+                            f"--out={tmp_path}/runs")
+    assert pretrained.returncode == 0, pretrained.stderr
+    point = load(Path(pretrained.stdout.strip().splitlines()[-1]) / "rewind_point.pt")
+    assert point["pretext"]["target"] == "earlyphase.pretext.rotation:Rotation"
+    help_text = earlyphase("pretrain", "--rotation_all_four=true", "--help")  # a task option given: the tasks' listed
+    assert help_text.returncode == 0 and "--rotation_all_four=bool  [True]" in help_text.stdout

@@ -2,8 +2,11 @@
 
 import json
 import math
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 
 import pytest
 
@@ -248,3 +251,15 @@ def test_stability_section_verdicts_and_agreement_with_tickets(runs, tmp_path):
     md = (out / "report.md").read_text()
     assert "## Stability to SGD noise" in md and "| reset | 0it | 10.50 [" in md and "unstable) |" in md
     assert (out / "stability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_bad_matplotlib_backend_in_the_environment_does_not_stop_a_report(tmp_path):
+    for seed in range(3):  # records enough for figures: reset and rewinding, three seeds, three levels
+        write_imp(tmp_path / "runs", f"imp_reset_{seed}", seed, [0.9, 0.88, 0.8, 0.7], k=0)
+        write_imp(tmp_path / "runs", f"imp_rewind_{seed}", seed, [0.9, 0.89, 0.85, 0.8 + 0.01 * seed], k=24)
+    env = {**os.environ, "MPLBACKEND": "nonsense", "WANDB_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-m", "earlyphase.studies.cli", "report", str(tmp_path / "runs"), "-o",
+                           str(tmp_path / "report")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    figures = list((tmp_path / "report").glob("*.png"))
+    assert figures and all(f.read_bytes()[:4] == b"\x89PNG" for f in figures)

@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
-from conftest import TINY, one_line_error, run_cli
+from conftest import TINY, final_weights, one_line_error, run_cli, same_state
 
 SLOW = ["${env}", "earlyphase", "train", "--width=4", "--training_steps=40ep", "--threads=1", "${args}"]
 
@@ -88,3 +89,28 @@ def test_a_fifo_where_a_record_belongs_is_refused_not_read(tmp_path, capsys):
     one_line_error(code, err, "summary.json is not a regular file")
     code, _, err = run_cli(["report", str(run), "-o", str(tmp_path / "rep")], capsys)
     assert code == 0 and "not a regular file" in (tmp_path / "rep" / "report.json").read_text()
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_print_the_interrupt_line_and_a_rerun_resumes_identically(out, tmp_path, sig, code):
+    args = ["train", "--width=2", "--training_steps=12ep", "--eval_every=12", "--checkpoint_every=1"]
+    reference = tmp_path / "reference"
+    subprocess.run([sys.executable, "-m", "earlyphase.studies.cli", *args, f"--out={reference}"], check=True,
+                   capture_output=True)
+    process = subprocess.Popen([sys.executable, "-m", "earlyphase.studies.cli", *args, f"--out={out}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("train_*/checkpoint.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == code, err
+    assert err.strip().splitlines()[-1] == "earlyphase: interrupted; rerun the same command to resume"
+    (run,) = out.glob("train_*")
+    assert not (run / "summary.json").exists() and (run / "checkpoint.pt").exists()
+    assert not list(run.glob("*.tmp"))
+    done = subprocess.run([sys.executable, "-m", "earlyphase.studies.cli", *args, f"--out={out}"], check=True,
+                          capture_output=True, text=True)
+    assert done.returncode == 0
+    (finished,) = reference.glob("train_*")
+    assert same_state(final_weights(run), final_weights(finished))
