@@ -22,7 +22,7 @@ Protocol (Frankle et al.; the library is `earlyphase.imp`):
   point). Controls use the trunk's data order (the run seed), so only the init or the mask differs.
 
 Run directory `runs/imp_<hash>/`: config.json, tickets.json, level_{L}/ (mask.pt, density.json,
-weights_{start}it.pt = the exact start state, final.pt, summary.json, metrics.jsonl) and
+weights_{k}it.pt = the exact start state, final.pt, summary.json, metrics.jsonl) and
 level_{L}/{control}/ with the same files. Each part is its own resumable trainer run and its mask is
 written atomically before it trains, so rerunning resumes an interrupted part and skips finished ones.
 `levels` and `controls` are platform fields (out of the hash): they choose which parts to run, not
