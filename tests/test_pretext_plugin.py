@@ -17,39 +17,38 @@ from earlyphase.studies.engine import models
 from conftest import final_weights, kill_9_then_rerun, load, same_state
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BROKEN_PYPROJECT = """[build-system]
-requires = ["setuptools>=64"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "earlyphase-broken-demo"
-version = "0.0.1"
-
-[project.entry-points."earlyphase.pretext"]
-broken_demo = "broken_demo:Task"
-
-[tool.setuptools]
-py-modules = ["broken_demo"]
-"""
 
 
-def readme_packages() -> list[tuple[str, str, str]]:
-    """(pyproject text, module name, module text) of each package in the README's "Writing a pretext task"."""
+def plugin_pyproject(name: str, entry_points: dict[str, str], modules: list[str]) -> str:
+    """A test plugin's pyproject.toml: its distribution name, its `earlyphase.pretext` entry points, its modules."""
+    points = "".join(f'{task} = "{target}"\n' for task, target in entry_points.items())
+    return (f'[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n\n'
+            f'[project]\nname = "{name}"\nversion = "0.0.1"\n\n[project.entry-points."earlyphase.pretext"]\n{points}\n'
+            f'[tool.setuptools]\npy-modules = {json.dumps(modules)}\n')
+
+
+BROKEN_PYPROJECT = plugin_pyproject("earlyphase-broken-demo", {"broken_demo": "broken_demo:Task"}, ["broken_demo"])
+
+
+def readme_packages() -> list[tuple[str, dict[str, str]]]:
+    """(pyproject text, {module name: module text}) of each package in the README's "Writing a pretext task"."""
     section = README.read_text().split("## Writing a pretext task", 1)[1].split("\n## ", 1)[0]
     tomls = re.findall(r"```toml\n(.*?)```", section, re.S)
     modules = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(tomls) == len(modules) == 2
-    return [(t, tomllib.loads(t)["tool"]["setuptools"]["py-modules"][0], m) for t, m in zip(tomls, modules)]
+    return [(t, {tomllib.loads(t)["tool"]["setuptools"]["py-modules"][0]: m}) for t, m in zip(tomls, modules)]
 
 
-def install(tmp_path: Path, packages: list[tuple[str, str, str]]) -> Path:
-    """The packages (and a broken plugin) installed into tmp_path/site, never the global environment."""
+def install(tmp_path: Path, packages: list[tuple[str, dict[str, str]]]) -> Path:
+    """The packages, each (pyproject text, {module name: module text}), installed into tmp_path/site, never the
+    global environment."""
     site, folders = tmp_path / "site", []
-    for toml_text, module, module_text in packages:
-        folder = tmp_path / module
+    for toml_text, modules in packages:
+        folder = tmp_path / next(iter(modules))
         folder.mkdir()
         (folder / "pyproject.toml").write_text(toml_text)
-        (folder / f"{module}.py").write_text(module_text)
+        for module, module_text in modules.items():
+            (folder / f"{module}.py").write_text(module_text)
         folders.append(str(folder))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--disable-pip-version-check", "--target", str(site), *folders],
@@ -65,7 +64,7 @@ def earlyphase(site: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_third_party_plugin_end_to_end(tmp_path):
     upside_down, _ = readme_packages()
-    broken = (BROKEN_PYPROJECT, "broken_demo", "import not_a_module_anywhere_xyz\n")
+    broken = (BROKEN_PYPROJECT, {"broken_demo": "import not_a_module_anywhere_xyz\n"})
     site, out = install(tmp_path, [upside_down, broken]), tmp_path / "runs"
 
     listed = earlyphase(site, "pretext", "list")
@@ -129,7 +128,8 @@ def test_a_plugin_with_a_momentum_teacher_resumes_bit_for_bit_and_joins_a_study(
     the same bytes), the rewind point holds the network alone, and a study pairs it with rewinding to its k."""
     _, mean_teacher = readme_packages()
     site = install(tmp_path, [mean_teacher])
-    assert sum(1 for line in mean_teacher[2].splitlines() if line.strip()) < 60  # the task's whole file
+    (task_file,) = mean_teacher[1].values()
+    assert sum(1 for line in task_file.splitlines() if line.strip()) < 60  # the task's whole file
     monkeypatch.setenv("PYTHONPATH", str(site))
     full_dir, killed_dir = kill_9_then_rerun(["pretrain", "--pretext=mean_teacher", "--mean_teacher_momentum=0.9",
                                               "--width=4", "--pretrain_steps=3ep", "--threads=1"], tmp_path / "runs")
@@ -146,22 +146,9 @@ def test_a_plugin_with_a_momentum_teacher_resumes_bit_for_bit_and_joins_a_study(
         ("mean_teacher 3it", "rewind 3it")}
 
 
-HOSTILE_PYPROJECT = """[build-system]
-requires = ["setuptools>=64"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "earlyphase-hostile"
-version = "0.0.1"
-
-[project.entry-points."earlyphase.pretext"]
-rotation = "hostile:NotRotation"
-list_option = "hostile:ListOption"
-exits = "exiting:Task"
-
-[tool.setuptools]
-py-modules = ["hostile", "exiting"]
-"""
+HOSTILE_PYPROJECT = plugin_pyproject("earlyphase-hostile", {"rotation": "hostile:NotRotation",
+                                                            "list_option": "hostile:ListOption",
+                                                            "exits": "exiting:Task"}, ["hostile", "exiting"])
 
 
 HOSTILE = """from earlyphase.pretext.base import Option, PretextTask
@@ -178,21 +165,9 @@ class ListOption(PretextTask):
 
 
 def test_hostile_plugins_are_reported_and_never_replace_a_built_in(tmp_path):
-    package, site = tmp_path / "hostile", tmp_path / "site"
-    package.mkdir()
-    (package / "pyproject.toml").write_text(HOSTILE_PYPROJECT)
-    (package / "hostile.py").write_text(HOSTILE)
-    (package / "exiting.py").write_text("import sys\nsys.exit('usage: some argparse of the plugin')\n")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(site), str(package)],
-                   check=True, capture_output=True, timeout=300)
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-
-    def earlyphase(*args):
-        return subprocess.run([sys.executable, "-m", "earlyphase.studies.cli", *args], env=env, capture_output=True,
-                              text=True, timeout=300)
-
-    listed = earlyphase("pretext", "list")
+    site = install(tmp_path, [(HOSTILE_PYPROJECT, {
+        "hostile": HOSTILE, "exiting": "import sys\nsys.exit('usage: some argparse of the plugin')\n"})])
+    listed = earlyphase(site, "pretext", "list")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     rotation = [line for line in lines if line.startswith("rotation ")]
@@ -202,10 +177,11 @@ def test_hostile_plugins_are_reported_and_never_replace_a_built_in(tmp_path):
     assert "BROKEN TypeError" in listing and "options take bool, int, float or str" in listing
     (exits,) = [line for line in lines if line.startswith("exits ")]
     assert "BROKEN SystemExit" in exits and "usage: some argparse" in exits
-    pretrained = earlyphase("pretrain", "--pretext=rotation", "--width=4", "--pretrain_steps=2it", "--threads=1",
+    pretrained = earlyphase(site, "pretrain", "--pretext=rotation", "--width=4", "--pretrain_steps=2it", "--threads=1",
                             f"--out={tmp_path}/runs")
     assert pretrained.returncode == 0, pretrained.stderr
     point = load(Path(pretrained.stdout.strip().splitlines()[-1]) / "rewind_point.pt")
     assert point["pretext"]["target"] == "earlyphase.pretext.rotation:Rotation"
-    help_text = earlyphase("pretrain", "--rotation_all_four=true", "--help")  # a task option given: the tasks' listed
+    # a task option given with --help: the tasks' options are listed, the built-in's own
+    help_text = earlyphase(site, "pretrain", "--rotation_all_four=true", "--help")
     assert help_text.returncode == 0 and "--rotation_all_four=bool  [True]" in help_text.stdout
