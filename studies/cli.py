@@ -38,7 +38,7 @@ def _help(name: str, args: list[str]) -> str:
         lines.append("  --TASK_OPTION=value  [the task's]  each installed task's options, e.g. "
                      "--simclr_temperature=0.2 (`earlyphase pretext` lists them with their defaults; given here, "
                      "they are listed with the rest)")
-    for preset, values in getattr(importlib.import_module(command.arguments.partition(":")[0]), "PRESETS", {}).items():
+    for preset, values in command.presets().items():
         lines.append(f"\n--preset={preset} sets: " + " ".join(f"--{k}={v}" for k, v in values.items()))
     return "\n".join(lines)
 

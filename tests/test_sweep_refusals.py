@@ -89,3 +89,13 @@ def test_special_folders_and_sweeps_the_engine_cannot_run_are_one_line(tmp_path,
     code, _, err = run_cli(["sweep", "run", str(sweep), f"--out={tmp_path}/runs", "--count=2"], capsys)
     one_line_error(code, err, 'Bayesian search requires "metric" section')
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", ["pretext", "report", "sweep", "nonsense"])
+def test_a_sweep_of_a_command_without_a_check_is_one_line(tmp_path, capsys, command):
+    """A sweep runs commands with --field options (each has check(argv)); any other is refused before a run starts."""
+    text = yaml.safe_dump({"program": "earlyphase", "method": "grid", "parameters": {"seed": {"values": [0]}},
+                           "command": ["${env}", "earlyphase", command, "${args}"]})
+    code, _, err = run_cli(["sweep", "run", str(sweep_file(tmp_path, text)), f"--out={tmp_path}/runs"], capsys)
+    one_line_error(code, err, f"runs `earlyphase {command}`", "use a command with --field options")
+    assert not (tmp_path / "runs").exists()

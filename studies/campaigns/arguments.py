@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..engine.errors import UsageError
-from ..jobs.config import StudyConfig, mentions_task_option, with_task_options
+from ..jobs.config import StudyConfig, class_to_parse
 from ..jobs.flags import parse_overrides, with_values
 
 PRESETS = {
@@ -35,7 +35,7 @@ def study(argv: list[str], with_tasks: bool = False) -> StudyConfig:
             preset = arg.split("=", 1)[1]
     if preset not in PRESETS:
         raise UsageError(f"--preset={preset}: choose one of {', '.join(PRESETS)}")
-    cls = with_task_options(StudyConfig) if with_tasks or mentions_task_option(StudyConfig, argv) else StudyConfig
+    cls = class_to_parse(StudyConfig, argv, with_tasks)
     return parse_overrides(cls, argv, base=with_values(cls(), {"preset": preset, **PRESETS[preset]}))
 
 

@@ -23,6 +23,12 @@ class Command:
     def usage_line(self) -> str:
         return _named(self.usage) if self.usage else ""
 
+    def presets(self) -> dict:
+        """The command's presets ({name: {field: value}}), where its arguments module has them (study's)."""
+        import importlib
+
+        return getattr(importlib.import_module(self.arguments.partition(":")[0]), "PRESETS", {})
+
 
 def _named(reference: str):
     """The object a "module:name" reference names (importing the module)."""

@@ -244,6 +244,12 @@ def _share(worker: str) -> tuple[int, int] | None:
     return int(index), int(count)
 
 
+def _own_share_first(items: list, count: int) -> list:
+    """Worker 0's order of a list the J = `count` processes share (worker I takes items[I::J]): its own share, then
+    the others' (found finished, waited for, or trained here if no other process has started them)."""
+    return items[0::count] + [item for i, item in enumerate(items) if i % count]
+
+
 def _unit_done(cfg: StudyConfig, unit: dict) -> Job:
     """A unit trained here, or found finished (or waited for, under another process's lock); returns its IMP
     config, its rewind point included."""
@@ -304,8 +310,7 @@ def work(cfg: StudyConfig, units: list[dict] | None = None) -> Job:
         jobs = [unit_job(len(units) - len(todo) + i, unit) for i, unit in enumerate(todo, 1)]
         yield from (schedule.gather(jobs) if cfg.scheduler.concurrent > 1 else schedule.chain(jobs))
 
-    count = share[1] if share else 1
-    mine = units[0::count] + [u for i, u in enumerate(units) if i % count]  # own share first, then the workers'
+    mine = _own_share_first(units, share[1] if share else 1)
     try:
         yield from run_units(mine)
         if cfg.seeds.strip() == "auto":
@@ -396,9 +401,7 @@ def _crossed(cfg: StudyConfig, out: Path, record: dict) -> Job:
         return cross
 
     print(f"crossed tickets: {len(pairs)} pairs x {len(levels)} level(s) x 2 trainings", file=sys.stderr)
-    count = (_share(cfg.worker) or (0, 1))[1]
-    mine = pairs[0::count] + [p for i, p in enumerate(pairs) if i % count]  # own share first, then the workers'
-    jobs = [pair_job(s, r) for s, r in mine]
+    jobs = [pair_job(s, r) for s, r in _own_share_first(pairs, (_share(cfg.worker) or (0, 1))[1])]
     done = yield from (schedule.gather(jobs) if cfg.scheduler.concurrent > 1 else schedule.chain(jobs))
     record["crossed"] = sorted({_relative(d, out.parent) for d in done})
     write_json_atomic(out / "study.json", record)
@@ -487,8 +490,7 @@ def check(argv: list[str]) -> None:
 
 def main(argv: list[str]) -> int:
     cfg = parse(argv)
-    if cfg.worker:  # a worker process of --jobs: its share of the units, then it exits
-        _share(cfg.worker)
+    if cfg.worker:  # a worker process of --jobs: its share of the units, then it exits (work() checks --worker)
         run(cfg)
         return 0
     units = plan_units(cfg)  # once: --conditions=all's warnings are said once

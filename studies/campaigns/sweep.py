@@ -207,8 +207,8 @@ def check_args(args: list[str]) -> None:
     from .commands import COMMANDS
 
     command = COMMANDS.get(args[0]) if args else None
-    module = importlib.import_module(command.module) if command and command.arguments and not command.usage else None
-    if not hasattr(module, "check"):
+    module = importlib.import_module(command.module) if command else None
+    if not hasattr(module, "check"):  # the commands a sweep may run have check(argv)
         raise UsageError(
             f"the sweep's command runs `earlyphase {args[0] if args else ''}`: "
             f"use a command with --field options, e.g. study"

@@ -5,7 +5,7 @@ Each returns the command's config (its class is what --help lists)."""
 from __future__ import annotations
 
 from ..engine.errors import UsageError
-from .config import ImpCommand, PretrainConfig, TrainConfig, mentions_task_option, with_task_options
+from .config import ImpCommand, PretrainConfig, TrainConfig, class_to_parse
 from .flags import parse_overrides
 
 PRETEXT_USAGE = "usage: earlyphase pretext list"
@@ -32,6 +32,4 @@ def stability(argv: list[str]) -> ImpCommand:
 
 def pretrain(argv: list[str], with_tasks: bool = False) -> PretrainConfig:
     """with_tasks: the config class with every task's options (the job's), else only where `argv` gives one."""
-    cls = with_task_options(PretrainConfig) if with_tasks or mentions_task_option(PretrainConfig, argv) \
-        else PretrainConfig
-    return parse_overrides(cls, argv)
+    return parse_overrides(class_to_parse(PretrainConfig, argv, with_tasks), argv)

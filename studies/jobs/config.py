@@ -265,26 +265,25 @@ def with_task_options(cls: type) -> type:
     return made
 
 
-def with_task_options_of(cfg):
-    """`cfg` as an instance of its class with the task options (each at its default where `cfg` has none)."""
+def pretrain_with_task_options(cfg: PretrainConfig) -> PretrainConfig:
+    """`cfg` as an instance of the class with the task options (each at its default where `cfg` has none)."""
     cls = with_task_options(type(cfg))
-    if cls is type(cfg):
-        return cfg
-    values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    if "pretrain" in values:
-        values["pretrain"] = with_task_options_of(values["pretrain"])
-    return cls(**values)
+    return cfg if cls is type(cfg) else cls(**{f.name: getattr(cfg, f.name) for f in fields(cfg)})
 
 
-def mentions_task_option(cls: type, argv: list[str]) -> bool:
-    """Whether `argv` gives a flag that is not one of `cls`'s and starts as a task's option does (`--rotation_...`):
-    only then must the tasks be imported to parse it. Task names come from metadata (pretext.registry.names)."""
+def class_to_parse(cls: type, argv: list[str], with_tasks: bool = False) -> type:
+    """The class a command line is parsed into: with every task's option (`with_task_options`) for the job
+    (`with_tasks`) or where `argv` gives a flag that is not one of `cls`'s and starts as a task's option does
+    (`--rotation_...`); else `cls` as declared, so no task (no torch) is imported. Task names come from metadata."""
+    if with_tasks:
+        return with_task_options(cls)
     from earlyphase.pretext import registry
 
     known = {f.name for _, f in leaves(cls())}
     keys = [a[2:].partition("=")[0].replace("-", "_") for a in argv if a.startswith("--")]
     tasks = registry.names()
-    return any(k not in known and any(k.startswith(f"{t}_") for t in tasks) for k in keys)
+    named = any(k not in known and any(k.startswith(f"{t}_") for t in tasks) for k in keys)
+    return with_task_options(cls) if named else cls
 
 
 # ---------------------------------------------------------------------------------------------- naming

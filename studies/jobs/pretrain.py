@@ -62,7 +62,7 @@ from ..engine.run_dir import load_bound, weights_file
 from ..engine.schedule import Job, Training
 from . import arguments, setup
 from . import scores as scores_job
-from .config import PretrainConfig, run_dir, with_task_options, with_task_options_of
+from .config import PretrainConfig, pretrain_with_task_options, run_dir, with_task_options
 from .events import Identity
 from .identity import public_config, task_label
 from .stats import tracker_hooks
@@ -160,7 +160,7 @@ def mask_digest(mask: dict | None) -> str:
 
 # ---------------------------------------------------------------------------------------- validate
 def validate(cfg: PretrainConfig) -> tuple[PretrainConfig, registry.Plugin, dict]:
-    cfg = setup.validate(with_task_options_of(cfg))
+    cfg = setup.validate(pretrain_with_task_options(cfg))
     try:
         plugin = registry.load(cfg.pretext)
     except ValueError as err:
