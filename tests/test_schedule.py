@@ -67,7 +67,7 @@ def test_gather_runs_jobs_in_lockstep_and_chain_one_after_another():
 
 
 def test_imp_concurrent_stacks_a_levels_parts_and_matches_sequential(tmp_path, capsys, stacks):
-    args = ["imp", "--width=4", "--training_steps=3it", "--milestone_steps=", "--batch_size=64", "--levels=1",
+    args = ["imp", "--width=4", "--training_steps=1it", "--milestone_steps=", "--batch_size=64", "--levels=1",
             "--rewind_step=0it", "--controls=random_reinit,random_prune_global", "--eval_every=1"]
     assert cli.main([*args, f"--out={tmp_path}/seq"]) == 0
     assert stacks == []  # --concurrent=1 (the default) never stacks
@@ -78,7 +78,7 @@ def test_imp_concurrent_stacks_a_levels_parts_and_matches_sequential(tmp_path, c
     seq = tmp_path / "seq" / con.name  # same run directory name: --concurrent is not part of the hash
     for part in ("level_0", "level_1", "level_1/random_reinit", "level_1/random_prune_global"):
         a, b = final_weights(seq / part), final_weights(con / part)
-        assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) < 2e-5  # float32, 3 steps
+        assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) < 2e-5  # float32, one step (test_stacked.py says why)
         names = lambda d: sorted(p.name for p in d.iterdir() if p.is_file())  # noqa: E731
         assert names(seq / part) == names(con / part)
     tickets = json.loads((con / "tickets.json").read_text())

@@ -128,9 +128,11 @@ def test_vectorised_default_loss_equals_per_task_losses():
 
 
 def test_float32_stack_with_default_loss_matches_sequential(data, out):
-    # a few steps only: early SGD at lr 0.1 amplifies float32 rounding chaotically (1e-7 -> 1e-1 in 12 steps)
-    stacked = train_stacked(make_runs(data, out / "s", dtype=torch.float32, task_cls=Supervised, end=3), data)
-    seq = sequential(make_runs(data, out / "r", dtype=torch.float32, task_cls=Supervised, end=3), data, out / "r")
+    # one step: early SGD at lr 0.1 amplifies float32 rounding chaotically (1e-7 -> 1e-4 in 2 steps, 1e-1 in 12),
+    # and the two engines' convolutions differ in rounding (grouped and contiguous against channels_last);
+    # the float64 test above pins the multi-step maths exactly
+    stacked = train_stacked(make_runs(data, out / "s", dtype=torch.float32, task_cls=Supervised, end=1), data)
+    seq = sequential(make_runs(data, out / "r", dtype=torch.float32, task_cls=Supervised, end=1), data, out / "r")
     for s, r in zip(stacked, seq):
         assert max_diff(final_weights(s.run_dir), final_weights(r.run_dir)) < 2e-5
 

@@ -9,7 +9,7 @@ evaluation at the CIFAR-10 cadence, per-epoch checkpoints, final.pt and summary.
 (b) is one whole train() call of `eval_every` synthetic epochs, so every per-epoch and per-call cost is
 counted; a synthetic epoch has `steps_per_epoch` iterations (CPU default 6, so the bench takes under a
 minute: per-epoch costs then weigh ~65x more than in a real 391-iteration epoch, a pessimistic figure).
-Both use the device's settings (channels_last, fused SGD and bf16 autocast on CUDA; `--compile`).
+Both use the trainer's settings (channels_last; fused SGD and bf16 autocast on CUDA; `--compile`).
 Reported: medians over `--repeats` after a warm-up; images/s, their ratio, seconds per CIFAR-10 epoch
 (50,000 images) and the paper's pretext-vs-rewind grid (6 conditions x 3 seeds x 9 trainings x 160
 epochs = 25,920 ResNet-20 epochs) projected in hours; with `--stacked=K` also K runs at once

@@ -104,7 +104,7 @@ class BareLoop:
     def __init__(self, width: int, device: torch.device, plan: TrainPlan, steps_per_epoch: int,
                  channels_last: bool | None = None):
         self.device, self.plan, self.spe = device, plan, steps_per_epoch
-        self.channels_last = device.type == "cuda" if channels_last is None else channels_last
+        self.channels_last = True if channels_last is None else channels_last  # as the trainer
         self.format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.initial = resnet20(width, device)
         gen = torch.Generator().manual_seed(1)
@@ -243,7 +243,7 @@ def measure(device: torch.device, precision: str, compile: str, width: int, step
             + ", ".join(f"{n} {images[n] / t[-1].wall:.0f} img/s" for n, t in times.items())
         )
     result = {"device": device_name(device), "precision": precision, "compile": compile_mode(plan, device),
-              "channels_last": device.type == "cuda" if channels_last is None else channels_last,
+              "channels_last": True if channels_last is None else channels_last,
               "width": width, "batch_size": BATCH, "steps_per_repeat": plan.end, "steps_per_epoch": steps_per_epoch,
               "eval_every": epochs, "repeats": repeats, "warmup_s": round(warmup_s, 2),
               "load_average_before": load_before, "load_average_after": os.getloadavg()[0], "torch": torch.__version__}
