@@ -78,7 +78,7 @@ def test_imp_concurrent_stacks_a_levels_parts_and_matches_sequential(tmp_path, c
     seq = tmp_path / "seq" / con.name  # same run directory name: --concurrent is not part of the hash
     for part in ("level_0", "level_1", "level_1/random_reinit", "level_1/random_prune_global"):
         a, b = final_weights(seq / part), final_weights(con / part)
-        assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) < 2e-5  # float32, one step (test_stacked.py says why)
+        assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) < 2e-5  # float32: 1 step
         names = lambda d: sorted(p.name for p in d.iterdir() if p.is_file())  # noqa: E731
         assert names(seq / part) == names(con / part)
     tickets = json.loads((con / "tickets.json").read_text())

@@ -1,14 +1,21 @@
 """`earlyphase study --jobs=J`: the units trained by J processes, each with its share of the CPU threads, with the
 same results as one process with that thread count; workers stop with their parent, and the study resumes."""
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 from pathlib import Path
+
+import pytest
+
+from earlyphase.studies.campaigns import shared_work
+from earlyphase.studies.engine.locks import RunLock
 
 FLAGS = ["--width=4", "--training_steps=2ep", "--milestone_steps=1ep", "--eval_every=2", "--levels=1",
         "--rewind_step=3it", "--pretrain_steps=3it", "--batch_size=128", "--conditions=reset,rewind,rotation",
@@ -34,15 +41,19 @@ def test_two_workers_give_the_results_of_one_process_with_their_thread_count(tmp
     assert "study: 2 worker processes, 1 CPU thread(s) each" in two.stderr
     two_dir = Path(two.stdout.strip().splitlines()[-1])
     log = (two_dir / "workers" / "worker-1.log").read_text()
-    assert "imp level 1 trunk" in log  # the worker trained its share
     one = study(f"--out={tmp_path}/one", "--jobs=1", "--threads=1", "--seeds=0,1")
     assert one.returncode == 0, one.stderr
     one_dir = Path(one.stdout.strip().splitlines()[-1])
     assert one_dir.name == two_dir.name and tickets(two_dir) == tickets(one_dir)  # bit for bit: same accuracies
     crossed = [{d: json.loads((p.parent / d / "crossed.json").read_text()) for d in json.loads(
         (p / "study.json").read_text())["crossed"]} for p in (two_dir, one_dir)]
-    assert len(crossed[0]) == 4 and crossed[0] == crossed[1]  # the crossed tickets too (the workers trained some)
-    assert "crossed_mask" in log
+    assert len(crossed[0]) == 4 and crossed[0] == crossed[1]  # the crossed tickets too
+    # every training ran once, in one process or the other (shared_work's claims), none twice or skipped
+    trained = [line.split(": density")[0] for line in (two.stderr + log).splitlines() if line.endswith("(done)")]
+    alone = [line.split(": density")[0] for line in one.stderr.splitlines() if line.endswith("(done)")]
+    assert sorted(trained) == sorted(alone) and len(alone) == 6 * 2 + 4 * 2  # units' 2 levels, pairs' 2 parts
+    assert {(two_dir / "claims" / f"{kind}-{n}" / ".lock").is_file() for kind, count in (("unit", 6), ("pair", 4))
+            for n in range(count)} == {True}
     report = json.loads((two_dir / "report" / "report.json").read_text())
     assert report["incomplete"] == [] and len(report["conditions"]) == 3
     # --jobs is a platform field: under a sweep's share of threads the default is one process
@@ -127,3 +138,32 @@ def test_each_worker_gets_its_share_of_threads_and_a_gpu_of_its_own(tmp_path, mo
     assert study_cmd.run_with_workers(cfg, ["--jobs=3"], 3, []) == ("0/3", None)
     assert [(p.args[-1], p.env["CUDA_VISIBLE_DEVICES"], p.env["EARLYPHASE_THREADS"]) for p in FakeProcess.started] == [
         ("--worker=1/3", "5", "1"), ("--worker=2/3", "3", "1")]
+
+
+def shared_items(order: list, *specs):
+    """shared_work items named by `specs` (name, needs) whose jobs record the order they ran in."""
+    def job(name):
+        order.append(name)
+        return
+        yield  # a scheduler job that needs no training
+
+    return [shared_work.Item(name, needs, functools.partial(job, name)) for name, needs in specs]
+
+
+def test_shared_work_takes_free_items_first_and_waits_only_when_all_are_held(tmp_path):
+    order: list = []
+    items = shared_items(order, ("unit-0", ()), ("unit-1", ()), ("unit-2", ()), ("pair-0", ("unit-0", "unit-1")))
+    held = RunLock(tmp_path / "unit-0")  # another process works on unit-0
+    assert held.try_acquire()
+    threading.Timer(0.5, held.release).start()
+    for _ in shared_work.walk(items, tmp_path):
+        pass
+    # the free units first; the pair waits for unit-0, found done once its holder lets it go
+    assert order == ["unit-1", "unit-2", "unit-0", "pair-0"]
+    order.clear()
+    for _ in shared_work.walk(items, tmp_path, worker=1, workers=2):  # worker 1 of 2: its share first, when ready
+        pass
+    assert order == ["unit-1", "unit-0", "pair-0", "unit-2"]  # its share: unit-1 and pair-0
+    for bad in ([("a", ("b",)), ("b", ("a",))], [("a", ("c",))], [("a", ()), ("a", ())]):
+        with pytest.raises(ValueError, match="shared work"):
+            list(shared_work.walk(shared_items([], *bad), tmp_path))

@@ -29,6 +29,7 @@ Presets (`--preset`) set defaults field by field; every flag given on the comman
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import subprocess
@@ -53,10 +54,11 @@ from ..reporting.arguments import DEFAULT_MARGIN
 from ..reporting.paired import MIN_SEEDS
 from ..reporting.report import write_report
 from ..reporting.runs import collect
-from . import arguments
+from . import arguments, shared_work
 from .arguments import PRESETS  # noqa: F401  (the presets, as the docstring names them)
 
 BASELINES = ("reset", "rewind")
+CLAIMS = "claims"  # study_HASH/claims/: which process works on which unit or pair (shared_work)
 
 
 def parse(argv: list[str]) -> StudyConfig:
@@ -244,42 +246,55 @@ def _share(worker: str) -> tuple[int, int] | None:
     return int(index), int(count)
 
 
-def _own_share_first(items: list, count: int) -> list:
-    """Worker 0's order of a list the J = `count` processes share (worker I takes items[I::J]): its own share, then
-    the others' (found finished, waited for, or trained here if no other process has started them)."""
-    return items[0::count] + [item for i, item in enumerate(items) if i % count]
-
-
-def _unit_done(cfg: StudyConfig, unit: dict) -> Job:
-    """A unit trained here, or found finished (or waited for, under another process's lock); returns its IMP
-    config, its rewind point included."""
+def _unit_imp(cfg: StudyConfig, unit: dict) -> Job:
+    """A unit's IMP config, its rewind point included (its pretraining trained here, or found finished)."""
     pre, imp = unit_configs(cfg, unit)
     if pre is not None:
         pre_dir, _ = yield from pretrain_job.work(pre)
         imp = dataclasses.replace(imp, rewind_from=str(pre_dir))
-    yield from imp_job.work(imp)
     return imp
 
 
-def _worker_job(cfg: StudyConfig, units: list[dict], index: int, count: int) -> Job:
-    """A worker process's share of the study (every count-th from index): its units' pretraining and IMP runs, then
-    its share of the crossed pairs (their units trained here if no other process has); nothing else (the parent
-    process writes study.json, runs what follows and writes the report)."""
-    out = run_dir("study", cfg)
-    for unit in units[index::count]:
-        yield from _unit_done(cfg, unit)
+def _unit_done(cfg: StudyConfig, unit: dict) -> Job:
+    """A unit trained here, or found finished (or waited for, under another process's lock)."""
+    yield from imp_job.work((yield from _unit_imp(cfg, unit)))
+
+
+def _pair_done(cfg: StudyConfig, subject: dict, reference: dict, levels: list[int]) -> Job:
+    """A crossed pair trained here, or found finished (its two units are done); returns its run directory."""
+    mine, theirs = (yield from _unit_imp(cfg, subject)), (yield from _unit_imp(cfg, reference))
+    cross, _ = yield from imp_cross.work(imp_job.prepare(mine), imp_job.prepare(theirs), levels)
+    return cross
+
+
+def _shared_items(cfg: StudyConfig, units: list[dict], unit_job) -> list[shared_work.Item]:
+    """The study's work as its --jobs processes share it: every unit (`unit_job(unit)`), then every crossed pair,
+    each needing its two units."""
     levels = cross_levels(cfg)
-    for subject, reference in (cross_pairs(units) if levels else [])[index::count]:
-        mine, theirs = (yield from _unit_done(cfg, subject)), (yield from _unit_done(cfg, reference))
-        yield from imp_cross.work(imp_job.prepare(mine), imp_job.prepare(theirs), levels)
+    number = {id(unit): n for n, unit in enumerate(units)}
+    items = [shared_work.Item(f"unit-{n}", (), functools.partial(unit_job, unit)) for n, unit in enumerate(units)]
+    for n, (subject, reference) in enumerate(cross_pairs(units) if levels else []):
+        needs = (f"unit-{number[id(subject)]}", f"unit-{number[id(reference)]}")
+        items.append(shared_work.Item(f"pair-{n}", needs, functools.partial(_pair_done, cfg, subject, reference,
+                                                                            levels)))
+    return items
+
+
+def _worker_job(cfg: StudyConfig, units: list[dict], index: int, count: int) -> Job:
+    """A worker process's part of the study: units and crossed pairs as shared_work hands them out; nothing else
+    (the parent process writes study.json, runs what follows and writes the report)."""
+    out = run_dir("study", cfg)
+    items = _shared_items(cfg, units, functools.partial(_unit_done, cfg))
+    yield from shared_work.walk(items, out / CLAIMS, index, count)
     return out, None
 
 
 def work(cfg: StudyConfig, units: list[dict] | None = None) -> Job:
     """The study as a scheduler job: its units one after another, or all in lock-step with --concurrent > 1
     (so their trainings run together); returns (study dir, report dir). With worker processes (--jobs), this
-    process takes its own share of the units first; the others' it finds finished or waits for (run locks).
-    `units`: plan_units(cfg), where the caller has them already."""
+    process is worker 0: it shares the units and crossed pairs with the others (shared_work), records every unit
+    (passing through those the others trained), then runs what follows alone. `units`: plan_units(cfg), where the
+    caller has them already."""
     units = plan_units(cfg) if units is None else units
     validate_units(cfg, units)
     share = _share(cfg.worker)
@@ -290,11 +305,12 @@ def work(cfg: StudyConfig, units: list[dict] | None = None) -> Job:
     logger = wandb_logger(cfg.imp, group=out.name, units=len(units))
     record = {"config": flat(cfg), "units": units}
     write_json_atomic(out / "study.json", record)
-    started = time.monotonic()
+    started, taken = time.monotonic(), [0]
 
-    def unit_job(i: int, unit: dict) -> Job:
+    def unit_job(unit: dict) -> Job:
+        taken[0] += 1
         name = f"{unit['condition']}{'[' + unit['options'] + ']' if unit.get('options') else ''} seed {unit['seed']}"
-        print(f"[{i}/{len(units)}] {name} ({time.monotonic() - started:.0f}s)", file=sys.stderr)
+        print(f"[{taken[0]}/{len(units)}] {name} ({time.monotonic() - started:.0f}s)", file=sys.stderr)
         pre, imp = unit_configs(cfg, unit)
         if pre is not None:
             with logger.router(f"{name}: pretrain", {}, "pretrain") as sink:
@@ -307,12 +323,14 @@ def work(cfg: StudyConfig, units: list[dict] | None = None) -> Job:
         write_json_atomic(out / "study.json", record)
 
     def run_units(todo: list[dict]) -> Job:
-        jobs = [unit_job(len(units) - len(todo) + i, unit) for i, unit in enumerate(todo, 1)]
+        jobs = [unit_job(unit) for unit in todo]
         yield from (schedule.gather(jobs) if cfg.scheduler.concurrent > 1 else schedule.chain(jobs))
 
-    mine = _own_share_first(units, share[1] if share else 1)
     try:
-        yield from run_units(mine)
+        if share is None:
+            yield from run_units(units)
+        else:
+            yield from shared_work.walk(_shared_items(cfg, units, unit_job), out / CLAIMS, *share)
         if cfg.seeds.strip() == "auto":
             yield from _seeds_until_decided(cfg, out, record, run_units)
         yield from _crossed(cfg, out, record)
@@ -401,7 +419,7 @@ def _crossed(cfg: StudyConfig, out: Path, record: dict) -> Job:
         return cross
 
     print(f"crossed tickets: {len(pairs)} pairs x {len(levels)} level(s) x 2 trainings", file=sys.stderr)
-    jobs = [pair_job(s, r) for s, r in _own_share_first(pairs, (_share(cfg.worker) or (0, 1))[1])]
+    jobs = [pair_job(s, r) for s, r in pairs]  # with --jobs, found finished (shared_work trained them)
     done = yield from (schedule.gather(jobs) if cfg.scheduler.concurrent > 1 else schedule.chain(jobs))
     record["crossed"] = sorted({_relative(d, out.parent) for d in done})
     write_json_atomic(out / "study.json", record)

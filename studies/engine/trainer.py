@@ -23,12 +23,11 @@ on an Intel Xeon (2026-12-06), a width-12 digits step at 1 thread 20.0 -> 17.4 m
 loop at 2 threads 515-548 -> 651-700 images/s. It changed CPU results in the last digits (another summation order);
 runs stay bit-identical for one code version, thread count and machine.
 
-CUDA fast path: SGD is the fused kernel, masks are one foreach multiply, nothing syncs the host per step (the loss accumulates on the device; normalisation
-constants are made once), and `plan.compile` picks how the step runs: `cudagraph` (the CUDA default:
-the whole step, optimiser and mask included, replayed as one CUDA graph, graphed.py) or a torch.compile
-mode for the forward/backward (`reduce-overhead` = CUDA graphs of the model only). Evaluation always
-runs the eager model. `earlyphase bench` measures
-these choices; `CUDA_COMPILE_AUTO` holds the one it picked.
+CUDA fast path: SGD is the fused kernel, masks are one foreach multiply, nothing syncs the host per step (the loss
+accumulates on the device; normalisation constants are made once), and `plan.compile` picks how the step runs:
+`cudagraph` (the CUDA default: the whole step, optimiser and mask included, replayed as one CUDA graph, graphed.py)
+or a torch.compile mode for the forward/backward (`reduce-overhead` = CUDA graphs of the model only). Evaluation
+always runs the eager model. `earlyphase bench` measures these choices; `CUDA_COMPILE_AUTO` holds the one it picked.
 """
 
 from __future__ import annotations
