@@ -30,11 +30,11 @@ WHOLE = ("dist_reference", "cos_reference", "sign_agree_reference", "dist_init",
          "reference_dist_init", "reference_sign_changed_init")
 
 
-def _weights_at(run: Path, k: int) -> dict | None:
+def _weights_at(run: Path, k: int, load) -> dict | None:
     """An IMP run's dense weights at step k (level_0's weights file), or None where this machine has none."""
     from ..engine.run_dir import weights_file
 
-    return _load(weights_file(run / "level_0", k))
+    return load(weights_file(run / "level_0", k))
 
 
 def _load(path: Path) -> dict | None:
@@ -44,6 +44,25 @@ def _load(path: Path) -> dict | None:
         return None
     saved = load_bound(path)
     return saved.get("model", saved) if isinstance(saved, dict) else None
+
+
+class _Loaded:
+    """The files one anatomy reads, each loaded and checked against its run once (a reference run serves every
+    condition compared with it); a file that fails its check fails every time it is asked for."""
+
+    def __init__(self) -> None:
+        self.files: dict[Path, tuple] = {}
+
+    def __call__(self, path: Path) -> dict | None:
+        if path not in self.files:
+            try:
+                self.files[path] = (_load(path), None)
+            except UsageError as err:
+                self.files[path] = (None, err)
+        state, err = self.files[path]
+        if err is not None:
+            raise err
+        return state
 
 
 def _weights(state: dict, names: list[str]):
@@ -114,19 +133,20 @@ def _summarise(per_seed: list[dict], keys) -> dict:
     return {k: mean_interval([s[k] for s in per_seed if k in s]) for k in keys if any(k in s for s in per_seed)}
 
 
-def comparison_anatomy(c: Comparison) -> dict | None:
+def comparison_anatomy(c: Comparison, load: _Loaded | None = None) -> dict | None:
     """The anatomy of one like-for-like comparison, or None without weights on this machine."""
+    load = load or _Loaded()
     subject, reference = c.subject.run_of_seed, c.reference.run_of_seed
     per_seed, masks = [], {}
     for seed in sorted(s for s in subject if s in reference and s is not None):
         c_run, r_run = Path(subject[seed]), Path(reference[seed])
         try:
-            c_state = _weights_at(c_run, c.subject.k)
-            r_state = _weights_at(r_run, c.reference.k)
-            init = _weights_at(r_run, 0)
+            c_state = _weights_at(c_run, c.subject.k, load)
+            r_state = _weights_at(r_run, c.reference.k, load)
+            init = _weights_at(r_run, 0, load)
         except UsageError:  # a file not bound to its run: left out here, named by the ticket checks
             continue
-        mask0 = _load_mask(r_run / "level_0" / "mask.pt")  # level 0's mask names the prunable layers
+        mask0 = _load_mask(r_run / "level_0" / "mask.pt", load)  # level 0's mask names the prunable layers
         if c_state is None or r_state is None or mask0 is None:
             continue
         names = sorted(mask0)
@@ -134,7 +154,7 @@ def comparison_anatomy(c: Comparison) -> dict | None:
                             _weights(init, names) if init is not None else None)
         per_seed.append({"seed": seed, **stats})
         for level in sorted({int(p.parent.name.split("_")[1]) for p in c_run.glob("level_*/mask.pt")} - {0}):
-            a, b = _load_mask(c_run / f"level_{level}" / "mask.pt"), _load_mask(r_run / f"level_{level}" / "mask.pt")
+            a, b = (_load_mask(run / f"level_{level}" / "mask.pt", load) for run in (c_run, r_run))
             if a is not None and b is not None:
                 masks.setdefault(level, []).append(_mask_overlap(a, b))
     if not per_seed:
@@ -153,16 +173,17 @@ def comparison_anatomy(c: Comparison) -> dict | None:
                       for level, overlaps in sorted(masks.items())]}
 
 
-def _load_mask(path: Path) -> dict | None:
+def _load_mask(path: Path, load) -> dict | None:
     try:
-        return _load(path)
+        return load(path)
     except UsageError:
         return None
 
 
 def anatomy(found: list[Comparison]) -> list[dict]:
     """Every like-for-like comparison's anatomy (those with weights on this machine)."""
-    return [a for a in (comparison_anatomy(c) for c in found if c.question in QUESTIONS) if a is not None]
+    load = _Loaded()
+    return [a for a in (comparison_anatomy(c, load) for c in found if c.question in QUESTIONS) if a is not None]
 
 
 def _cell(m: dict | None, scale: float = 1.0, digits: int = 3) -> str:

@@ -26,6 +26,7 @@ their p values (`holm`), shown beside the uncorrected intervals.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import warnings
@@ -69,6 +70,7 @@ class Difference:
         return seeds_for(self.sd, margin)
 
 
+@functools.cache  # a pure function of n, asked for every n up to MOST_SEEDS by each seeds_for
 def _power_factor(n: int) -> float:
     from scipy import stats
 
