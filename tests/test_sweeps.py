@@ -162,6 +162,7 @@ def tiny_sweep(path, tmp_path, tasks=None):
     stability copies: every k and budget of the file still lies before T) and, given `tasks`, its pretext
     conditions cut to those tasks (the suite's time; the stability verdicts are tests/test_across.py's)."""
     config = yaml.safe_load(path.read_text())
+    assert config["parameters"].pop("training_steps") == {"value": "6ep"}  # the T of the file's results in the README
     at = config["command"].index("${args}")
     config["command"][at:at] = ["--width=2", "--batch_size=128", "--training_steps=3ep", "--milestone_steps=1ep,2ep",
                                 "--levels=1", "--eval_every=3", "--stability="]
