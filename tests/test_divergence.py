@@ -38,7 +38,8 @@ def _poison_at(step, value):
     def hook(s, model, loss):
         if s == step:
             with torch.no_grad():
-                next(model.parameters()).view(-1)[0] = value
+                weight = next(model.parameters())
+                weight[(0,) * weight.dim()] = value  # its first element, whatever its layout (channels_last)
     return hook
 
 

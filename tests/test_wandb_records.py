@@ -16,7 +16,7 @@ from conftest import one_line_error, run_cli
 from wandb_files import download_layout, offline_runs
 
 FLAGS = ["--width=2", "--training_steps=2ep", "--milestone_steps=1ep", "--levels=1", "--rewind_step=3it",
-        "--pretrain_steps=3it", "--batch_size=256", "--eval_every=1"]
+        "--pretrain_steps=3it", "--batch_size=256", "--eval_every=1", "--stability=0"]
 
 
 @pytest.fixture(scope="module")
