@@ -44,11 +44,11 @@ def walk(items: list[Item], claims: Path, worker: int = 0, workers: int = 1) -> 
         ready = [item for item in order if set(item.needs) <= done]
         if not ready:
             raise ValueError("shared work: the items' needs form a cycle")
-        claim = next((c for c in (_claim(claims, item) for item in ready) if c.try_acquire()), None)
-        if claim is None:  # every ready item is held by another process: wait for the first, holding nothing
-            claim = _claim(claims, ready[0])
-            claim.acquire()
-        item = next(item for item in ready if claims / item.name == claim.path.parent)
+        free = next(((item, claim) for item in ready if (claim := _claim(claims, item)).try_acquire()), None)
+        if free is None:  # every ready item is held by another process: wait for the first, holding nothing
+            free = ready[0], _claim(claims, ready[0])
+            free[1].acquire()
+        item, claim = free
         try:
             yield from item.job()
         finally:
